@@ -1,0 +1,177 @@
+//! Mobile phone numbers, parsed with libphonenumber semantics.
+//!
+//! A [`Phone`] exists only for a valid mobile number of an allowed country; it is held in E.164 form
+//! (`+79161234567`) and shown masked (`+7 916 ***-**-67`) everywhere after entry.
+
+use phonenumber::{Mode, PhoneNumber, Type, country, metadata::DATABASE};
+use std::str::FromStr;
+
+/// The longest input we attempt to parse; anything longer is not a phone number.
+const MAX_INPUT_LEN: usize = 32;
+
+/// A valid mobile phone number of an allowed country, in E.164 form.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Phone {
+    e164: String,
+    masked: String,
+}
+
+/// Why an input is not an acceptable phone number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    /// Not a phone number at all (syntax, length, or an unassigned range).
+    #[error("not a valid phone number")]
+    Invalid,
+    /// A valid number, but not a mobile one: SMS codes cannot be delivered.
+    #[error("not a mobile phone number")]
+    NotMobile,
+    /// A valid mobile number of a country we do not send to.
+    #[error("phone numbers of this country are not accepted")]
+    CountryNotAllowed,
+}
+
+impl std::fmt::Debug for Phone {
+    // Never print a full number, even in debug output that may reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Phone({})", self.masked)
+    }
+}
+
+impl Phone {
+    /// Parses what a person typed (`8 (916) 123-45-67`, `+7 916 123 45 67`, `89161234567`),
+    /// with `default_region` for numbers without a country code, accepting only mobile numbers of
+    /// `allowed` countries (ISO 3166 alpha-2 codes).
+    pub fn parse(input: &str, default_region: &str, allowed: &[String]) -> Result<Self, PhoneError> {
+        let input = input.trim();
+        if input.is_empty()
+            || input.len() > MAX_INPUT_LEN
+            || !input.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c))
+        {
+            return Err(PhoneError::Invalid);
+        }
+        let region = country::Id::from_str(default_region).map_err(|_| PhoneError::Invalid)?;
+        let number = phonenumber::parse(Some(region), input).map_err(|_| PhoneError::Invalid)?;
+        if !phonenumber::is_valid(&number) {
+            return Err(PhoneError::Invalid);
+        }
+        match number.number_type(&DATABASE) {
+            Type::Mobile | Type::FixedLineOrMobile => {}
+            _ => return Err(PhoneError::NotMobile),
+        }
+        let id = number.country().id().ok_or(PhoneError::Invalid)?;
+        let code = format!("{id:?}");
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(&code)) {
+            return Err(PhoneError::CountryNotAllowed);
+        }
+        Ok(Self::from_number(&number))
+    }
+
+    /// Rebuilds a phone from its stored E.164 form (already validated when it was stored).
+    pub fn from_e164(e164: &str) -> Result<Self, PhoneError> {
+        let number = phonenumber::parse(None, e164).map_err(|_| PhoneError::Invalid)?;
+        Ok(Self::from_number(&number))
+    }
+
+    fn from_number(number: &PhoneNumber) -> Self {
+        let e164 = number.format().mode(Mode::E164).to_string();
+        let cc = number.code().value().to_string();
+        let national = &e164[1 + cc.len()..];
+        Self { masked: mask(&cc, national), e164 }
+    }
+
+    /// The canonical E.164 form, for sending and for keyed hashing. Never log it.
+    pub fn e164(&self) -> &str {
+        &self.e164
+    }
+
+    /// The masked form shown to people and written to logs: `+7 916 ***-**-67`.
+    pub fn masked(&self) -> &str {
+        &self.masked
+    }
+}
+
+fn mask(cc: &str, national: &str) -> String {
+    let n = national.len();
+    if n < 6 {
+        return format!("+{cc} ***");
+    }
+    let head = &national[..3];
+    let tail = &national[n - 2..];
+    let hidden = n - 5;
+    // Group the hidden digits like a Russian number: ***-**-67 for the usual 10-digit national number.
+    let stars = if hidden == 5 { "***-**".to_string() } else { "*".repeat(hidden) };
+    format!("+{cc} {head} {stars}-{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ru() -> Vec<String> {
+        vec!["RU".into()]
+    }
+
+    #[test]
+    fn russian_national_forms_are_the_same_number() {
+        for input in ["8 (916) 123-45-67", "+7 916 123 45 67", "89161234567", "+7(916)123-45-67", "9161234567"] {
+            let p = Phone::parse(input, "RU", &ru()).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(p.e164(), "+79161234567", "{input}");
+        }
+    }
+
+    #[test]
+    fn masked_form_hides_the_middle() {
+        let p = Phone::parse("+7 900 000-00-01", "RU", &ru()).unwrap();
+        assert_eq!(p.e164(), "+79000000001");
+        assert_eq!(p.masked(), "+7 900 ***-**-01");
+        assert!(!format!("{p:?}").contains("79000000001"));
+    }
+
+    #[test]
+    fn landlines_are_refused() {
+        // A Moscow landline (495) is valid but cannot receive an SMS code.
+        assert_eq!(Phone::parse("+7 495 123-45-67", "RU", &ru()), Err(PhoneError::NotMobile));
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        for input in ["", "abc", "12", "+7 916 123 45 67 89 00", "8916123456<script>", "٩١٦١٢٣٤٥٦٧", &"9".repeat(40)] {
+            assert_eq!(Phone::parse(input, "RU", &ru()), Err(PhoneError::Invalid), "{input}");
+        }
+    }
+
+    #[test]
+    fn foreign_mobiles_need_their_country_allowed() {
+        // A UK mobile.
+        assert_eq!(Phone::parse("+44 7400 123456", "RU", &ru()), Err(PhoneError::CountryNotAllowed));
+        let p = Phone::parse("+44 7400 123456", "RU", &["RU".into(), "GB".into()]).unwrap();
+        assert_eq!(p.e164(), "+447400123456");
+        // Kazakhstan shares +7 with Russia but is another country.
+        assert_eq!(Phone::parse("+7 701 123 45 67", "RU", &ru()), Err(PhoneError::CountryNotAllowed));
+    }
+
+    #[test]
+    fn e164_round_trip() {
+        let p = Phone::parse("8 916 123 45 67", "RU", &ru()).unwrap();
+        assert_eq!(Phone::from_e164(p.e164()).unwrap(), p);
+    }
+
+    proptest! {
+        /// Normalisation is idempotent: parsing the canonical form gives the same phone.
+        #[test]
+        fn normalisation_is_idempotent(rest in "9[0-9]{9}", prefix in prop_oneof![Just("8"), Just("+7"), Just("7"), Just("")]) {
+            if let Ok(p) = Phone::parse(&format!("{prefix}{rest}"), "RU", &ru()) {
+                let again = Phone::parse(p.e164(), "RU", &ru()).unwrap();
+                prop_assert_eq!(again.e164(), p.e164());
+                prop_assert_eq!(again.masked(), p.masked());
+            }
+        }
+
+        /// Arbitrary input never panics.
+        #[test]
+        fn arbitrary_input_never_panics(s in "\\PC{0,40}") {
+            let _ = Phone::parse(&s, "RU", &ru());
+        }
+    }
+}

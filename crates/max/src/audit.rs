@@ -1,0 +1,27 @@
+//! MAX's audit trail: what happened, when, from which IP and client, about which pseudonymous
+//! account id. Never a phone number, a code or a token.
+
+use edulink_domain::crypto::new_id;
+use edulink_store::{Db, StoreError, sqlx};
+
+/// Writes one audit record. A failure is logged and swallowed: auditing must not turn a completed
+/// security action into an error for the user, but it is alerted on through the log.
+pub async fn record(db: &Db, now: i64, event: &str, account: Option<&str>, client: Option<&str>, ip: Option<&str>, detail: Option<&str>) {
+    let r: Result<_, StoreError> = sqlx::query(
+        "INSERT INTO audit (id, at, event, account, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new_id())
+    .bind(now)
+    .bind(event)
+    .bind(account)
+    .bind(client)
+    .bind(ip)
+    .bind(detail)
+    .execute(db.pool())
+    .await
+    .map_err(Into::into);
+    match r {
+        Ok(_) => tracing::info!(event, account, client, "audit"),
+        Err(e) => tracing::error!(event, error = %e, "audit record not written"),
+    }
+}

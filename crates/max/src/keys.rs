@@ -1,0 +1,261 @@
+//! Signing keys: generated on first start, stored encrypted in the database, loaded once and kept
+//! parsed in memory (re-parsing a private key per signature costs more than the signature itself,
+//! DESIGN.md §6). `edulink keys rotate` retires the current keys; the previous ones stay published.
+
+use crate::StartError;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    self, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+    RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, UnparsedPublicKey,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use edulink_domain::Cipher;
+use edulink_domain::crypto::random_token;
+use edulink_store::{Db, Row, StoreError, sqlx};
+use serde_json::{Value, json};
+use std::sync::RwLock;
+
+/// The JWS algorithms this provider signs with.
+pub const ALGS: &[&str] = &["RS256", "ES256", "EdDSA"];
+
+enum Signer {
+    Rs256(RsaKeyPair),
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+}
+
+struct LoadedKey {
+    kid: String,
+    alg: String,
+    signer: Option<Signer>,
+    public_raw: Vec<u8>,
+}
+
+/// The provider's keys: the active signer per algorithm and every published public key.
+pub struct KeyRing {
+    inner: RwLock<Inner>,
+}
+
+struct Inner {
+    keys: Vec<LoadedKey>,
+    jwks: String,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyRing(…)")
+    }
+}
+
+/// A signing failure (no key for the algorithm).
+#[derive(Debug, thiserror::Error)]
+#[error("no signing key for {0}")]
+pub struct NoKey(pub String);
+
+fn generate(alg: &str) -> Result<(Vec<u8>, Vec<u8>, Value), String> {
+    let e = |x: aws_lc_rs::error::Unspecified| x.to_string();
+    match alg {
+        "RS256" => {
+            let kp = RsaKeyPair::generate(KeySize::Rsa2048).map_err(e)?;
+            let der = kp.as_der().map_err(e)?.as_ref().to_vec();
+            let pk = kp.public_key();
+            let jwk = json!({
+                "kty": "RSA",
+                "n": B64.encode(pk.modulus().big_endian_without_leading_zero()),
+                "e": B64.encode(pk.exponent().big_endian_without_leading_zero()),
+            });
+            Ok((der, pk.as_ref().to_vec(), jwk))
+        }
+        "ES256" => {
+            let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(e)?;
+            let der = kp.to_pkcs8v1().map_err(e)?.as_ref().to_vec();
+            let point = kp.public_key().as_ref().to_vec();
+            // Uncompressed point: 0x04 || x || y.
+            let jwk = json!({ "kty": "EC", "crv": "P-256", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]) });
+            Ok((der, point, jwk))
+        }
+        "EdDSA" => {
+            let kp = Ed25519KeyPair::generate().map_err(e)?;
+            let der = kp.to_pkcs8().map_err(e)?.as_ref().to_vec();
+            let pk = kp.public_key().as_ref().to_vec();
+            let jwk = json!({ "kty": "OKP", "crv": "Ed25519", "x": B64.encode(&pk) });
+            Ok((der, pk, jwk))
+        }
+        other => Err(format!("unsupported algorithm {other}")),
+    }
+}
+
+fn parse_signer(alg: &str, der: &[u8]) -> Result<Signer, String> {
+    let e = |x: aws_lc_rs::error::KeyRejected| x.to_string();
+    Ok(match alg {
+        "RS256" => Signer::Rs256(RsaKeyPair::from_pkcs8(der).map_err(e)?),
+        "ES256" => Signer::Es256(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(e)?),
+        "EdDSA" => Signer::EdDsa(Ed25519KeyPair::from_pkcs8(der).map_err(e)?),
+        other => return Err(format!("unsupported algorithm {other}")),
+    })
+}
+
+/// Creates a new active key for every algorithm and retires the ones it replaces. Keys retired by an
+/// earlier rotation are deleted, so exactly one previous generation stays published.
+pub async fn rotate(db: &Db, cipher: &Cipher, now: i64) -> Result<Vec<String>, StartError> {
+    let mut tx = db.pool().begin().await.map_err(StoreError::from)?;
+    sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL")
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    let mut kids = Vec::new();
+    for alg in ALGS {
+        kids.push(insert_new(&mut tx, cipher, alg, now).await?);
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(kids)
+}
+
+async fn insert_new(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    cipher: &Cipher,
+    alg: &str,
+    now: i64,
+) -> Result<String, StartError> {
+    let (der, public_raw, mut jwk) = generate(alg).map_err(StartError::Keys)?;
+    let kid = random_token(12);
+    jwk["kid"] = kid.clone().into();
+    jwk["alg"] = (*alg).into();
+    jwk["use"] = "sig".into();
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, alg, private_enc, public_raw, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&kid)
+    .bind(alg)
+    .bind(cipher.seal("signing_keys.private", &der))
+    .bind(B64.encode(&public_raw))
+    .bind(jwk.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::from)?;
+    Ok(kid)
+}
+
+impl KeyRing {
+    /// Loads the keys, creating an active key for any algorithm that has none.
+    pub async fn load_or_create(db: &Db, cipher: &Cipher, now: i64) -> Result<Self, StartError> {
+        let ring = KeyRing { inner: RwLock::new(Inner { keys: Vec::new(), jwks: String::new() }) };
+        ring.reload(db, cipher, now).await?;
+        Ok(ring)
+    }
+
+    /// Re-reads keys from the database (after a rotation by another process).
+    pub async fn reload(&self, db: &Db, cipher: &Cipher, now: i64) -> Result<(), StartError> {
+        let active: Vec<String> = sqlx::query_scalar("SELECT alg FROM signing_keys WHERE retired_at IS NULL")
+            .fetch_all(db.pool())
+            .await
+            .map_err(StoreError::from)?;
+        let missing: Vec<&str> = ALGS.iter().copied().filter(|a| !active.iter().any(|x| x == a)).collect();
+        if !missing.is_empty() {
+            let mut tx = db.pool().begin().await.map_err(StoreError::from)?;
+            for alg in missing {
+                insert_new(&mut tx, cipher, alg, now).await?;
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        let rows = sqlx::query(
+            "SELECT kid, alg, private_enc, public_raw, public_jwk, retired_at FROM signing_keys ORDER BY created_at DESC",
+        )
+        .fetch_all(db.pool())
+        .await
+        .map_err(StoreError::from)?;
+        let mut keys = Vec::new();
+        let mut jwks = Vec::new();
+        for r in rows {
+            let kid: String = r.try_get("kid").map_err(StoreError::from)?;
+            let alg: String = r.try_get("alg").map_err(StoreError::from)?;
+            let retired: Option<i64> = r.try_get("retired_at").map_err(StoreError::from)?;
+            let jwk: String = r.try_get("public_jwk").map_err(StoreError::from)?;
+            let raw: String = r.try_get("public_raw").map_err(StoreError::from)?;
+            let signer = if retired.is_none() {
+                let enc: String = r.try_get("private_enc").map_err(StoreError::from)?;
+                let der = cipher
+                    .open("signing_keys.private", &enc)
+                    .map_err(|_| StartError::Keys("cannot decrypt a signing key: wrong secret?".into()))?;
+                Some(parse_signer(&alg, &der).map_err(StartError::Keys)?)
+            } else {
+                None
+            };
+            jwks.push(serde_json::from_str::<Value>(&jwk).map_err(|e| StartError::Keys(e.to_string()))?);
+            keys.push(LoadedKey {
+                kid,
+                alg,
+                signer,
+                public_raw: B64.decode(raw).map_err(|e| StartError::Keys(e.to_string()))?,
+            });
+        }
+        let jwks = json!({ "keys": jwks }).to_string();
+        *self.inner.write().expect("key ring lock") = Inner { keys, jwks };
+        Ok(())
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> String {
+        self.inner.read().expect("key ring lock").jwks.clone()
+    }
+
+    /// Signs `claims` as a compact JWS with the active key of `alg`.
+    pub fn sign(&self, alg: &str, claims: &Value) -> Result<String, NoKey> {
+        let inner = self.inner.read().expect("key ring lock");
+        let key = inner
+            .keys
+            .iter()
+            .find(|k| k.alg == alg && k.signer.is_some())
+            .ok_or_else(|| NoKey(alg.to_string()))?;
+        let header = json!({ "alg": alg, "kid": key.kid, "typ": "JWT" });
+        let mut out = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let rng = SystemRandom::new();
+        let sig = match key.signer.as_ref().expect("checked above") {
+            Signer::Rs256(kp) => {
+                let mut sig = vec![0; kp.public_modulus_len()];
+                kp.sign(&RSA_PKCS1_SHA256, &rng, out.as_bytes(), &mut sig).map_err(|_| NoKey(alg.into()))?;
+                sig
+            }
+            Signer::Es256(kp) => kp.sign(&rng, out.as_bytes()).map_err(|_| NoKey(alg.into()))?.as_ref().to_vec(),
+            Signer::EdDsa(kp) => kp.sign(out.as_bytes()).as_ref().to_vec(),
+        };
+        out.push('.');
+        out.push_str(&B64.encode(sig));
+        Ok(out)
+    }
+
+    /// Verifies a compact JWS made by one of our published keys and returns its claims. Expiry is not
+    /// checked: this is for `id_token_hint`, which may be an expired ID token (OIDC Core §3.1.2.1).
+    pub fn verify_own(&self, jws: &str) -> Option<Value> {
+        let mut parts = jws.split('.');
+        let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || jws.len() > 8192 {
+            return None;
+        }
+        let header: Value = serde_json::from_slice(&B64.decode(h).ok()?).ok()?;
+        let kid = header.get("kid")?.as_str()?;
+        let alg = header.get("alg")?.as_str()?;
+        let inner = self.inner.read().expect("key ring lock");
+        let key = inner.keys.iter().find(|k| k.kid == kid && k.alg == alg)?;
+        let algorithm: &dyn signature::VerificationAlgorithm = match alg {
+            "RS256" => &RSA_PKCS1_2048_8192_SHA256,
+            "ES256" => &ECDSA_P256_SHA256_FIXED,
+            "EdDSA" => &ED25519,
+            _ => return None,
+        };
+        let sig = B64.decode(s).ok()?;
+        UnparsedPublicKey::new(algorithm, &key.public_raw)
+            .verify(format!("{h}.{c}").as_bytes(), &sig)
+            .ok()?;
+        serde_json::from_slice(&B64.decode(c).ok()?).ok()
+    }
+}

@@ -1,0 +1,206 @@
+//! MAX: the messenger's identity and its OpenID Connect provider, with Сферум inside.
+//!
+//! * Accounts are keyed by mobile phone; sign-in and registration are by SMS code (`login`).
+//! * The provider (`oidc`) serves discovery, JWKS, authorize, token, userinfo and revocation, with
+//!   PKCE S256, exact redirect URIs, single-use 60 s codes, rotating refresh tokens and pairwise subjects.
+//! * Сферум's pages and its provisioning API (`sferum_web`) sit on the same site and database.
+
+pub mod audit;
+pub mod keys;
+pub mod limits;
+pub mod login;
+pub mod oidc;
+pub mod repo;
+pub mod sferum_web;
+mod views;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use edulink_domain::{Cipher, Clock, CodePolicy, SecretKey, SmsLimits};
+use edulink_sms::SmsGateway;
+use edulink_store::{Db, Migration};
+use edulink_web::cookies::CookiePolicy;
+use edulink_web::error::Brand;
+use edulink_web::layers::{SiteSecurity, harden};
+use std::sync::Arc;
+
+/// MAX's own tables followed by Сферум's.
+pub fn migrations() -> Vec<Migration> {
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_max"];
+    own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
+}
+
+/// MAX's configuration.
+#[derive(Debug, Clone)]
+pub struct MaxConfig {
+    /// The issuer: MAX's public base URL, e.g. `https://max.example` (no trailing slash).
+    pub issuer: String,
+    /// Master secret; purpose keys are derived from it (phone lookup, phone encryption, code MACs,
+    /// signing-key encryption, pairwise subjects).
+    pub secret: SecretKey,
+    /// Host name printed in the SMS autofill line `@host #code`.
+    pub sms_host: String,
+    /// How codes live and die.
+    pub code_policy: CodePolicy,
+    /// How often codes may be sent.
+    pub sms_limits: SmsLimits,
+    /// Countries whose mobile numbers are accepted (ISO alpha-2).
+    pub allowed_countries: Vec<String>,
+    /// Region for numbers typed without a country code.
+    pub default_region: String,
+    /// Development mode: the dev SMS inbox is served.
+    pub dev_mode: bool,
+    /// Lifetime of access tokens, seconds.
+    pub access_token_ttl: i64,
+    /// Lifetime of refresh tokens, seconds.
+    pub refresh_token_ttl: i64,
+    /// Lifetime of ID tokens, seconds.
+    pub id_token_ttl: i64,
+    /// A browser session ends after this long without requests, seconds.
+    pub session_idle_secs: i64,
+    /// A browser session ends this long after sign-in whatever happens, seconds.
+    pub session_absolute_secs: i64,
+}
+
+impl MaxConfig {
+    /// A configuration with the defaults of DESIGN.md for `issuer`.
+    pub fn new(issuer: String, secret: SecretKey) -> Self {
+        let sms_host = url::Url::parse(&issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "localhost".into());
+        Self {
+            issuer,
+            secret,
+            sms_host,
+            code_policy: CodePolicy::default(),
+            sms_limits: SmsLimits::default(),
+            allowed_countries: vec!["RU".into()],
+            default_region: "RU".into(),
+            dev_mode: false,
+            access_token_ttl: 600,
+            refresh_token_ttl: 30 * 86_400,
+            id_token_ttl: 300,
+            session_idle_secs: 86_400,
+            session_absolute_secs: 30 * 86_400,
+        }
+    }
+
+    /// True when served over https.
+    pub fn https(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+}
+
+/// Keys derived from the master secret, one per purpose.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    /// Keyed hash for phone lookup.
+    pub phone_hash: SecretKey,
+    /// Encryption of phones at rest.
+    pub phone_cipher: Cipher,
+    /// MAC of SMS codes.
+    pub code_mac: SecretKey,
+    /// Encryption of signing keys at rest.
+    pub key_cipher: Cipher,
+    /// Pairwise subject derivation.
+    pub pairwise: SecretKey,
+}
+
+impl Secrets {
+    fn derive(master: &SecretKey) -> Self {
+        Self {
+            phone_hash: master.derive("max/phone-hash"),
+            phone_cipher: Cipher::new(&master.derive("max/phone-enc")),
+            code_mac: master.derive("max/sms-code"),
+            key_cipher: Cipher::new(&master.derive("max/signing-keys")),
+            pairwise: master.derive("max/pairwise-sub"),
+        }
+    }
+}
+
+/// Everything a MAX handler needs.
+#[derive(Clone)]
+pub struct MaxState {
+    /// MAX's database.
+    pub db: Db,
+    /// Configuration.
+    pub cfg: Arc<MaxConfig>,
+    /// Purpose keys.
+    pub secrets: Arc<Secrets>,
+    /// Signing keys, loaded once.
+    pub keys: Arc<keys::KeyRing>,
+    /// The SMS gateway.
+    pub sms: SmsGateway,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Cookie attributes.
+    pub cookies: CookiePolicy,
+}
+
+impl MaxState {
+    /// Builds the state, creating signing keys on first start.
+    pub async fn new(db: Db, cfg: MaxConfig, sms: SmsGateway, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let secrets = Arc::new(Secrets::derive(&cfg.secret));
+        let keys = keys::KeyRing::load_or_create(&db, &secrets.key_cipher, clock.now()).await?;
+        let cookies = CookiePolicy { secure: cfg.https() };
+        Ok(Self { db, cfg: Arc::new(cfg), secrets, keys: Arc::new(keys), sms, clock, cookies })
+    }
+
+    /// Current time, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+/// Why MAX could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] edulink_store::StoreError),
+    /// Signing keys.
+    #[error("signing keys: {0}")]
+    Keys(String),
+}
+
+/// The look of MAX's pages.
+pub const BRAND: Brand = Brand { css: "/static/max.css", title_key: "max-title", class: "max" };
+
+/// MAX's whole site.
+pub fn router(state: MaxState) -> Router {
+    let mut r = Router::new()
+        .route("/", get(login::home))
+        .route("/login", get(login::phone_page))
+        .route("/login/phone", post(login::phone_submit))
+        .route("/login/code", get(login::code_page).post(login::code_submit))
+        .route("/login/resend", post(login::resend))
+        .route("/login/register", get(login::register_page).post(login::register_submit))
+        .route("/logout", post(login::logout))
+        .route("/authorize/continue", get(oidc::continue_authorization))
+        .route("/authorize/confirm", post(oidc::confirm))
+        .route("/authorize/deny", post(oidc::deny))
+        .route("/authorize/switch", post(oidc::switch_account))
+        .route("/.well-known/openid-configuration", get(oidc::discovery))
+        .route("/oauth/jwks", get(oidc::jwks))
+        .route("/oauth/authorize", get(oidc::authorize))
+        .route("/oauth/token", post(oidc::token))
+        .route("/oauth/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/oauth/revoke", post(oidc::revoke))
+        .route("/sferum", get(sferum_web::page))
+        .route("/sferum/api/v1/profiles/{sub}", put(sferum_web::provision).delete(sferum_web::detach))
+        .route("/readyz", get(|axum::extract::State(s): axum::extract::State<MaxState>| async move {
+            edulink_web::ops::readyz(&s.db).await
+        }))
+        .route("/static/max.css", get(views::css))
+        .route("/static/app.js", get(views::js));
+    if state.cfg.dev_mode {
+        r = r.route("/dev/sms", get(login::dev_sms_json)).route("/dev/inbox", get(login::dev_inbox_page));
+    }
+    let sec = SiteSecurity {
+        origin: state.cfg.issuer.clone(),
+        exempt_prefixes: vec!["/oauth/", "/sferum/api/"],
+        https: state.cfg.https(),
+    };
+    harden(r.merge(edulink_web::ops::routes()).with_state(state), BRAND, sec)
+}

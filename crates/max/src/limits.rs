@@ -1,0 +1,175 @@
+//! SMS send limits and phone lockout, held in the database so that they hold across instances.
+//!
+//! Every check-and-count is one atomic statement or one transaction that writes first, so concurrent
+//! requests (on one instance or many) cannot both slip under a limit.
+
+use edulink_domain::{CodePolicy, SmsLimits};
+use edulink_store::{Db, StoreError, sqlx};
+
+/// Why a code was not sent, with the seconds to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The phone is locked after too many wrong codes.
+    Locked(i64),
+    /// Less than the resend gap since the last send to this phone.
+    TooSoon(i64),
+    /// The phone's hourly or daily budget is spent.
+    PhoneBudget(i64),
+    /// The client IP's hourly budget is spent.
+    IpBudget(i64),
+    /// The service-wide hourly budget is spent (SMS pumping circuit breaker).
+    Global(i64),
+}
+
+impl Refusal {
+    /// Seconds until a retry may succeed.
+    pub fn retry_after(self) -> i64 {
+        match self {
+            Refusal::Locked(s) | Refusal::TooSoon(s) | Refusal::PhoneBudget(s) | Refusal::IpBudget(s) | Refusal::Global(s) => s.max(1),
+        }
+    }
+
+    /// A short name for metrics and audit.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Locked(_) => "locked",
+            Refusal::TooSoon(_) => "too_soon",
+            Refusal::PhoneBudget(_) => "phone_budget",
+            Refusal::IpBudget(_) => "ip_budget",
+            Refusal::Global(_) => "global_budget",
+        }
+    }
+}
+
+/// Admits one send to `phone_hash` from `ip`, counting it against every limit, or says why not.
+/// Nothing is counted when the send is refused.
+pub async fn admit_send(
+    db: &Db,
+    phone_hash: &str,
+    ip: &str,
+    now: i64,
+    limits: &SmsLimits,
+) -> Result<Result<(), Refusal>, StoreError> {
+    edulink_store::retry(|| admit_send_once(db, phone_hash, ip, now, limits)).await
+}
+
+async fn admit_send_once(
+    db: &Db,
+    phone_hash: &str,
+    ip: &str,
+    now: i64,
+    limits: &SmsLimits,
+) -> Result<Result<(), Refusal>, StoreError> {
+    let mut tx = db.pool().begin().await?;
+    // Write first: this takes the phone's row lock (PostgreSQL) or the write lock (SQLite), so the
+    // reads below see a stable state for this phone.
+    sqlx::query("INSERT INTO phone_state (phone_hash) VALUES ($1) ON CONFLICT (phone_hash) DO NOTHING")
+        .bind(phone_hash)
+        .execute(&mut *tx)
+        .await?;
+    let admitted: Option<i64> = sqlx::query_scalar(
+        "UPDATE phone_state SET last_sent_at = $2 \
+         WHERE phone_hash = $1 AND last_sent_at <= $3 AND locked_until <= $2 RETURNING last_sent_at",
+    )
+    .bind(phone_hash)
+    .bind(now)
+    .bind(now - limits.resend_gap_secs)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if admitted.is_none() {
+        let (last, locked): (i64, i64) =
+            sqlx::query_as("SELECT last_sent_at, locked_until FROM phone_state WHERE phone_hash = $1")
+                .bind(phone_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.rollback().await?;
+        return Ok(Err(if locked > now {
+            Refusal::Locked(locked - now)
+        } else {
+            Refusal::TooSoon(last + limits.resend_gap_secs - now)
+        }));
+    }
+    // Exact sliding windows per phone, from the challenges themselves (one per send).
+    for (window, cap) in [(3600, limits.per_phone_hour), (86_400, limits.per_phone_day)] {
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at) FROM sms_challenges WHERE phone_hash = $1 AND created_at > $2",
+        )
+        .bind(phone_hash)
+        .bind(now - window)
+        .fetch_one(&mut *tx)
+        .await?;
+        if count >= cap {
+            tx.rollback().await?;
+            return Ok(Err(Refusal::PhoneBudget(oldest.unwrap_or(now) + window - now)));
+        }
+    }
+    // Fixed hourly windows per IP and for the whole service.
+    let hour = now - now.rem_euclid(3600);
+    for (bucket, cap, refusal) in [
+        (format!("sms:ip:{ip}"), limits.per_ip_hour, Refusal::IpBudget(hour + 3600 - now)),
+        ("sms:global".to_string(), limits.global_hour, Refusal::Global(hour + 3600 - now)),
+    ] {
+        let count: i64 = sqlx::query_scalar(
+            "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) \
+             ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count",
+        )
+        .bind(&bucket)
+        .bind(hour)
+        .fetch_one(&mut *tx)
+        .await?;
+        if count > cap {
+            tx.rollback().await?;
+            if matches!(refusal, Refusal::Global(_)) {
+                tracing::error!("global SMS budget exhausted: sends refused until the next hour");
+            }
+            return Ok(Err(refusal));
+        }
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// Seconds until the next send to this phone is allowed by the resend gap (0 when allowed now).
+pub async fn resend_wait(db: &Db, phone_hash: &str, now: i64, limits: &SmsLimits) -> Result<i64, StoreError> {
+    let last: Option<i64> = sqlx::query_scalar("SELECT last_sent_at FROM phone_state WHERE phone_hash = $1")
+        .bind(phone_hash)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(last.map_or(0, |l| (l + limits.resend_gap_secs - now).max(0)))
+}
+
+/// True while the phone is locked.
+pub async fn is_locked(db: &Db, phone_hash: &str, now: i64) -> Result<bool, StoreError> {
+    let locked: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone_hash = $1")
+        .bind(phone_hash)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(locked.is_some_and(|l| l > now))
+}
+
+/// Counts a wrong code against the phone (across codes: a resend does not reset it) and locks the
+/// phone when the policy says so. Returns the failure count.
+pub async fn record_failure(db: &Db, phone_hash: &str, now: i64, policy: &CodePolicy) -> Result<i64, StoreError> {
+    let failures: i64 = sqlx::query_scalar(
+        "INSERT INTO phone_state (phone_hash, failures) VALUES ($1, 1) \
+         ON CONFLICT (phone_hash) DO UPDATE SET failures = phone_state.failures + 1 RETURNING failures",
+    )
+    .bind(phone_hash)
+    .fetch_one(db.pool())
+    .await?;
+    if let Some(secs) = policy.lock_secs(failures) {
+        sqlx::query("UPDATE phone_state SET locked_until = $2 WHERE phone_hash = $1")
+            .bind(phone_hash)
+            .bind(now + secs)
+            .execute(db.pool())
+            .await?;
+        tracing::warn!(failures, lock_secs = secs, "phone locked after repeated wrong codes");
+    }
+    Ok(failures)
+}
+
+/// A correct code clears the phone's failure count.
+pub async fn clear_failures(db: &Db, phone_hash: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE phone_state SET failures = 0 WHERE phone_hash = $1").bind(phone_hash).execute(db.pool()).await?;
+    Ok(())
+}

@@ -1,0 +1,405 @@
+//! Sign-in to MAX by SMS code: «Окно ввода номера телефона» → «Продолжить» → «Окно ввода кода» →
+//! «Перейти в MAX», and registration of a new phone after its code is verified.
+
+use crate::repo::{self, Session};
+use crate::views::{self, CodePage, HomePage, InboxPage, PhonePage, RegisterPage};
+use crate::{MaxState, audit, limits};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use edulink_domain::crypto::{ct_eq, new_id};
+use edulink_domain::otp::{OtpCode, sms_text};
+use edulink_domain::{Phone, PhoneError};
+use edulink_web::{AppError, ClientIp, Lang, StrictForm, Tr, html, see_other};
+use serde::Deserialize;
+
+/// The session cookie's base name.
+pub const SESSION_COOKIE: &str = "max_sid";
+
+/// The current session, if the browser has a live one.
+pub async fn current(st: &MaxState, headers: &HeaderMap) -> Result<Option<Session>, AppError> {
+    let Some(raw) = st.cookies.get(headers, SESSION_COOKIE) else { return Ok(None) };
+    Ok(repo::load_session(&st.db, &raw, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await?)
+}
+
+/// The current session, or a new anonymous one with the cookie to set.
+pub async fn current_or_new(st: &MaxState, headers: &HeaderMap) -> Result<(Session, Option<HeaderValue>), AppError> {
+    if let Some(s) = current(st, headers).await? {
+        return Ok((s, None));
+    }
+    let (raw, s) = repo::create_session(&st.db, st.now(), None).await?;
+    Ok((s, Some(st.cookies.set(SESSION_COOKIE, &raw, None))))
+}
+
+/// Refuses a form whose CSRF token is not the session's.
+pub fn check_csrf(session: &Session, presented: &str) -> Result<(), AppError> {
+    if ct_eq(session.csrf.as_bytes(), presented.as_bytes()) {
+        Ok(())
+    } else {
+        metrics::counter!("edulink_csrf_refused_total").increment(1);
+        Err(AppError::forbidden("error-csrf"))
+    }
+}
+
+fn with_cookie(mut resp: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn tr(headers: &HeaderMap) -> Tr {
+    Tr::new(Lang::from_headers(headers))
+}
+
+/// `GET /`: the signed-in account, or an invitation to sign in.
+pub async fn home(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let tr = tr(&headers);
+    let session = current(&st, &headers).await?;
+    let account = match session.as_ref().and_then(|s| s.account_id.clone()) {
+        Some(id) => repo::account(&st.db, &id).await?,
+        None => None,
+    };
+    let (masked, notifications) = match &account {
+        Some(a) => (
+            views::masked_phone(&st, &a.phone_enc),
+            repo::notifications(&st.db, &a.id).await?,
+        ),
+        None => (String::new(), Vec::new()),
+    };
+    Ok(html(&HomePage {
+        tr,
+        csrf: session.map(|s| s.csrf).unwrap_or_default(),
+        account,
+        masked,
+        notifications: notifications.into_iter().map(|n| views::NotificationView::new(n)).collect(),
+    }))
+}
+
+/// `GET /login`: «Окно ввода номера телефона».
+pub async fn phone_page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let (session, cookie) = current_or_new(&st, &headers).await?;
+    if session.account_id.is_some() {
+        let next = if session.pending_request.is_some() { "/authorize/continue" } else { "/" };
+        return Ok(see_other(next));
+    }
+    let page = PhonePage { tr: tr(&headers), csrf: session.csrf, phone: String::new(), error: None, retry_after: None };
+    Ok(with_cookie(html(&page), cookie))
+}
+
+/// The phone form.
+#[derive(Debug, Deserialize)]
+pub struct PhoneForm {
+    csrf: String,
+    phone: String,
+}
+
+/// `POST /login/phone`: «Продолжить». The answer is the same whether or not the phone has an
+/// account: nothing about the account is looked up before the code is verified.
+pub async fn phone_submit(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<PhoneForm>,
+) -> Result<Response, AppError> {
+    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    check_csrf(&session, &form.csrf)?;
+    let tr = tr(&headers);
+    let phone = match Phone::parse(&form.phone, &st.cfg.default_region, &st.cfg.allowed_countries) {
+        Ok(p) => p,
+        Err(e) => {
+            let key = match e {
+                PhoneError::Invalid => "error-phone-invalid",
+                PhoneError::NotMobile => "error-phone-not-mobile",
+                PhoneError::CountryNotAllowed => "error-phone-country",
+            };
+            let page = PhonePage {
+                error: Some(tr.t(key)),
+                phone: form.phone.chars().take(32).collect(),
+                csrf: session.csrf,
+                tr,
+                retry_after: None,
+            };
+            return Ok((StatusCode::BAD_REQUEST, html(&page)).into_response());
+        }
+    };
+    match send_code(&st, &session, &phone, &ip.to_string()).await? {
+        Ok(()) => Ok(see_other("/login/code")),
+        Err(refusal) => {
+            let page = PhonePage {
+                error: Some(refusal_message(&tr, refusal)),
+                phone: phone.masked().to_string(),
+                csrf: session.csrf,
+                tr,
+                retry_after: Some(refusal.retry_after()),
+            };
+            Ok(too_many(html(&page), refusal.retry_after()))
+        }
+    }
+}
+
+fn too_many(page: Response, secs: i64) -> Response {
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+fn refusal_message(tr: &Tr, r: limits::Refusal) -> String {
+    let key = match r {
+        limits::Refusal::Locked(_) => "error-phone-locked",
+        limits::Refusal::TooSoon(_) => "error-sms-too-soon",
+        limits::Refusal::PhoneBudget(_) => "error-sms-phone-budget",
+        limits::Refusal::IpBudget(_) | limits::Refusal::Global(_) => "error-sms-busy",
+    };
+    tr.t1(key, "seconds", r.retry_after())
+}
+
+/// Admits, creates and sends a new code for `phone`, binding it to `session`.
+async fn send_code(
+    st: &MaxState,
+    session: &Session,
+    phone: &Phone,
+    ip: &str,
+) -> Result<Result<(), limits::Refusal>, AppError> {
+    let now = st.now();
+    let phone_hash = st.secrets.phone_hash.keyed_hash("phone", phone.e164());
+    if let Err(refusal) = limits::admit_send(&st.db, &phone_hash, ip, now, &st.cfg.sms_limits).await? {
+        metrics::counter!("edulink_sms_refused_total", "reason" => refusal.reason()).increment(1);
+        audit::record(&st.db, now, "sms_refused", None, None, Some(ip), Some(refusal.reason())).await;
+        return Ok(Err(refusal));
+    }
+    let code = OtpCode::generate();
+    let challenge = repo::Challenge {
+        id: new_id(),
+        session_hash: session.id_hash.clone(),
+        phone_hash: phone_hash.clone(),
+        phone_enc: st.secrets.phone_cipher.seal("phone", phone.e164().as_bytes()),
+        expires_at: now + st.cfg.code_policy.ttl_secs,
+    };
+    repo::create_challenge(&st.db, &challenge, &code.mac(&st.secrets.code_mac, &challenge.id), now).await?;
+    repo::set_challenge(&st.db, &session.id_hash, Some(&challenge.id)).await?;
+    if let Err(e) = st.sms.send(phone.e164(), &sms_text(&code, &st.cfg.sms_host)).await {
+        tracing::error!(error = %e, phone = phone.masked(), "SMS not delivered to the gateway");
+        return Err(AppError::new(edulink_web::ErrorKind::Unavailable, "error-sms-gateway"));
+    }
+    metrics::counter!("edulink_sms_sent_total").increment(1);
+    audit::record(&st.db, now, "sms_sent", None, None, Some(ip), None).await;
+    Ok(Ok(()))
+}
+
+async fn challenge_of(st: &MaxState, session: &Session) -> Result<Option<repo::Challenge>, AppError> {
+    match &session.challenge_id {
+        Some(id) => Ok(repo::challenge(&st.db, id, &session.id_hash).await?),
+        None => Ok(None),
+    }
+}
+
+async fn render_code_page(
+    st: &MaxState,
+    tr: Tr,
+    session: &Session,
+    challenge: &repo::Challenge,
+    error: Option<String>,
+) -> Result<Response, AppError> {
+    let retry_after = limits::resend_wait(&st.db, &challenge.phone_hash, st.now(), &st.cfg.sms_limits).await?;
+    Ok(html(&CodePage {
+        tr,
+        csrf: session.csrf.clone(),
+        masked: views::masked_phone(st, &challenge.phone_enc),
+        error,
+        retry_after,
+    }))
+}
+
+/// `GET /login/code`: «Окно ввода кода».
+pub async fn code_page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    let Some(challenge) = challenge_of(&st, &session).await? else { return Ok(see_other("/login")) };
+    render_code_page(&st, tr(&headers), &session, &challenge, None).await
+}
+
+/// The code form.
+#[derive(Debug, Deserialize)]
+pub struct CodeForm {
+    csrf: String,
+    code: String,
+}
+
+/// `POST /login/code`: «Перейти в MAX».
+pub async fn code_submit(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CodeForm>,
+) -> Result<Response, AppError> {
+    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    check_csrf(&session, &form.csrf)?;
+    let Some(challenge) = challenge_of(&st, &session).await? else { return Ok(see_other("/login")) };
+    let tr = tr(&headers);
+    let now = st.now();
+    let ip = ip.to_string();
+    let Ok(code) = OtpCode::parse(&form.code) else {
+        let msg = tr.t("error-code-format");
+        return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?).into_response());
+    };
+    let policy = &st.cfg.code_policy;
+    // While the phone is locked the answer is exactly that of a wrong code, and no code is evaluated.
+    let verified = if limits::is_locked(&st.db, &challenge.phone_hash, now).await? {
+        None
+    } else {
+        match repo::take_attempt(&st.db, &challenge.id, now, policy.max_attempts).await? {
+            None => {
+                audit::record(&st.db, now, "code_dead", None, None, Some(&ip), None).await;
+                let msg = tr.t("error-code-dead");
+                return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?)
+                    .into_response());
+            }
+            Some(mac) => Some(code.matches(&st.secrets.code_mac, &challenge.id, &mac)),
+        }
+    };
+    if verified != Some(true) || !repo::use_challenge(&st.db, &challenge.id, now).await? {
+        let failures = limits::record_failure(&st.db, &challenge.phone_hash, now, policy).await?;
+        metrics::counter!("edulink_code_failures_total").increment(1);
+        let event = if policy.lock_secs(failures).is_some() { "phone_locked" } else { "code_wrong" };
+        audit::record(&st.db, now, event, None, None, Some(&ip), None).await;
+        let msg = tr.t("error-code-wrong");
+        return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?).into_response());
+    }
+    limits::clear_failures(&st.db, &challenge.phone_hash).await?;
+    metrics::counter!("edulink_code_verified_total").increment(1);
+    match repo::account_by_phone(&st.db, &challenge.phone_hash).await? {
+        Some(account) => {
+            audit::record(&st.db, now, "sign_in", Some(&account.id), None, Some(&ip), None).await;
+            finish_sign_in(&st, &session, &account.id).await
+        }
+        None => {
+            repo::set_verified_phone(&st.db, &session.id_hash, &challenge.phone_hash, &challenge.phone_enc).await?;
+            Ok(see_other("/login/register"))
+        }
+    }
+}
+
+/// Rotates the session to the signed-in account and continues where the browser was going.
+async fn finish_sign_in(st: &MaxState, old: &Session, account_id: &str) -> Result<Response, AppError> {
+    let (raw, new) = repo::sign_in(&st.db, old, account_id, st.now()).await?;
+    let next = if new.pending_request.is_some() { "/authorize/continue" } else { "/" };
+    Ok(with_cookie(see_other(next), Some(st.cookies.set(SESSION_COOKIE, &raw, None))))
+}
+
+/// The resend form.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+/// `POST /login/resend`: a new code to the same phone, no sooner than the gap allows.
+pub async fn resend(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
+    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    check_csrf(&session, &form.csrf)?;
+    let Some(challenge) = challenge_of(&st, &session).await? else { return Ok(see_other("/login")) };
+    let phone = views::phone_of(&st, &challenge.phone_enc)?;
+    match send_code(&st, &session, &phone, &ip.to_string()).await? {
+        Ok(()) => Ok(see_other("/login/code")),
+        Err(refusal) => {
+            let tr = tr(&headers);
+            let msg = refusal_message(&tr, refusal);
+            let page = render_code_page(&st, tr, &session, &challenge, Some(msg)).await?;
+            Ok(too_many(page, refusal.retry_after()))
+        }
+    }
+}
+
+/// `GET /login/register`: first and last name for a new phone, whose code is already verified.
+pub async fn register_page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    let Some(enc) = session.verified_phone_enc.as_deref() else { return Ok(see_other("/login")) };
+    Ok(html(&RegisterPage {
+        tr: tr(&headers),
+        csrf: session.csrf.clone(),
+        masked: views::masked_phone(&st, enc),
+        first_name: String::new(),
+        last_name: String::new(),
+        error: None,
+    }))
+}
+
+/// The registration form.
+#[derive(Debug, Deserialize)]
+pub struct RegisterForm {
+    csrf: String,
+    first_name: String,
+    last_name: String,
+}
+
+/// A person's name: 1–50 letters, spaces, hyphens or apostrophes.
+pub fn valid_name(s: &str) -> Option<String> {
+    let s = s.trim();
+    let n = s.chars().count();
+    ((1..=50).contains(&n) && s.chars().all(|c| c.is_alphabetic() || matches!(c, ' ' | '-' | '\'')))
+        .then(|| s.to_string())
+}
+
+/// `POST /login/register`: creates the account and signs in.
+pub async fn register_submit(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<RegisterForm>,
+) -> Result<Response, AppError> {
+    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    check_csrf(&session, &form.csrf)?;
+    let (Some(hash), Some(enc)) = (session.verified_phone_hash.clone(), session.verified_phone_enc.clone()) else {
+        return Ok(see_other("/login"));
+    };
+    let (Some(first), Some(last)) = (valid_name(&form.first_name), valid_name(&form.last_name)) else {
+        let tr = tr(&headers);
+        let page = RegisterPage {
+            error: Some(tr.t("error-name-invalid")),
+            tr,
+            csrf: session.csrf.clone(),
+            masked: views::masked_phone(&st, &enc),
+            first_name: form.first_name.chars().take(50).collect(),
+            last_name: form.last_name.chars().take(50).collect(),
+        };
+        return Ok((StatusCode::BAD_REQUEST, html(&page)).into_response());
+    };
+    let now = st.now();
+    let account = match repo::create_account(&st.db, &hash, &enc, &first, &last, now).await {
+        Ok(a) => a,
+        // Registered meanwhile from another browser that also verified a code: sign in to it.
+        Err(edulink_store::StoreError::Conflict(_)) => {
+            repo::account_by_phone(&st.db, &hash).await?.ok_or_else(|| AppError::internal("account vanished"))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    audit::record(&st.db, now, "register", Some(&account.id), None, Some(&ip.to_string()), None).await;
+    finish_sign_in(&st, &session, &account.id).await
+}
+
+/// `POST /logout`: ends the session on the server.
+pub async fn logout(State(st): State<MaxState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+    if let Some(session) = current(&st, &headers).await? {
+        check_csrf(&session, &form.csrf)?;
+        repo::delete_session(&st.db, &session.id_hash).await?;
+    }
+    Ok(with_cookie(see_other("/"), Some(st.cookies.clear(SESSION_COOKIE))))
+}
+
+/// `GET /dev/sms` (dev mode only): the dev inbox as JSON, newest last.
+pub async fn dev_sms_json(State(st): State<MaxState>) -> Response {
+    let all = st.sms.dev_inbox().map(|i| i.all()).unwrap_or_default();
+    axum::Json(all).into_response()
+}
+
+/// `GET /dev/inbox` (dev mode only): the dev inbox as a page, newest first.
+pub async fn dev_inbox_page(State(st): State<MaxState>, headers: HeaderMap) -> Response {
+    let mut messages = st.sms.dev_inbox().map(|i| i.all()).unwrap_or_default();
+    messages.reverse();
+    html(&InboxPage { tr: tr(&headers), messages })
+}

@@ -1,0 +1,926 @@
+//! The OpenID Connect provider: discovery, JWKS, authorize, token, userinfo, revocation.
+//!
+//! Rules (RFC 6749, RFC 7636, RFC 7009, RFC 9207, RFC 9700, OIDC Core): `response_type=code` only;
+//! PKCE S256 required; redirect URIs match exactly and a bad one is never redirected to; codes are
+//! single-use, live 60 s, are bound to client, redirect URI and PKCE verifier, and a replay revokes
+//! what the code issued; refresh tokens rotate and a reused one revokes the grant; subjects are
+//! pairwise per client sector; the authorization response carries `iss`.
+
+use crate::login::{self, CsrfForm, check_csrf, current};
+use crate::repo::{self, Session};
+use crate::views::{ConfirmPage, MismatchPage};
+use crate::{MaxState, audit};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use edulink_domain::crypto::{ct_eq, new_id, random_token, sha256_b64};
+use edulink_domain::oauth::{KNOWN_SCOPES, is_opaque_param, is_pkce_value, parse_scope, pkce_verify, redirect_uri_matches};
+use edulink_store::{Db, Row, StoreError, sqlx};
+use edulink_web::forms::parse_strict;
+use edulink_web::{AppError, ClientIp, Lang, StrictForm, StrictQuery, Tr, html, see_other};
+use serde::Deserialize;
+use serde_json::json;
+
+/// A registered client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `client_id`.
+    pub client_id: String,
+    /// Display name («МЭШ»).
+    pub name: String,
+    /// SHA-256 of the secret; `None` for public clients (mobile apps, PKCE only).
+    pub secret_hash: Option<String>,
+    /// Registered redirect URIs, matched exactly.
+    pub redirect_uris: Vec<String>,
+    /// ID token algorithm.
+    pub id_token_alg: String,
+    /// Sector for pairwise subjects.
+    pub sector: String,
+    /// Scopes the client may ask for.
+    pub scopes: Vec<String>,
+}
+
+/// Registers or replaces a client. Returns nothing; the secret is chosen by the caller.
+pub async fn upsert_client(db: &Db, c: &Client, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO clients (client_id, name, secret_hash, redirect_uris, id_token_alg, sector, scopes, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash, \
+           redirect_uris = excluded.redirect_uris, id_token_alg = excluded.id_token_alg, sector = excluded.sector, \
+           scopes = excluded.scopes",
+    )
+    .bind(&c.client_id)
+    .bind(&c.name)
+    .bind(&c.secret_hash)
+    .bind(serde_json::to_string(&c.redirect_uris).expect("strings serialize"))
+    .bind(&c.id_token_alg)
+    .bind(&c.sector)
+    .bind(c.scopes.join(" "))
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Looks a client up.
+pub async fn client(db: &Db, client_id: &str) -> Result<Option<Client>, StoreError> {
+    if client_id.len() > 100 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT client_id, name, secret_hash, redirect_uris, id_token_alg, sector, scopes FROM clients WHERE client_id = $1",
+    )
+    .bind(client_id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| -> Result<Client, sqlx::Error> {
+        let uris: String = r.try_get("redirect_uris")?;
+        let scopes: String = r.try_get("scopes")?;
+        Ok(Client {
+            client_id: r.try_get("client_id")?,
+            name: r.try_get("name")?,
+            secret_hash: r.try_get("secret_hash")?,
+            redirect_uris: serde_json::from_str(&uris).unwrap_or_default(),
+            id_token_alg: r.try_get("id_token_alg")?,
+            sector: r.try_get("sector")?,
+            scopes: parse_scope(&scopes),
+        })
+    })
+    .transpose()
+    .map_err(Into::into)
+}
+
+/// The pairwise subject of `account_id` for a client sector (OIDC Core §8.1).
+pub fn pairwise_sub(st: &MaxState, sector: &str, account_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(st.secrets.pairwise.mac(&[sector.as_bytes(), account_id.as_bytes()]))
+}
+
+/// `GET /.well-known/openid-configuration`.
+pub async fn discovery(State(st): State<MaxState>) -> Response {
+    let i = &st.cfg.issuer;
+    let doc = json!({
+        "issuer": i,
+        "authorization_endpoint": format!("{i}/oauth/authorize"),
+        "token_endpoint": format!("{i}/oauth/token"),
+        "userinfo_endpoint": format!("{i}/oauth/userinfo"),
+        "jwks_uri": format!("{i}/oauth/jwks"),
+        "revocation_endpoint": format!("{i}/oauth/revoke"),
+        "scopes_supported": KNOWN_SCOPES,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": crate::keys::ALGS,
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "given_name", "family_name"],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "authorization_response_iss_parameter_supported": true,
+        "ui_locales_supported": ["ru", "en"],
+    });
+    ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(doc)).into_response()
+}
+
+/// `GET /oauth/jwks`.
+pub async fn jwks(State(st): State<MaxState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/jwk-set+json"), (header::CACHE_CONTROL, "public, max-age=300")],
+        st.keys.jwks(),
+    )
+        .into_response()
+}
+
+/// Parameters of the authorization request.
+#[derive(Debug, Deserialize)]
+pub struct AuthorizeParams {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    prompt: Option<String>,
+    id_token_hint: Option<String>,
+    response_mode: Option<String>,
+    request: Option<String>,
+    request_uri: Option<String>,
+}
+
+/// A stored authorization request, waiting for the person to sign in and confirm.
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    id: String,
+    client_id: String,
+    redirect_uri: String,
+    scope: String,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: String,
+    hint_account_id: Option<String>,
+    consent: bool,
+}
+
+/// Authorization requests expire after this long.
+const REQUEST_TTL: i64 = 600;
+/// Authorization codes live this long (DESIGN.md §4).
+pub const CODE_TTL: i64 = 60;
+
+fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
+    let mut url = match url::Url::parse(redirect_uri) {
+        Ok(u) => u,
+        Err(_) => return AppError::bad_request("error-oauth-redirect").into_response(),
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    see_other(url.as_str())
+}
+
+fn error_redirect(st: &MaxState, redirect_uri: &str, state: Option<&str>, error: &str, description: &str) -> Response {
+    let mut p = vec![("error", error), ("error_description", description)];
+    if let Some(s) = state {
+        p.push(("state", s));
+    }
+    p.push(("iss", &st.cfg.issuer));
+    redirect_with(redirect_uri, &p)
+}
+
+/// `GET /oauth/authorize`.
+pub async fn authorize(
+    State(st): State<MaxState>,
+    headers: HeaderMap,
+    StrictQuery(p): StrictQuery<AuthorizeParams>,
+) -> Result<Response, AppError> {
+    // Until client and redirect URI are known good, errors are shown here and never redirected.
+    let client_id = p.client_id.as_deref().ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
+    let client = client(&st.db, client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
+    let redirect_uri = p.redirect_uri.as_deref().unwrap_or("");
+    if !redirect_uri_matches(&client.redirect_uris, redirect_uri) {
+        metrics::counter!("edulink_oauth_redirect_mismatch_total").increment(1);
+        return Err(AppError::bad_request("error-oauth-redirect"));
+    }
+    let state = p.state.as_deref();
+    if state.is_some_and(|s| !is_opaque_param(s, 512)) {
+        return Ok(error_redirect(&st, redirect_uri, None, "invalid_request", "state is malformed"));
+    }
+    let fail = |e: &str, d: &str| Ok(error_redirect(&st, redirect_uri, state, e, d));
+    if p.request.is_some() || p.request_uri.is_some() {
+        return fail("request_not_supported", "request objects are not supported");
+    }
+    if p.response_type.as_deref() != Some("code") {
+        return fail("unsupported_response_type", "only response_type=code is supported");
+    }
+    if p.response_mode.as_deref().is_some_and(|m| m != "query") {
+        return fail("invalid_request", "only response_mode=query is supported");
+    }
+    let scopes = parse_scope(p.scope.as_deref().unwrap_or(""));
+    if !scopes.iter().any(|s| s == "openid") {
+        return fail("invalid_scope", "the openid scope is required");
+    }
+    if scopes.iter().any(|s| !client.scopes.contains(s) || s == "sferum.provision") {
+        return fail("invalid_scope", "a requested scope is not allowed for this client");
+    }
+    let challenge = p.code_challenge.as_deref().unwrap_or("");
+    if p.code_challenge_method.as_deref() != Some("S256") || !is_pkce_value(challenge) {
+        return fail("invalid_request", "PKCE with code_challenge_method=S256 is required");
+    }
+    if p.nonce.as_deref().is_some_and(|n| !is_opaque_param(n, 512)) {
+        return fail("invalid_request", "nonce is malformed");
+    }
+    let prompts: Vec<&str> = p.prompt.as_deref().unwrap_or("").split(' ').filter(|x| !x.is_empty()).collect();
+    if prompts.iter().any(|x| !matches!(*x, "none" | "login" | "consent")) || (prompts.contains(&"none") && prompts.len() > 1) {
+        return fail("invalid_request", "unsupported prompt value");
+    }
+    let hint_account_id = match p.id_token_hint.as_deref() {
+        None => None,
+        Some(hint) => match hinted_account(&st, &client, hint).await? {
+            Some(a) => Some(a),
+            None => return fail("invalid_request", "id_token_hint is not valid for this client"),
+        },
+    };
+    let now = st.now();
+    let req = AuthRequest {
+        id: new_id(),
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.to_string(),
+        scope: scopes.join(" "),
+        state: p.state.clone(),
+        nonce: p.nonce.clone(),
+        code_challenge: challenge.to_string(),
+        hint_account_id,
+        consent: prompts.contains(&"consent"),
+    };
+    let session = current(&st, &headers).await?;
+
+    if prompts.contains(&"none") {
+        // Silent: never shows a page, and so never creates a first grant (a first link).
+        let Some(account_id) = session.as_ref().and_then(|s| s.account_id.clone()) else {
+            return fail("login_required", "no MAX session");
+        };
+        if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
+            return fail("login_required", "signed in as another account");
+        }
+        if grant_of(&st.db, &client.client_id, &account_id).await?.is_none() {
+            return fail("consent_required", "no grant for this client");
+        }
+        let url = issue_code(&st, &req, &account_id).await?;
+        return Ok(see_other(&url));
+    }
+
+    store_request(&st.db, &req, now).await?;
+    let (cookie, target) = match session {
+        Some(s) if s.account_id.is_some() && !prompts.contains(&"login") => {
+            repo::set_pending_request(&st.db, &s.id_hash, Some(&req.id)).await?;
+            (None, "/authorize/continue")
+        }
+        other => {
+            if let Some(s) = other {
+                repo::delete_session(&st.db, &s.id_hash).await?;
+            }
+            let (raw, _) = repo::create_session(&st.db, now, Some(&req.id)).await?;
+            (Some(st.cookies.set(login::SESSION_COOKIE, &raw, None)), "/login")
+        }
+    };
+    let mut resp = see_other(target);
+    if let Some(c) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(resp)
+}
+
+async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Option<String>, AppError> {
+    let Some(claims) = st.keys.verify_own(hint) else { return Ok(None) };
+    let aud_ok = match &claims["aud"] {
+        serde_json::Value::String(a) => *a == client.client_id,
+        serde_json::Value::Array(v) => v.iter().any(|a| a.as_str() == Some(&client.client_id)),
+        _ => false,
+    };
+    if claims["iss"].as_str() != Some(&st.cfg.issuer) || !aud_ok {
+        return Ok(None);
+    }
+    let Some(sub) = claims["sub"].as_str() else { return Ok(None) };
+    let account: Option<String> = sqlx::query_scalar("SELECT account_id FROM grants WHERE client_id = $1 AND subject = $2")
+        .bind(&client.client_id)
+        .bind(sub)
+        .fetch_optional(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
+    Ok(account)
+}
+
+async fn store_request(db: &Db, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO auth_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, \
+           prompt_none, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&r.id)
+    .bind(&r.client_id)
+    .bind(&r.redirect_uri)
+    .bind(&r.scope)
+    .bind(&r.state)
+    .bind(&r.nonce)
+    .bind(&r.code_challenge)
+    .bind(&r.hint_account_id)
+    .bind(i64::from(r.consent))
+    .bind(now)
+    .bind(now + REQUEST_TTL)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+async fn load_request(db: &Db, id: &str, now: i64) -> Result<Option<AuthRequest>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, prompt_none \
+         FROM auth_requests WHERE id = $1 AND expires_at > $2",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| -> Result<AuthRequest, sqlx::Error> {
+        Ok(AuthRequest {
+            id: r.try_get("id")?,
+            client_id: r.try_get("client_id")?,
+            redirect_uri: r.try_get("redirect_uri")?,
+            scope: r.try_get("scope")?,
+            state: r.try_get("state")?,
+            nonce: r.try_get("nonce")?,
+            code_challenge: r.try_get("code_challenge")?,
+            hint_account_id: r.try_get("hint_account_id")?,
+            consent: r.try_get::<i64, _>("prompt_none")? != 0,
+        })
+    })
+    .transpose()
+    .map_err(Into::into)
+}
+
+/// The grant `(id, subject)` of an account for a client.
+pub async fn grant_of(db: &Db, client_id: &str, account_id: &str) -> Result<Option<(String, String)>, StoreError> {
+    Ok(sqlx::query_as("SELECT id, subject FROM grants WHERE client_id = $1 AND account_id = $2")
+        .bind(client_id)
+        .bind(account_id)
+        .fetch_optional(db.pool())
+        .await?)
+}
+
+/// Creates the grant if needed, stores a fresh code, consumes the request, and returns the URL of
+/// the authorization response.
+async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> Result<String, AppError> {
+    let now = st.now();
+    let client = client(&st.db, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
+    let subject = pairwise_sub(st, &client.sector, account_id);
+    sqlx::query(
+        "INSERT INTO grants (id, client_id, account_id, subject, scope, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (client_id, account_id) DO UPDATE SET scope = excluded.scope",
+    )
+    .bind(new_id())
+    .bind(&req.client_id)
+    .bind(account_id)
+    .bind(&subject)
+    .bind(&req.scope)
+    .bind(now)
+    .execute(st.db.pool())
+    .await
+    .map_err(StoreError::from)?;
+    let (grant_id, _) = grant_of(&st.db, &req.client_id, account_id)
+        .await?
+        .ok_or_else(|| AppError::internal("grant vanished"))?;
+    let code = random_token(32);
+    sqlx::query(
+        "INSERT INTO auth_codes (code_hash, grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, \
+           auth_time, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(sha256_b64(&code))
+    .bind(&grant_id)
+    .bind(&req.client_id)
+    .bind(account_id)
+    .bind(&req.redirect_uri)
+    .bind(&req.code_challenge)
+    .bind(&req.nonce)
+    .bind(&req.scope)
+    .bind(now)
+    .bind(now)
+    .bind(now + CODE_TTL)
+    .execute(st.db.pool())
+    .await
+    .map_err(StoreError::from)?;
+    sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(&req.id).execute(st.db.pool()).await.map_err(StoreError::from)?;
+    let mut url = url::Url::parse(&req.redirect_uri).map_err(|_| AppError::bad_request("error-oauth-redirect"))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("code", &code);
+        if let Some(s) = &req.state {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", &st.cfg.issuer);
+    }
+    Ok(url.to_string())
+}
+
+async fn pending(st: &MaxState, headers: &HeaderMap) -> Result<Option<(Session, AuthRequest)>, AppError> {
+    let Some(session) = current(st, headers).await? else { return Ok(None) };
+    let Some(id) = session.pending_request.clone() else { return Ok(None) };
+    match load_request(&st.db, &id, st.now()).await? {
+        Some(r) => Ok(Some((session, r))),
+        None => Ok(None),
+    }
+}
+
+/// `GET /authorize/continue`: after sign-in, decide: the wrong account is signed in (offer to
+/// switch), a confirmation is needed (first link, or the client asked for consent), or SSO
+/// completes at once.
+pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let Some((session, req)) = pending(&st, &headers).await? else {
+        return Err(AppError::bad_request("error-oauth-request-expired"));
+    };
+    let Some(account_id) = session.account_id.clone() else { return Ok(see_other("/login")) };
+    let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
+    let client = client(&st.db, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
+    let tr = Tr::new(Lang::from_headers(&headers));
+    if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
+        return Ok(html(&MismatchPage {
+            tr,
+            csrf: session.csrf.clone(),
+            masked: crate::views::masked_phone(&st, &account.phone_enc),
+            client_name: client.name,
+        }));
+    }
+    let has_grant = grant_of(&st.db, &req.client_id, &account_id).await?.is_some();
+    if has_grant && !req.consent {
+        repo::set_pending_request(&st.db, &session.id_hash, None).await?;
+        let url = issue_code(&st, &req, &account_id).await?;
+        return Ok(see_other(&url));
+    }
+    let has_profile = edulink_sferum::has_profile(&st.db, &account_id).await?;
+    Ok(html(&ConfirmPage {
+        tr,
+        csrf: session.csrf.clone(),
+        masked: crate::views::masked_phone(&st, &account.phone_enc),
+        name: format!("{} {}", account.first_name, account.last_name),
+        client_name: client.name,
+        has_profile,
+    }))
+}
+
+/// `POST /authorize/confirm`: the person confirms the account; the code goes back to the client.
+pub async fn confirm(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
+    let Some((session, req)) = pending(&st, &headers).await? else {
+        return Err(AppError::bad_request("error-oauth-request-expired"));
+    };
+    check_csrf(&session, &form.csrf)?;
+    let Some(account_id) = session.account_id.clone() else { return Ok(see_other("/login")) };
+    if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
+        return Ok(see_other("/authorize/continue"));
+    }
+    repo::set_pending_request(&st.db, &session.id_hash, None).await?;
+    let url = issue_code(&st, &req, &account_id).await?;
+    audit::record(&st.db, st.now(), "authorize", Some(&account_id), Some(&req.client_id), Some(&ip.to_string()), None).await;
+    Ok(see_other(&url))
+}
+
+/// `POST /authorize/deny`: back to the client with `access_denied`.
+pub async fn deny(State(st): State<MaxState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+    let Some((session, req)) = pending(&st, &headers).await? else {
+        return Err(AppError::bad_request("error-oauth-request-expired"));
+    };
+    check_csrf(&session, &form.csrf)?;
+    repo::set_pending_request(&st.db, &session.id_hash, None).await?;
+    sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(&req.id).execute(st.db.pool()).await.map_err(StoreError::from)?;
+    Ok(error_redirect(&st, &req.redirect_uri, req.state.as_deref(), "access_denied", "the user declined"))
+}
+
+/// `POST /authorize/switch`: signs out the current account, keeping the authorization request, so
+/// the person can sign in as the account the diary expects.
+pub async fn switch_account(State(st): State<MaxState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+    let Some((session, req)) = pending(&st, &headers).await? else {
+        return Err(AppError::bad_request("error-oauth-request-expired"));
+    };
+    check_csrf(&session, &form.csrf)?;
+    repo::delete_session(&st.db, &session.id_hash).await?;
+    let (raw, _) = repo::create_session(&st.db, st.now(), Some(&req.id)).await?;
+    let mut resp = see_other("/login");
+    resp.headers_mut().append(header::SET_COOKIE, st.cookies.set(login::SESSION_COOKIE, &raw, None));
+    Ok(resp)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Back channel: token, userinfo, revocation. Errors follow RFC 6749 §5.2, not the app envelope.
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut resp = (status, axum::Json(json!({ "error": error, "error_description": description }))).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"MAX\""));
+    }
+    resp
+}
+
+fn invalid_grant(description: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenParams {
+    grant_type: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    token: Option<String>,
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+/// Authenticates the calling client (HTTP Basic or form parameters). Public clients (no secret) are
+/// identified by `client_id` only and may use just the code and refresh grants.
+async fn authenticate(st: &MaxState, headers: &HeaderMap, p: &TokenParams) -> Result<Result<Client, Response>, AppError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| STANDARD.decode(b.trim()).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|s| {
+            let (id, secret) = s.split_once(':')?;
+            let dec = |x: &str| url::form_urlencoded::parse(format!("a={x}").as_bytes()).next().map(|(_, v)| v.into_owned());
+            Some((dec(id)?, dec(secret)?))
+        });
+    if basic.is_some() && (p.client_id.is_some() && p.client_secret.is_some()) {
+        return Ok(Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "use one client authentication method")));
+    }
+    let (id, secret) = match basic {
+        Some((id, secret)) => (id, Some(secret)),
+        None => match &p.client_id {
+            Some(id) => (id.clone(), p.client_secret.clone()),
+            None => return Ok(Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication required"))),
+        },
+    };
+    let bad = || Ok(Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")));
+    let Some(client) = client(&st.db, &id).await? else { return bad() };
+    match (&client.secret_hash, secret) {
+        (Some(hash), Some(secret)) if ct_eq(sha256_b64(&secret).as_bytes(), hash.as_bytes()) => Ok(Ok(client)),
+        (None, None) => Ok(Ok(client)),
+        _ => bad(),
+    }
+}
+
+/// `POST /oauth/token`.
+pub async fn token(State(st): State<MaxState>, ClientIp(ip): ClientIp, headers: HeaderMap, body: String) -> Result<Response, AppError> {
+    let Ok(p) = parse_strict::<TokenParams>(&body) else {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed or repeated parameters"));
+    };
+    let client = match authenticate(&st, &headers, &p).await? {
+        Ok(c) => c,
+        Err(resp) => return Ok(resp),
+    };
+    let ip = ip.to_string();
+    match p.grant_type.as_deref() {
+        Some("authorization_code") => code_grant(&st, &client, &p, &ip).await,
+        Some("refresh_token") => refresh_grant(&st, &client, &p, &ip).await,
+        Some("client_credentials") if client.secret_hash.is_some() => client_credentials(&st, &client, &p).await,
+        Some("client_credentials") => Ok(oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", "public clients cannot use client_credentials")),
+        _ => Ok(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "supported: authorization_code, refresh_token, client_credentials")),
+    }
+}
+
+struct Issued {
+    access: String,
+    refresh: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn store_tokens(
+    st: &MaxState,
+    client_id: &str,
+    grant_id: Option<&str>,
+    account_id: Option<&str>,
+    code_hash: Option<&str>,
+    scope: &str,
+    with_refresh: bool,
+) -> Result<Issued, StoreError> {
+    let now = st.now();
+    let access = random_token(32);
+    let refresh = with_refresh.then(|| random_token(32));
+    let mut tx = st.db.pool().begin().await?;
+    for (kind, tok, ttl) in [("access", Some(&access), st.cfg.access_token_ttl), ("refresh", refresh.as_ref(), st.cfg.refresh_token_ttl)] {
+        let Some(tok) = tok else { continue };
+        sqlx::query(
+            "INSERT INTO tokens (token_hash, kind, client_id, grant_id, account_id, code_hash, scope, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(sha256_b64(tok))
+        .bind(kind)
+        .bind(client_id)
+        .bind(grant_id)
+        .bind(account_id)
+        .bind(code_hash)
+        .bind(scope)
+        .bind(now)
+        .bind(now + ttl)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Issued { access, refresh })
+}
+
+async fn revoke_where(db: &Db, column: &'static str, value: &str, now: i64) -> Result<u64, StoreError> {
+    let sql = match column {
+        "code_hash" => "UPDATE tokens SET revoked_at = $1 WHERE code_hash = $2 AND revoked_at IS NULL",
+        _ => "UPDATE tokens SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL",
+    };
+    Ok(sqlx::query(sql).bind(now).bind(value).execute(db.pool()).await?.rows_affected())
+}
+
+/// Revokes every token issued under a grant (unlink, refresh-token reuse, RFC 7009 on a refresh token).
+pub async fn revoke_grant_tokens(db: &Db, grant_id: &str, now: i64) -> Result<u64, StoreError> {
+    revoke_where(db, "grant_id", grant_id, now).await
+}
+
+fn token_response(body: serde_json::Value) -> Response {
+    let mut resp = axum::Json(body).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -> Result<Response, AppError> {
+    let now = st.now();
+    let (Some(code), Some(redirect_uri), Some(verifier)) = (&p.code, &p.redirect_uri, &p.code_verifier) else {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code, redirect_uri and code_verifier are required"));
+    };
+    let code_hash = sha256_b64(code);
+    let row = sqlx::query(
+        "UPDATE auth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
+         RETURNING grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, auth_time, expires_at",
+    )
+    .bind(&code_hash)
+    .bind(now)
+    .fetch_optional(st.db.pool())
+    .await
+    .map_err(StoreError::from)?;
+    let Some(row) = row else {
+        let exists: Option<String> = sqlx::query_scalar("SELECT client_id FROM auth_codes WHERE code_hash = $1")
+            .bind(&code_hash)
+            .fetch_optional(st.db.pool())
+            .await
+            .map_err(StoreError::from)?;
+        if exists.is_some() {
+            // A replay: somebody holds a code that was already redeemed. Revoke what it issued.
+            let n = revoke_where(&st.db, "code_hash", &code_hash, now).await?;
+            metrics::counter!("edulink_oauth_code_replay_total").increment(1);
+            audit::record(&st.db, now, "code_replay", None, Some(&client.client_id), Some(ip), Some(&format!("revoked={n}"))).await;
+        }
+        return Ok(invalid_grant("the code is invalid, expired or already used"));
+    };
+    let get = |c: &str| row.try_get::<String, _>(c).map_err(|e| AppError::internal(e.to_string()));
+    let grant_id = get("grant_id")?;
+    let account_id = get("account_id")?;
+    let nonce: Option<String> = row.try_get("nonce").map_err(|e| AppError::internal(e.to_string()))?;
+    let auth_time: i64 = row.try_get("auth_time").map_err(|e| AppError::internal(e.to_string()))?;
+    let expires_at: i64 = row.try_get("expires_at").map_err(|e| AppError::internal(e.to_string()))?;
+    let scope = get("scope")?;
+    if get("client_id")? != client.client_id
+        || !ct_eq(get("redirect_uri")?.as_bytes(), redirect_uri.as_bytes())
+        || expires_at <= now
+        || !pkce_verify(verifier, &get("code_challenge")?)
+    {
+        return Ok(invalid_grant("the code is invalid, expired or already used"));
+    }
+    let subject: Option<String> = sqlx::query_scalar("SELECT subject FROM grants WHERE id = $1")
+        .bind(&grant_id)
+        .fetch_optional(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
+    let Some(subject) = subject else {
+        return Ok(invalid_grant("the grant was revoked"));
+    };
+    let scopes = parse_scope(&scope);
+    let issued = store_tokens(
+        st,
+        &client.client_id,
+        Some(&grant_id),
+        Some(&account_id),
+        Some(&code_hash),
+        &scope,
+        scopes.iter().any(|s| s == "offline_access"),
+    )
+    .await?;
+    let mut claims = json!({
+        "iss": st.cfg.issuer,
+        "sub": subject,
+        "aud": client.client_id,
+        "iat": now,
+        "exp": now + st.cfg.id_token_ttl,
+        "auth_time": auth_time,
+    });
+    if let Some(n) = nonce {
+        claims["nonce"] = n.into();
+    }
+    if scopes.iter().any(|s| s == "profile")
+        && let Some(a) = repo::account(&st.db, &account_id).await?
+    {
+        claims["given_name"] = a.first_name.clone().into();
+        claims["family_name"] = a.last_name.clone().into();
+        claims["name"] = format!("{} {}", a.first_name, a.last_name).into();
+    }
+    let id_token = st.keys.sign(&client.id_token_alg, &claims).map_err(|e| AppError::internal(e.to_string()))?;
+    metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "authorization_code").increment(1);
+    let mut body = json!({
+        "access_token": issued.access,
+        "token_type": "Bearer",
+        "expires_in": st.cfg.access_token_ttl,
+        "id_token": id_token,
+        "scope": scope,
+    });
+    if let Some(r) = issued.refresh {
+        body["refresh_token"] = r.into();
+    }
+    Ok(token_response(body))
+}
+
+async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -> Result<Response, AppError> {
+    let now = st.now();
+    let Some(token) = &p.refresh_token else {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"));
+    };
+    let hash = sha256_b64(token);
+    let row: Option<(String, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "UPDATE tokens SET rotated_at = $2 WHERE token_hash = $1 AND kind = 'refresh' AND rotated_at IS NULL \
+           AND revoked_at IS NULL AND expires_at > $2 RETURNING client_id, grant_id, account_id, scope",
+    )
+    .bind(&hash)
+    .bind(now)
+    .fetch_optional(st.db.pool())
+    .await
+    .map_err(StoreError::from)?;
+    let Some((client_id, Some(grant_id), account_id, scope)) = row else {
+        let reused: Option<(Option<String>, Option<i64>)> =
+            sqlx::query_as("SELECT grant_id, rotated_at FROM tokens WHERE token_hash = $1 AND kind = 'refresh'")
+                .bind(&hash)
+                .fetch_optional(st.db.pool())
+                .await
+                .map_err(StoreError::from)?;
+        if let Some((Some(grant_id), Some(_))) = reused {
+            // A rotated refresh token came back: it was stolen or replayed. Kill the whole grant's tokens.
+            let n = revoke_grant_tokens(&st.db, &grant_id, now).await?;
+            metrics::counter!("edulink_oauth_refresh_reuse_total").increment(1);
+            audit::record(&st.db, now, "refresh_reuse", None, Some(&client.client_id), Some(ip), Some(&format!("revoked={n}"))).await;
+        }
+        return Ok(invalid_grant("the refresh token is invalid"));
+    };
+    if client_id != client.client_id {
+        return Ok(invalid_grant("the refresh token is invalid"));
+    }
+    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM grants WHERE id = $1")
+        .bind(&grant_id)
+        .fetch_optional(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
+    if exists.is_none() {
+        return Ok(invalid_grant("the grant was revoked"));
+    }
+    let issued = store_tokens(st, &client.client_id, Some(&grant_id), account_id.as_deref(), None, &scope, true).await?;
+    metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "refresh_token").increment(1);
+    Ok(token_response(json!({
+        "access_token": issued.access,
+        "token_type": "Bearer",
+        "expires_in": st.cfg.access_token_ttl,
+        "refresh_token": issued.refresh,
+        "scope": scope,
+    })))
+}
+
+async fn client_credentials(st: &MaxState, client: &Client, p: &TokenParams) -> Result<Response, AppError> {
+    let requested = parse_scope(p.scope.as_deref().unwrap_or("sferum.provision"));
+    if requested.is_empty() || requested.iter().any(|s| s != "sferum.provision" || !client.scopes.contains(s)) {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "only sferum.provision, if allowed for the client"));
+    }
+    let scope = requested.join(" ");
+    let issued = store_tokens(st, &client.client_id, None, None, None, &scope, false).await?;
+    metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "client_credentials").increment(1);
+    Ok(token_response(json!({
+        "access_token": issued.access,
+        "token_type": "Bearer",
+        "expires_in": st.cfg.access_token_ttl,
+        "scope": scope,
+    })))
+}
+
+/// A valid access token: its client, grant, account and scope.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The grant (none for client credentials).
+    pub grant_id: Option<String>,
+    /// The account (none for client credentials).
+    pub account_id: Option<String>,
+    /// Scopes.
+    pub scope: Vec<String>,
+}
+
+/// Validates a bearer access token from the `Authorization` header (only there: never a query
+/// parameter, RFC 6750 §2.3 is not supported on purpose).
+pub async fn bearer(st: &MaxState, headers: &HeaderMap) -> Result<Option<AccessToken>, StoreError> {
+    let Some(tok) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Ok(None);
+    };
+    let row: Option<(String, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT client_id, grant_id, account_id, scope FROM tokens WHERE token_hash = $1 AND kind = 'access' \
+           AND revoked_at IS NULL AND expires_at > $2",
+    )
+    .bind(sha256_b64(tok.trim()))
+    .bind(st.now())
+    .fetch_optional(st.db.pool())
+    .await?;
+    Ok(row.map(|(client_id, grant_id, account_id, scope)| AccessToken {
+        client_id,
+        grant_id,
+        account_id,
+        scope: parse_scope(&scope),
+    }))
+}
+
+fn bearer_error() -> Response {
+    let mut resp = (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "invalid_token" }))).into_response();
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    resp
+}
+
+/// `GET|POST /oauth/userinfo`.
+pub async fn userinfo(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let Some(t) = bearer(&st, &headers).await? else { return Ok(bearer_error()) };
+    let (Some(grant_id), Some(account_id)) = (&t.grant_id, &t.account_id) else { return Ok(bearer_error()) };
+    if !t.scope.iter().any(|s| s == "openid") {
+        return Ok(bearer_error());
+    }
+    let subject: Option<String> = sqlx::query_scalar("SELECT subject FROM grants WHERE id = $1")
+        .bind(grant_id)
+        .fetch_optional(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
+    let Some(sub) = subject else { return Ok(bearer_error()) };
+    let mut body = json!({ "sub": sub });
+    if t.scope.iter().any(|s| s == "profile")
+        && let Some(a) = repo::account(&st.db, account_id).await?
+    {
+        body["given_name"] = a.first_name.clone().into();
+        body["family_name"] = a.last_name.clone().into();
+        body["name"] = format!("{} {}", a.first_name, a.last_name).into();
+    }
+    Ok(token_response(body))
+}
+
+/// `POST /oauth/revoke` (RFC 7009): always 200 for an authenticated client, whether or not the token
+/// was known; revoking a refresh token revokes every token of its grant.
+pub async fn revoke(State(st): State<MaxState>, ClientIp(ip): ClientIp, headers: HeaderMap, body: String) -> Result<Response, AppError> {
+    let Ok(p) = parse_strict::<TokenParams>(&body) else {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed or repeated parameters"));
+    };
+    let client = match authenticate(&st, &headers, &p).await? {
+        Ok(c) => c,
+        Err(resp) => return Ok(resp),
+    };
+    let Some(token) = &p.token else {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required"));
+    };
+    let now = st.now();
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "UPDATE tokens SET revoked_at = $3 WHERE token_hash = $1 AND client_id = $2 AND revoked_at IS NULL \
+         RETURNING kind, grant_id",
+    )
+    .bind(sha256_b64(token))
+    .bind(&client.client_id)
+    .bind(now)
+    .fetch_optional(st.db.pool())
+    .await
+    .map_err(StoreError::from)?;
+    if let Some((kind, grant)) = row {
+        if let (true, Some(g)) = (kind == "refresh", grant) {
+            revoke_grant_tokens(&st.db, &g, now).await?;
+        }
+        audit::record(&st.db, now, "token_revoked", None, Some(&client.client_id), Some(&ip.to_string()), Some(&kind)).await;
+    }
+    Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response())
+}

@@ -1,0 +1,106 @@
+//! Сферум on the web: the page «Сферум в MAX», and the provisioning API that diaries call
+//! (bearer token from `client_credentials` with scope `sferum.provision`).
+
+use crate::login::current;
+use crate::oidc::{self, bearer};
+use crate::views::SferumPage;
+use crate::{MaxState, audit, repo};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use edulink_domain::provisioning::ProvisionProfile;
+use edulink_store::{StoreError, sqlx};
+use edulink_web::{AppError, ClientIp, ErrorKind, Lang, Tr, html, see_other};
+
+/// `GET /sferum`: the educational profile, its class chats and distance lessons.
+pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    let Some(account_id) = session.account_id.clone() else { return Ok(see_other("/login")) };
+    let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
+    let overview = edulink_sferum::overview(&st.db, &account_id, st.now()).await?;
+    let confirmed_by = match overview.profile.as_ref().and_then(|p| p.confirmed_by.clone()) {
+        Some(id) => oidc::client(&st.db, &id).await?.map(|c| c.name),
+        None => None,
+    };
+    Ok(html(&SferumPage {
+        tr: Tr::new(Lang::from_headers(&headers)),
+        csrf: session.csrf,
+        masked: crate::views::masked_phone(&st, &account.phone_enc),
+        overview,
+        confirmed_by,
+    }))
+}
+
+/// The provisioning caller: a client holding a valid `sferum.provision` token, and the account that
+/// client knows as `sub`.
+async fn caller(st: &MaxState, headers: &HeaderMap, sub: &str) -> Result<(String, Option<(String, String)>), AppError> {
+    let token = bearer(st, headers).await?.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
+    if token.grant_id.is_some() || !token.scope.iter().any(|s| s == "sferum.provision") {
+        return Err(AppError::forbidden("error-forbidden"));
+    }
+    let grant: Option<(String, String)> = sqlx::query_as("SELECT id, account_id FROM grants WHERE client_id = $1 AND subject = $2")
+        .bind(&token.client_id)
+        .bind(sub)
+        .fetch_optional(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
+    Ok((token.client_id, grant))
+}
+
+/// `PUT /sferum/api/v1/profiles/{sub}`: attach verified school data (idempotent).
+pub async fn provision(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    Path(sub): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    let (client_id, grant) = caller(&st, &headers, &sub).await?;
+    let Some((_, account_id)) = grant else { return Err(AppError::not_found()) };
+    let p: ProvisionProfile = serde_json::from_slice(&body).map_err(|_| AppError::bad_request("error-bad-request"))?;
+    p.validate().map_err(|_| AppError::bad_request("error-bad-request"))?;
+    let now = st.now();
+    let was_confirmed: Option<Option<String>> =
+        sqlx::query_scalar("SELECT confirmed_by FROM sferum_profiles WHERE account_id = $1")
+            .bind(&account_id)
+            .fetch_optional(st.db.pool())
+            .await
+            .map_err(StoreError::from)?;
+    let result = edulink_sferum::provision(&st.db, &client_id, &account_id, &p, now).await?;
+    if was_confirmed.flatten().as_deref() != Some(client_id.as_str()) {
+        let name = oidc::client(&st.db, &client_id).await?.map(|c| c.name).unwrap_or_default();
+        repo::notify(&st.db, &account_id, "link", &name, now).await?;
+        audit::record(&st.db, now, "sferum_attached", Some(&account_id), Some(&client_id), Some(&ip.to_string()), None).await;
+    }
+    Ok(Json(result).into_response())
+}
+
+/// `DELETE /sferum/api/v1/profiles/{sub}`: detach (leave the chats, drop the school data), revoke
+/// every token of the grant and end the grant. Idempotent: an unknown subject answers 204 too.
+pub async fn detach(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    Path(sub): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let (client_id, grant) = caller(&st, &headers, &sub).await?;
+    let Some((grant_id, account_id)) = grant else { return Ok(StatusCode::NO_CONTENT.into_response()) };
+    let now = st.now();
+    edulink_sferum::detach(&st.db, &client_id, &account_id, now).await?;
+    let revoked = oidc::revoke_grant_tokens(&st.db, &grant_id, now).await?;
+    sqlx::query("DELETE FROM grants WHERE id = $1").bind(&grant_id).execute(st.db.pool()).await.map_err(StoreError::from)?;
+    let name = oidc::client(&st.db, &client_id).await?.map(|c| c.name).unwrap_or_default();
+    repo::notify(&st.db, &account_id, "unlink", &name, now).await?;
+    audit::record(
+        &st.db,
+        now,
+        "sferum_detached",
+        Some(&account_id),
+        Some(&client_id),
+        Some(&ip.to_string()),
+        Some(&format!("revoked={revoked}")),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

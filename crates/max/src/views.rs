@@ -1,0 +1,148 @@
+//! MAX's page templates and static assets.
+
+use crate::MaxState;
+use crate::repo::{Account, Notification};
+use askama::Template;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use edulink_domain::Phone;
+use edulink_sferum::Overview;
+use edulink_sms::SentSms;
+use edulink_web::{AppError, Tr};
+
+/// The masked form of an encrypted phone, or a neutral placeholder if it cannot be read.
+pub fn masked_phone(st: &MaxState, enc: &str) -> String {
+    phone_of(st, enc).map(|p| p.masked().to_string()).unwrap_or_else(|_| "+7 *** ***-**-**".into())
+}
+
+/// Decrypts a stored phone.
+pub fn phone_of(st: &MaxState, enc: &str) -> Result<Phone, AppError> {
+    let raw = st.secrets.phone_cipher.open("phone", enc).map_err(|_| AppError::internal("phone decrypt"))?;
+    let s = String::from_utf8(raw).map_err(|_| AppError::internal("phone utf8"))?;
+    Phone::from_e164(&s).map_err(|_| AppError::internal("phone parse"))
+}
+
+/// A date-time for people, in Moscow time (the diary's schools are there).
+pub fn when(ts: impl std::borrow::Borrow<i64>) -> String {
+    let ts = *ts.borrow();
+    let t = time::OffsetDateTime::from_unix_timestamp(ts).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        + time::Duration::hours(3);
+    format!("{:02}.{:02}.{} {:02}:{:02}", t.day(), u8::from(t.month()), t.year(), t.hour(), t.minute())
+}
+
+/// Hours and minutes.
+pub fn hm(ts: impl std::borrow::Borrow<i64>) -> String {
+    let ts = *ts.borrow();
+    let t = time::OffsetDateTime::from_unix_timestamp(ts).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        + time::Duration::hours(3);
+    format!("{:02}:{:02}", t.hour(), t.minute())
+}
+
+/// A notification as shown.
+pub struct NotificationView {
+    /// `link` or `unlink`.
+    pub kind: String,
+    /// Client name.
+    pub client: String,
+    /// Formatted time.
+    pub at: String,
+}
+
+impl NotificationView {
+    /// From a stored notification.
+    pub fn new(n: Notification) -> Self {
+        Self { kind: n.kind, client: n.client, at: when(n.created_at) }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub account: Option<Account>,
+    pub masked: String,
+    pub notifications: Vec<NotificationView>,
+}
+
+#[derive(Template)]
+#[template(path = "phone.html")]
+pub struct PhonePage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub phone: String,
+    pub error: Option<String>,
+    pub retry_after: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "code.html")]
+pub struct CodePage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub masked: String,
+    pub error: Option<String>,
+    pub retry_after: i64,
+}
+
+#[derive(Template)]
+#[template(path = "register.html")]
+pub struct RegisterPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub masked: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub masked: String,
+    pub name: String,
+    pub client_name: String,
+    pub has_profile: bool,
+}
+
+#[derive(Template)]
+#[template(path = "mismatch.html")]
+pub struct MismatchPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub masked: String,
+    pub client_name: String,
+}
+
+#[derive(Template)]
+#[template(path = "sferum.html")]
+pub struct SferumPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub masked: String,
+    pub overview: Overview,
+    pub confirmed_by: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "inbox.html")]
+pub struct InboxPage {
+    pub tr: Tr,
+    pub messages: Vec<SentSms>,
+}
+
+/// `GET /static/max.css`.
+pub async fn css() -> Response {
+    static_asset("text/css; charset=utf-8", include_str!("../static/max.css"))
+}
+
+/// `GET /static/app.js`: progressive enhancement only (resend countdown).
+pub async fn js() -> Response {
+    static_asset("text/javascript; charset=utf-8", include_str!("../../web/static/app.js"))
+}
+
+fn static_asset(ct: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+}

@@ -1,0 +1,131 @@
+//! Cross-cutting layers: security headers, origin checks for state changes, client IP, request ids,
+//! body limits, and the error renderer, assembled once by [`harden`].
+
+use crate::error::{AppError, Brand, render_errors};
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use std::net::{IpAddr, SocketAddr};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// Largest request body accepted (forms and JSON are small); larger ones get 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The site-wide hardening settings of one party.
+#[derive(Debug, Clone)]
+pub struct SiteSecurity {
+    /// This site's own origin, e.g. `http://127.0.0.1:8080`; state-changing requests from any other
+    /// origin are refused.
+    pub origin: String,
+    /// Path prefixes exempt from the origin check: bearer-token and back-channel APIs, which carry no
+    /// ambient credentials (no cookies) and are called by servers and apps.
+    pub exempt_prefixes: Vec<&'static str>,
+    /// Served over https: send HSTS.
+    pub https: bool,
+}
+
+/// Wraps a party's router with every shared layer.
+pub fn harden(router: Router, brand: Brand, sec: SiteSecurity) -> Router {
+    let sec = std::sync::Arc::new(sec);
+    let sec2 = sec.clone();
+    router
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let sec = sec.clone();
+            async move { check_origin(&sec, req, next).await }
+        }))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let https = sec2.https;
+            async move { security_headers(https, req, next).await }
+        }))
+        .layer(middleware::from_fn(move |req: Request, next: Next| render_errors(brand, req, next)))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(middleware::from_fn(count_requests))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            // The path only: query strings may hold one-time codes and states.
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+async fn count_requests(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let class = match resp.status().as_u16() {
+        200..=399 => "ok",
+        400..=499 => "client_error",
+        _ => "server_error",
+    };
+    metrics::counter!("edulink_http_requests_total", "class" => class).increment(1);
+    resp
+}
+
+/// Refuses a cross-site state change: a browser's `Sec-Fetch-Site: cross-site` or an `Origin` that
+/// is not ours (OWASP CSRF cheat sheet, "verifying origin with standard headers"). Handlers still
+/// check the per-session CSRF token; this is the first of two locks.
+async fn check_origin(sec: &SiteSecurity, req: Request, next: Next) -> Response {
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let exempt = sec.exempt_prefixes.iter().any(|p| req.uri().path().starts_with(p));
+    if unsafe_method && !exempt {
+        let h = req.headers();
+        let site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let cross_site = matches!(site, Some("cross-site") | Some("same-site"));
+        let foreign_origin = origin.is_some_and(|o| o != sec.origin);
+        if cross_site || foreign_origin {
+            metrics::counter!("edulink_csrf_refused_total").increment(1);
+            return AppError::forbidden("error-csrf").into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// CSP without inline script, no framing, no MIME sniffing, no caching of personal pages.
+async fn security_headers(https: bool, req: Request, next: Next) -> Response {
+    let is_static = req.uri().path().starts_with("/static/");
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("strict-origin-when-cross-origin"));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    if !is_static {
+        h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    }
+    if https {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+    }
+    resp
+}
+
+/// The client's IP address: the TCP peer. (Behind a load balancer, configure the balancer to
+/// terminate and this to be replaced by its trusted header; never trust a header by default.)
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        Ok(ClientIp(ip))
+    }
+}

@@ -1,0 +1,75 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics, and serving.
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once; later calls reuse it.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
+}
+
+/// `/healthz` (the process runs) and `/metrics` (Prometheus text format).
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/lang/{code}", get(set_lang)).route(
+        "/metrics",
+        get(|| async {
+            let body = prometheus().map(|h| h.render()).unwrap_or_default();
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+        }),
+    )
+}
+
+/// The body of `/readyz`: 200 when the database answers, 503 otherwise.
+pub async fn readyz(db: &edulink_store::Db) -> axum::response::Response {
+    match db.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, with peer addresses available to handlers.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `GET /lang/{code}`: remembers the interface language in a cookie and returns to the page the
+/// person came from (same site only: only the path of the `Referer` is used).
+pub async fn set_lang(
+    axum::extract::Path(code): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let lang = crate::Lang::parse(&code).unwrap_or_default();
+    let back = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| url_path(r))
+        .unwrap_or_else(|| "/".to_string());
+    let mut resp = crate::see_other(&back);
+    let cookie = format!("lang={}; Path=/; SameSite=Lax; Max-Age=31536000", lang.tag());
+    if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// The path and query of an absolute URL, if it is a plain local path (never `//host`).
+fn url_path(r: &str) -> Option<String> {
+    let after_scheme = r.split_once("://").map(|(_, rest)| rest)?;
+    let path = &after_scheme[after_scheme.find('/')?..];
+    (path.starts_with('/') && !path.starts_with("//") && !path.contains('\\')).then(|| path.to_string())
+}
