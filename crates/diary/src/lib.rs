@@ -1,1 +1,153 @@
-//! placeholder
+//! The МЭШ e-diary: students, teachers, schedule, «Мой паспорт», and the OpenID Connect relying
+//! party that links a diary account to an educational profile Сферум in MAX.
+
+pub mod audit;
+pub mod passwords;
+pub mod demo;
+pub mod outbox;
+pub mod pages;
+pub mod repo;
+pub mod rp;
+mod views;
+
+use axum::Router;
+use axum::routing::{get, post};
+use edulink_domain::{Cipher, Clock, SecretKey};
+use edulink_store::{Db, Migration};
+use edulink_web::cookies::CookiePolicy;
+use edulink_web::error::Brand;
+use edulink_web::layers::{SiteSecurity, harden};
+use std::sync::Arc;
+
+/// The diary's tables.
+pub fn migrations() -> Vec<Migration> {
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary"];
+    own.to_vec()
+}
+
+/// Argon2id cost. The defaults are OWASP's recommendation (19 MiB, 2 passes); tests lower them.
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordCost {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Passes.
+    pub t: u32,
+}
+
+impl Default for PasswordCost {
+    fn default() -> Self {
+        Self { m_kib: 19 * 1024, t: 2 }
+    }
+}
+
+/// The diary's configuration.
+#[derive(Debug, Clone)]
+pub struct DiaryConfig {
+    /// The diary's public base URL (no trailing slash).
+    pub base_url: String,
+    /// Master secret; purpose keys are derived from it.
+    pub secret: SecretKey,
+    /// MAX's issuer URL.
+    pub max_issuer: String,
+    /// Our `client_id` at MAX.
+    pub client_id: String,
+    /// Our client secret at MAX.
+    pub client_secret: String,
+    /// The display name of this diary («МЭШ»).
+    pub name: String,
+    /// Session idle timeout, seconds.
+    pub session_idle_secs: i64,
+    /// Session absolute lifetime, seconds.
+    pub session_absolute_secs: i64,
+    /// Unlinking needs a sign-in no older than this, seconds.
+    pub reauth_secs: i64,
+    /// Password hashing cost.
+    pub password_cost: PasswordCost,
+}
+
+impl DiaryConfig {
+    /// A configuration with defaults.
+    pub fn new(base_url: String, secret: SecretKey, max_issuer: String, client_id: String, client_secret: String) -> Self {
+        Self {
+            base_url,
+            secret,
+            max_issuer,
+            client_id,
+            client_secret,
+            name: "МЭШ".into(),
+            session_idle_secs: 30 * 60,
+            session_absolute_secs: 12 * 3600,
+            reauth_secs: 15 * 60,
+            password_cost: PasswordCost::default(),
+        }
+    }
+
+    /// The registered redirect URI.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/sferum/callback", self.base_url)
+    }
+
+    /// True when served over https.
+    pub fn https(&self) -> bool {
+        self.base_url.starts_with("https://")
+    }
+}
+
+/// Everything a diary handler needs.
+#[derive(Clone)]
+pub struct DiaryState {
+    /// The diary's database.
+    pub db: Db,
+    /// Configuration.
+    pub cfg: Arc<DiaryConfig>,
+    /// Encryption of tokens and PKCE verifiers at rest.
+    pub cipher: Cipher,
+    /// The relying party (MAX's metadata and keys, our client).
+    pub rp: Arc<rp::RelyingParty>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Cookie attributes.
+    pub cookies: CookiePolicy,
+    /// Wakes the outbox worker.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+}
+
+impl DiaryState {
+    /// Builds the state.
+    pub fn new(db: Db, cfg: DiaryConfig, clock: Arc<dyn Clock>) -> Self {
+        let cipher = Cipher::new(&cfg.secret.derive("diary/at-rest"));
+        let cookies = CookiePolicy { secure: cfg.https() };
+        let rp = Arc::new(rp::RelyingParty::new(&cfg));
+        Self { db, cfg: Arc::new(cfg), cipher, rp, clock, cookies, outbox_wake: Arc::default() }
+    }
+
+    /// Current time, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}
+
+/// The look of the diary's pages.
+pub const BRAND: Brand = Brand { css: "/static/diary.css", title_key: "diary-title", class: "diary" };
+
+/// The diary's whole site.
+pub fn router(state: DiaryState) -> Router {
+    let r = Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_page).post(pages::login_submit))
+        .route("/logout", post(pages::logout))
+        .route("/sferum", get(pages::sferum))
+        .route("/sferum/connect", post(pages::connect))
+        .route("/sferum/callback", get(pages::callback))
+        .route("/sferum/linked", get(pages::linked))
+        .route("/passport", get(pages::passport))
+        .route("/passport/security", get(pages::security))
+        .route("/passport/security/unlink", get(pages::unlink_page).post(pages::unlink_submit))
+        .route("/readyz", get(|axum::extract::State(s): axum::extract::State<DiaryState>| async move {
+            edulink_web::ops::readyz(&s.db).await
+        }))
+        .route("/static/diary.css", get(views::css))
+        .route("/static/app.js", get(views::js));
+    let sec = SiteSecurity { origin: state.cfg.base_url.clone(), exempt_prefixes: vec!["/api/"], https: state.cfg.https() };
+    harden(r.merge(edulink_web::ops::routes()).with_state(state), BRAND, sec)
+}

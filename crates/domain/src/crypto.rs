@@ -133,6 +133,13 @@ pub fn random_token(n: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// `n` random bytes from the operating system's CSPRNG.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    awsrand::fill(&mut buf).expect("system random source");
+    buf
+}
+
 /// A 128-bit random identifier for rows that must not be guessable.
 pub fn new_id() -> String {
     random_token(16)

@@ -1,1 +1,4 @@
-//! lib
+//! The `edulink` binary's library: configuration and the wiring that starts the parties.
+
+pub mod app;
+pub mod config;

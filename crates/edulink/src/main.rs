@@ -1,1 +1,296 @@
-fn main() {}
+//! `edulink`: one binary for both parties.
+
+use clap::{Parser, Subcommand};
+use edulink::app::{self, Overrides, Role};
+use edulink::config::Config;
+use edulink_domain::{SecretKey, SystemClock};
+use edulink_store::{Row, sqlx};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "edulink", version, about = "МЭШ diary ↔ Сферум in MAX: linking, sign-in and unlinking")]
+struct Cli {
+    /// Configuration file (TOML). Default: ./edulink.toml if present.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory for SQLite files and generated dev secrets.
+    #[arg(long, global = true, env = "EDULINK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the parties (both by default).
+    Serve {
+        /// Which party to run.
+        #[arg(long, value_enum, default_value = "both")]
+        role: Role,
+    },
+    /// Apply database migrations of both parties and exit.
+    Migrate,
+    /// Demo data.
+    Demo {
+        #[command(subcommand)]
+        what: DemoCmd,
+    },
+    /// Signing keys of MAX.
+    Keys {
+        #[command(subcommand)]
+        what: KeysCmd,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCmd,
+    },
+    /// MAX administration.
+    Max {
+        #[command(subcommand)]
+        what: MaxCmd,
+    },
+    /// Support tasks: find a link, unlink, read the audit trail.
+    Admin {
+        #[command(subcommand)]
+        what: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCmd {
+    /// Seed the demo school and the demo MAX account (idempotent).
+    Seed,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create new signing keys; the previous ones stay published in the JWKS.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate the configuration and print it with secrets hidden.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum MaxCmd {
+    /// Client registrations.
+    Client {
+        #[command(subcommand)]
+        what: ClientCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCmd {
+    /// Register (or replace) a client; prints its secret once.
+    Add {
+        /// client_id.
+        #[arg(long)]
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Redirect URI (repeatable).
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// ID token algorithm: RS256, ES256 or EdDSA.
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+        /// A public client (mobile app): no secret, PKCE only.
+        #[arg(long)]
+        public: bool,
+        /// May call the Сферум provisioning API.
+        #[arg(long)]
+        provisioning: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Show the link of a diary login.
+    Link {
+        /// Diary login.
+        #[arg(long)]
+        login: String,
+    },
+    /// Unlink a diary login (detaching and revocation go through the outbox).
+    Unlink {
+        /// Diary login.
+        #[arg(long)]
+        login: String,
+    },
+    /// The newest audit records of the diary.
+    Audit {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+}
+
+fn init_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(true).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(d) = cli.data_dir {
+        cfg.data_dir = d;
+    }
+    match cli.command {
+        Command::Serve { role } => {
+            init_logs();
+            edulink_web::ops::prometheus();
+            let cfg = cfg.with_secrets()?;
+            let running = app::start(cfg.clone(), role, Arc::new(SystemClock), Overrides::default()).await?;
+            println!("edulink is running ({:?} mode)", cfg.mode);
+            if role != Role::Max {
+                println!("  Diary (МЭШ):      {}/", running.diary_url);
+            }
+            if role != Role::Diary {
+                println!("  MAX with Сферум:  {}/", running.max_url);
+                if running.inbox.is_some() {
+                    println!("  SMS inbox (dev):  {}/dev/inbox   JSON: {}/dev/sms", running.max_url, running.max_url);
+                }
+            }
+            if cfg.demo() && role != Role::Max {
+                println!("  Demo logins:      student1 … student10, teacher — password «demo»");
+                println!("  Phone with an existing Сферум profile: +7 900 000-00-01");
+            }
+            running.wait_for_signal().await;
+        }
+        Command::Migrate => {
+            init_logs();
+            let cfg = cfg.with_secrets()?;
+            app::max_db(&cfg).await?.close().await;
+            app::diary_db(&cfg).await?.close().await;
+            println!("migrations applied");
+        }
+        Command::Demo { what: DemoCmd::Seed } => {
+            let cfg = cfg.with_secrets()?;
+            let db = app::diary_db(&cfg).await?;
+            let seeded = edulink_diary::demo::seed(&db, Default::default(), SystemClock.now_secs()).await?;
+            let mdb = app::max_db(&cfg).await?;
+            let st = edulink_max::MaxState::new(mdb, app::max_config(&cfg, cfg.max_url())?, edulink_sms::SmsGateway::Dev(Default::default()), Arc::new(SystemClock)).await?;
+            let seeded_max = edulink_max::demo::seed(&st).await?;
+            println!("diary demo: {}; MAX demo account: {}", if seeded { "seeded" } else { "already there" }, if seeded_max { "seeded" } else { "already there" });
+        }
+        Command::Keys { what: KeysCmd::Rotate } => {
+            let cfg = cfg.with_secrets()?;
+            let db = app::max_db(&cfg).await?;
+            let secret = SecretKey::from_base64(cfg.max.secret.as_deref().unwrap_or_default())?;
+            let cipher = edulink_domain::Cipher::new(&secret.derive("max/signing-keys"));
+            let kids = edulink_max::keys::rotate(&db, &cipher, SystemClock.now_secs()).await?;
+            println!("new signing keys: {}", kids.join(", "));
+            println!("running instances pick them up within 5 minutes or on restart");
+        }
+        Command::Config { what: ConfigCmd::Check } => {
+            cfg.check()?;
+            let mut shown = cfg.clone();
+            for s in [&mut shown.diary.secret, &mut shown.max.secret, &mut shown.diary.client_secret, &mut shown.max.sms.token] {
+                if s.is_some() {
+                    *s = Some("<hidden>".into());
+                }
+            }
+            println!("configuration is valid:\n{}", serde_json::to_string_pretty(&shown)?);
+        }
+        Command::Max { what: MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning } } } => {
+            if !edulink_max::keys::ALGS.contains(&alg.as_str()) {
+                anyhow::bail!("alg must be one of {:?}", edulink_max::keys::ALGS);
+            }
+            let cfg = cfg.with_secrets()?;
+            let db = app::max_db(&cfg).await?;
+            let secret = (!public).then(|| edulink_domain::crypto::random_token(32));
+            let mut scopes = vec!["openid".to_string(), "profile".into(), "offline_access".into()];
+            if provisioning {
+                scopes.push("sferum.provision".into());
+            }
+            let client = edulink_max::oidc::Client {
+                client_id: id.clone(),
+                name,
+                secret_hash: secret.as_deref().map(edulink_domain::crypto::sha256_b64),
+                redirect_uris,
+                id_token_alg: alg,
+                sector: id.clone(),
+                scopes,
+            };
+            edulink_max::oidc::upsert_client(&db, &client, SystemClock.now_secs()).await?;
+            println!("client {id} registered");
+            if let Some(s) = secret {
+                println!("client_secret (shown once): {s}");
+            }
+        }
+        Command::Admin { what } => {
+            let cfg = cfg.with_secrets()?;
+            let db = app::diary_db(&cfg).await?;
+            match what {
+                AdminCmd::Link { login } => {
+                    let row: Option<(String, String, i64)> = sqlx::query_as(
+                        "SELECT l.issuer, l.subject, l.linked_at FROM links l JOIN users u ON u.id = l.user_id WHERE u.login = $1",
+                    )
+                    .bind(&login)
+                    .fetch_optional(db.pool())
+                    .await?;
+                    match row {
+                        Some((iss, sub, at)) => println!("{login}: linked to {sub} at {iss} since {at} (unix)"),
+                        None => println!("{login}: not linked"),
+                    }
+                }
+                AdminCmd::Unlink { login } => {
+                    let n = admin_unlink(&db, &login).await?;
+                    println!("{login}: {}", if n { "unlinked (MAX will be told by the outbox)" } else { "was not linked" });
+                }
+                AdminCmd::Audit { limit } => {
+                    let rows = sqlx::query("SELECT at, event, user_id, subject, ip FROM audit ORDER BY at DESC LIMIT $1")
+                        .bind(limit)
+                        .fetch_all(db.pool())
+                        .await?;
+                    for r in rows {
+                        let at: i64 = r.try_get(0)?;
+                        let event: String = r.try_get(1)?;
+                        let user: Option<String> = r.try_get(2)?;
+                        let sub: Option<String> = r.try_get(3)?;
+                        let ip: Option<String> = r.try_get(4)?;
+                        println!("{at}\t{event}\t{}\t{}\t{}", user.unwrap_or_default(), sub.unwrap_or_default(), ip.unwrap_or_default());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unlinks a login from the command line, queuing the calls to MAX like the web does.
+async fn admin_unlink(db: &edulink_store::Db, login: &str) -> anyhow::Result<bool> {
+    let now = SystemClock.now_secs();
+    let mut tx = db.pool().begin().await?;
+    let removed: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "DELETE FROM links WHERE user_id = (SELECT id FROM users WHERE login = $1) RETURNING user_id, subject, refresh_enc",
+    )
+    .bind(login)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((user_id, subject, refresh_enc)) = removed else { return Ok(false) };
+    edulink_diary::outbox::enqueue(&mut tx, &edulink_diary::outbox::Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
+    tx.commit().await?;
+    edulink_diary::audit::record(db, now, "unlink", Some(&user_id), Some(&subject), None, Some("admin")).await;
+    Ok(true)
+}
+
+trait NowSecs {
+    fn now_secs(&self) -> i64;
+}
+
+impl NowSecs for SystemClock {
+    fn now_secs(&self) -> i64 {
+        edulink_domain::Clock::now(self)
+    }
+}

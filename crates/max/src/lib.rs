@@ -6,6 +6,7 @@
 //! * Сферум's pages and its provisioning API (`sferum_web`) sit on the same site and database.
 
 pub mod audit;
+pub mod demo;
 pub mod keys;
 pub mod limits;
 pub mod login;

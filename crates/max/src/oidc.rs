@@ -3,7 +3,7 @@
 //! Rules (RFC 6749, RFC 7636, RFC 7009, RFC 9207, RFC 9700, OIDC Core): `response_type=code` only;
 //! PKCE S256 required; redirect URIs match exactly and a bad one is never redirected to; codes are
 //! single-use, live 60 s, are bound to client, redirect URI and PKCE verifier, and a replay revokes
-//! what the code issued; refresh tokens rotate and a reused one revokes the grant; subjects are
+//! what the code issued; refresh tokens rotate and a reused one revokes its family; subjects are
 //! pairwise per client sector; the authorization response carries `iss`.
 
 use crate::login::{self, CsrfForm, check_csrf, current};
@@ -761,25 +761,25 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"));
     };
     let hash = sha256_b64(token);
-    let row: Option<(String, Option<String>, Option<String>, String)> = sqlx::query_as(
+    let row: Option<(String, Option<String>, Option<String>, String, Option<String>)> = sqlx::query_as(
         "UPDATE tokens SET rotated_at = $2 WHERE token_hash = $1 AND kind = 'refresh' AND rotated_at IS NULL \
-           AND revoked_at IS NULL AND expires_at > $2 RETURNING client_id, grant_id, account_id, scope",
+           AND revoked_at IS NULL AND expires_at > $2 RETURNING client_id, grant_id, account_id, scope, code_hash",
     )
     .bind(&hash)
     .bind(now)
     .fetch_optional(st.db.pool())
     .await
     .map_err(StoreError::from)?;
-    let Some((client_id, Some(grant_id), account_id, scope)) = row else {
+    let Some((client_id, Some(grant_id), account_id, scope, family)) = row else {
         let reused: Option<(Option<String>, Option<i64>)> =
-            sqlx::query_as("SELECT grant_id, rotated_at FROM tokens WHERE token_hash = $1 AND kind = 'refresh'")
+            sqlx::query_as("SELECT code_hash, rotated_at FROM tokens WHERE token_hash = $1 AND kind = 'refresh'")
                 .bind(&hash)
                 .fetch_optional(st.db.pool())
                 .await
                 .map_err(StoreError::from)?;
-        if let Some((Some(grant_id), Some(_))) = reused {
-            // A rotated refresh token came back: it was stolen or replayed. Kill the whole grant's tokens.
-            let n = revoke_grant_tokens(&st.db, &grant_id, now).await?;
+        if let Some((Some(family), Some(_))) = reused {
+            // A rotated refresh token came back: it was stolen or replayed. Kill its whole family.
+            let n = revoke_where(&st.db, "code_hash", &family, now).await?;
             metrics::counter!("edulink_oauth_refresh_reuse_total").increment(1);
             audit::record(&st.db, now, "refresh_reuse", None, Some(&client.client_id), Some(ip), Some(&format!("revoked={n}"))).await;
         }
@@ -796,7 +796,7 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
     if exists.is_none() {
         return Ok(invalid_grant("the grant was revoked"));
     }
-    let issued = store_tokens(st, &client.client_id, Some(&grant_id), account_id.as_deref(), None, &scope, true).await?;
+    let issued = store_tokens(st, &client.client_id, Some(&grant_id), account_id.as_deref(), family.as_deref(), &scope, true).await?;
     metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "refresh_token").increment(1);
     Ok(token_response(json!({
         "access_token": issued.access,
@@ -893,7 +893,7 @@ pub async fn userinfo(State(st): State<MaxState>, headers: HeaderMap) -> Result<
 }
 
 /// `POST /oauth/revoke` (RFC 7009): always 200 for an authenticated client, whether or not the token
-/// was known; revoking a refresh token revokes every token of its grant.
+/// was known; revoking a refresh token revokes every token of its family.
 pub async fn revoke(State(st): State<MaxState>, ClientIp(ip): ClientIp, headers: HeaderMap, body: String) -> Result<Response, AppError> {
     let Ok(p) = parse_strict::<TokenParams>(&body) else {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed or repeated parameters"));
@@ -908,7 +908,7 @@ pub async fn revoke(State(st): State<MaxState>, ClientIp(ip): ClientIp, headers:
     let now = st.now();
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "UPDATE tokens SET revoked_at = $3 WHERE token_hash = $1 AND client_id = $2 AND revoked_at IS NULL \
-         RETURNING kind, grant_id",
+         RETURNING kind, code_hash",
     )
     .bind(sha256_b64(token))
     .bind(&client.client_id)
@@ -916,9 +916,11 @@ pub async fn revoke(State(st): State<MaxState>, ClientIp(ip): ClientIp, headers:
     .fetch_optional(st.db.pool())
     .await
     .map_err(StoreError::from)?;
-    if let Some((kind, grant)) = row {
-        if let (true, Some(g)) = (kind == "refresh", grant) {
-            revoke_grant_tokens(&st.db, &g, now).await?;
+    if let Some((kind, family)) = row {
+        // A refresh token takes with it every token of its family (issued from the same code and
+        // its rotations) — not other families of the same grant, which may belong to another link.
+        if let (true, Some(f)) = (kind == "refresh", family) {
+            revoke_where(&st.db, "code_hash", &f, now).await?;
         }
         audit::record(&st.db, now, "token_revoked", None, Some(&client.client_id), Some(&ip.to_string()), Some(&kind)).await;
     }

@@ -1,1 +1,218 @@
-//! placeholder
+//! Test kit: [`spawn_app`] starts both parties on `127.0.0.1:0` with fresh SQLite files, a movable
+//! clock and the in-memory SMS gateway; [`Browser`] is a cookie-keeping client that follows the
+//! flows step by step, like a person clicking.
+
+use edulink::app::{self, Overrides, Role, Running};
+use edulink::config::Config;
+use edulink_diary::PasswordCost;
+use edulink_domain::ManualClock;
+use edulink_sms::DevInbox;
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use std::sync::Arc;
+
+/// Both parties, running.
+pub struct TestApp {
+    /// The diary's base URL.
+    pub diary: String,
+    /// MAX's base URL.
+    pub max: String,
+    /// The SMS inbox.
+    pub inbox: DevInbox,
+    /// The shared clock; move it forward to expire things.
+    pub clock: Arc<ManualClock>,
+    /// The configuration it runs with (secrets included).
+    pub config: Config,
+    /// The running parties.
+    pub running: Running,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts both parties with the demo data, adjusting the configuration with `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config { data_dir: dir.path().to_path_buf(), demo: Some(true), ..Config::default() };
+    tweak(&mut config);
+    let config = config.with_secrets().expect("secrets");
+    let clock = Arc::new(ManualClock::default());
+    let listeners = (
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    );
+    let ov = Overrides { password_cost: Some(PasswordCost { m_kib: 64, t: 1 }), listeners: Some(listeners) };
+    let running = app::start(config.clone(), Role::Both, clock.clone(), ov).await.expect("start");
+    TestApp {
+        diary: running.diary_url.clone(),
+        max: running.max_url.clone(),
+        inbox: running.inbox.clone().expect("dev inbox"),
+        clock,
+        config,
+        running,
+        _dir: dir,
+    }
+}
+
+/// Starts both parties with the demo data and the default configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A response as the browser saw it.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The URL that answered.
+    pub url: String,
+    /// Status.
+    pub status: StatusCode,
+    /// `Location`, for redirects.
+    pub location: Option<String>,
+    /// Body.
+    pub body: String,
+    /// All headers.
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Page {
+    /// The `csrf` hidden field of the first form.
+    pub fn csrf(&self) -> String {
+        hidden(&self.body, "csrf").unwrap_or_else(|| panic!("no csrf field on {}:\n{}", self.url, self.body))
+    }
+
+    /// True when the body contains `text`.
+    pub fn has(&self, text: &str) -> bool {
+        self.body.contains(text)
+    }
+}
+
+/// The value of a hidden input `name`.
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = html.find(&needle)? + needle.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_string())
+}
+
+/// A cookie-keeping client that does not follow redirects by itself.
+pub struct Browser {
+    client: reqwest::Client,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    /// A fresh browser (empty cookie jar).
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client");
+        Self { client }
+    }
+
+    async fn page(url: String, resp: reqwest::Response) -> Page {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let location = headers.get("location").and_then(|v| v.to_str().ok()).map(|l| absolutize(&url, l));
+        let body = resp.text().await.unwrap_or_default();
+        Page { url, status, location, body, headers }
+    }
+
+    /// `GET url` (one request, no redirects followed).
+    pub async fn get(&self, url: &str) -> Page {
+        let resp = self.client.get(url).send().await.expect("GET");
+        Self::page(url.to_string(), resp).await
+    }
+
+    /// `POST url` with a form (one request).
+    pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Page {
+        let resp = self.client.post(url).form(form).send().await.expect("POST");
+        Self::page(url.to_string(), resp).await
+    }
+
+    /// Follows redirects from `page` (at most 15), returning the final page.
+    pub async fn follow(&self, mut page: Page) -> Page {
+        for _ in 0..15 {
+            match (&page.location, page.status.is_redirection()) {
+                (Some(loc), true) => page = self.get(&loc.clone()).await,
+                _ => return page,
+            }
+        }
+        panic!("redirect loop at {}", page.url);
+    }
+
+    /// `GET` and follow redirects.
+    pub async fn visit(&self, url: &str) -> Page {
+        let p = self.get(url).await;
+        self.follow(p).await
+    }
+
+    /// `POST` and follow redirects.
+    pub async fn submit(&self, url: &str, form: &[(&str, &str)]) -> Page {
+        let p = self.post(url, form).await;
+        self.follow(p).await
+    }
+}
+
+fn absolutize(base: &str, loc: &str) -> String {
+    url::Url::parse(base).and_then(|b| b.join(loc)).map(|u| u.to_string()).unwrap_or_else(|_| loc.to_string())
+}
+
+impl TestApp {
+    /// Signs `login` in to the diary (password `demo`) in `b`.
+    pub async fn diary_login(&self, b: &Browser, login: &str) -> Page {
+        let page = b.get(&format!("{}/login", self.diary)).await;
+        let csrf = page.csrf();
+        let p = b.submit(&format!("{}/login", self.diary), &[("csrf", &csrf), ("login", login), ("password", "demo")]).await;
+        assert_eq!(p.status, StatusCode::OK, "login of {login} failed: {}", p.body);
+        p
+    }
+
+    /// The newest code sent to `e164`.
+    pub fn last_code(&self, e164: &str) -> String {
+        let msgs = self.inbox.to(e164);
+        let text = &msgs.last().unwrap_or_else(|| panic!("no SMS to {e164}")).text;
+        text.rsplit('#').next().expect("WebOTP line").trim().to_string()
+    }
+
+    /// From the diary's connect page, runs «Перейти к подключению» up to MAX's phone screen.
+    pub async fn start_link(&self, b: &Browser) -> Page {
+        let connect = b.visit(&format!("{}/sferum", self.diary)).await;
+        assert!(connect.has("Перейти к подключению"), "connect page: {}", connect.body);
+        b.submit(&format!("{}/sferum/connect", self.diary), &[("csrf", &connect.csrf())]).await
+    }
+
+    /// On MAX's phone screen, enters `phone` and «Продолжить».
+    pub async fn enter_phone(&self, b: &Browser, phone_page: &Page, phone: &str) -> Page {
+        b.submit(&format!("{}/login/phone", self.max), &[("csrf", &phone_page.csrf()), ("phone", phone)]).await
+    }
+
+    /// On MAX's code screen, enters `code` and «Перейти в MAX» (redirects not followed).
+    pub async fn enter_code(&self, b: &Browser, code_page: &Page, code: &str) -> Page {
+        b.post(&format!("{}/login/code", self.max), &[("csrf", &code_page.csrf()), ("code", code)]).await
+    }
+
+    /// The whole link flow for a signed-in diary browser: phone, code, registration for a new
+    /// phone (all skipped when MAX already has a session), confirmation at MAX, back to the diary.
+    /// Returns the final page.
+    pub async fn link(&self, b: &Browser, phone: &str, e164: &str) -> Page {
+        let phone_page = self.start_link(b).await;
+        if phone_page.url.contains("/authorize/continue") {
+            // MAX already has a session in this browser: straight to the confirmation.
+            return b.submit(&format!("{}/authorize/confirm", self.max), &[("csrf", &phone_page.csrf())]).await;
+        }
+        assert!(phone_page.url.starts_with(&self.max) && phone_page.has("Продолжить"), "phone page: {}", phone_page.body);
+        let code_page = self.enter_phone(b, &phone_page, phone).await;
+        assert!(code_page.has("Перейти в MAX"), "code page: {}", code_page.body);
+        let code = self.last_code(e164);
+        let after = b.follow(self.enter_code(b, &code_page, &code).await).await;
+        let confirm = if after.url.ends_with("/login/register") {
+            b.submit(&format!("{}/login/register", self.max), &[("csrf", &after.csrf()), ("first_name", "Мария"), ("last_name", "Новая")])
+                .await
+        } else {
+            after
+        };
+        assert!(confirm.url.contains("/authorize/continue"), "expected confirmation, got {}: {}", confirm.url, confirm.body);
+        b.submit(&format!("{}/authorize/confirm", self.max), &[("csrf", &confirm.csrf())]).await
+    }
+}

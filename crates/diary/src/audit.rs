@@ -1,0 +1,49 @@
+//! The diary's audit trail; also the source of the «Безопасность» history. Pseudonymous ids only.
+
+use edulink_domain::crypto::new_id;
+use edulink_store::{Db, Row, StoreError, sqlx};
+
+/// Writes one record (failure is logged, not raised: the action it records already happened).
+pub async fn record(db: &Db, now: i64, event: &str, user_id: Option<&str>, subject: Option<&str>, ip: Option<&str>, detail: Option<&str>) {
+    let r: Result<_, StoreError> = sqlx::query(
+        "INSERT INTO audit (id, at, event, user_id, subject, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new_id())
+    .bind(now)
+    .bind(event)
+    .bind(user_id)
+    .bind(subject)
+    .bind(ip)
+    .bind(detail)
+    .execute(db.pool())
+    .await
+    .map_err(Into::into);
+    match r {
+        Ok(_) => tracing::info!(event, user = user_id, "audit"),
+        Err(e) => tracing::error!(event, error = %e, "audit record not written"),
+    }
+}
+
+/// One event of a user's security history.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Event name (`link`, `unlink`, `login`, …).
+    pub event: String,
+    /// When.
+    pub at: i64,
+}
+
+/// The newest security events of a user.
+pub async fn history(db: &Db, user_id: &str) -> Result<Vec<Event>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT event, at FROM audit WHERE user_id = $1 AND event IN ('link', 'unlink', 'link_conflict', 'login') \
+         ORDER BY at DESC, id LIMIT 10",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| -> Result<Event, sqlx::Error> { Ok(Event { event: r.try_get(0)?, at: r.try_get(1)? }) })
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
+}

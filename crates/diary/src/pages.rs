@@ -1,0 +1,443 @@
+//! The diary's pages: login, the main page with its navigation panel, «Сферум» (connect, callback,
+//! success, sign-in), and «Мой паспорт» → «Безопасность» with unlinking.
+
+use crate::outbox::{self, Job};
+use crate::repo::{self, Session, User};
+use crate::rp::RpError;
+use crate::views::{self, *};
+use crate::{DiaryState, audit, passwords};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use edulink_domain::crypto::{ct_eq, random_token};
+use edulink_store::StoreError;
+use edulink_web::{AppError, ClientIp, Lang, StrictForm, StrictQuery, Tr, html, see_other};
+use serde::Deserialize;
+
+/// The session cookie's base name.
+pub const SESSION_COOKIE: &str = "diary_sid";
+/// The pre-login CSRF cookie (double submit) of the login form.
+const PRE_COOKIE: &str = "diary_pre";
+
+fn tr(headers: &HeaderMap) -> Tr {
+    Tr::new(Lang::from_headers(headers))
+}
+
+async fn current(st: &DiaryState, headers: &HeaderMap) -> Result<Option<(Session, User)>, AppError> {
+    let Some(raw) = st.cookies.get(headers, SESSION_COOKIE) else { return Ok(None) };
+    let Some(s) = repo::load_session(&st.db, &raw, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await? else {
+        return Ok(None);
+    };
+    let Some(u) = repo::user(&st.db, &s.user_id).await? else { return Ok(None) };
+    Ok(Some((s, u)))
+}
+
+fn check_csrf(session: &Session, presented: &str) -> Result<(), AppError> {
+    if ct_eq(session.csrf.as_bytes(), presented.as_bytes()) {
+        Ok(())
+    } else {
+        metrics::counter!("edulink_csrf_refused_total").increment(1);
+        Err(AppError::forbidden("error-csrf"))
+    }
+}
+
+fn set_cookie(mut resp: Response, value: HeaderValue) -> Response {
+    resp.headers_mut().append(header::SET_COOKIE, value);
+    resp
+}
+
+macro_rules! signed_in {
+    ($st:expr, $headers:expr) => {
+        match current(&$st, &$headers).await? {
+            Some(x) => x,
+            None => return Ok(see_other("/login")),
+        }
+    };
+}
+
+/// `GET /`: the main page with the navigation panel and the week's schedule.
+pub async fn home(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    let classes = repo::classes_of(&st.db, &user).await?;
+    let ids: Vec<String> = classes.iter().map(|(id, _)| id.clone()).collect();
+    let now = st.now();
+    let lessons = repo::lessons(&st.db, &ids, now - 86_400, now + 7 * 86_400).await?;
+    let linked = repo::link(&st.db, &user.id).await?.is_some();
+    Ok(html(&HomePage {
+        tr: tr(&headers),
+        nav: Nav::new(&session, &user, "home"),
+        days: views::group_by_day(&lessons),
+        linked,
+    }))
+}
+
+/// `GET /login`.
+pub async fn login_page(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
+    if current(&st, &headers).await?.is_some() {
+        return Ok(see_other("/"));
+    }
+    let pre = random_token(32);
+    let page = LoginPage { tr: tr(&headers), csrf: pre.clone(), login: String::new(), error: None };
+    Ok(set_cookie(html(&page), st.cookies.set(PRE_COOKIE, &pre, Some(3600))))
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    csrf: String,
+    login: String,
+    password: String,
+}
+
+/// `POST /login`: password check (Argon2id, off the async threads), new session.
+pub async fn login_submit(
+    State(st): State<DiaryState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<LoginForm>,
+) -> Result<Response, AppError> {
+    let pre = st.cookies.get(&headers, PRE_COOKIE).unwrap_or_default();
+    if pre.is_empty() || !ct_eq(pre.as_bytes(), form.csrf.as_bytes()) {
+        return Err(AppError::forbidden("error-csrf"));
+    }
+    let login = form.login.trim().to_lowercase();
+    let found = if login.len() <= 64 { repo::user_by_login(&st.db, &login).await? } else { None };
+    let (user, hash) = match found {
+        Some((u, h)) => (Some(u), Some(h)),
+        None => (None, None),
+    };
+    let ok = form.password.len() <= 256 && passwords::verify(form.password, hash, st.cfg.password_cost).await;
+    let now = st.now();
+    let (true, Some(user)) = (ok, user) else {
+        metrics::counter!("edulink_diary_login_failures_total").increment(1);
+        let tr = tr(&headers);
+        let page = LoginPage { error: Some(tr.t("error-login")), tr, csrf: form.csrf, login: login.chars().take(64).collect() };
+        return Ok((StatusCode::UNAUTHORIZED, html(&page)).into_response());
+    };
+    // Any session this browser had is replaced: a new id on every sign-in.
+    if let Some(old) = st.cookies.get(&headers, SESSION_COOKIE) {
+        repo::delete_session(&st.db, &edulink_domain::crypto::sha256_b64(&old)).await?;
+    }
+    let (raw, _) = repo::create_session(&st.db, &user.id, now).await?;
+    audit::record(&st.db, now, "login", Some(&user.id), None, Some(&ip.to_string()), None).await;
+    let resp = set_cookie(see_other("/"), st.cookies.set(SESSION_COOKIE, &raw, None));
+    Ok(set_cookie(resp, st.cookies.clear(PRE_COOKIE)))
+}
+
+/// A form with only the CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// `POST /logout`: the session ends on the server.
+pub async fn logout(State(st): State<DiaryState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+    if let Some((session, _)) = current(&st, &headers).await? {
+        check_csrf(&session, &form.csrf)?;
+        repo::delete_session(&st.db, &session.id_hash).await?;
+    }
+    Ok(set_cookie(see_other("/login"), st.cookies.clear(SESSION_COOKIE)))
+}
+
+fn max_unavailable(e: RpError) -> AppError {
+    tracing::error!(error = %e, "MAX unavailable");
+    AppError::new(edulink_web::ErrorKind::Unavailable, "error-max-unavailable")
+}
+
+async fn start(st: &DiaryState, session: &Session, user: &User, link: bool, hint: Option<&str>) -> Result<Response, AppError> {
+    let started = st.rp.start(link, hint).await.map_err(max_unavailable)?;
+    let t = repo::Transaction {
+        user_id: user.id.clone(),
+        purpose: if link { "link" } else { "sso" }.into(),
+        nonce: started.nonce,
+        verifier_enc: st.cipher.seal("oidc.verifier", started.verifier.as_bytes()),
+    };
+    repo::create_transaction(&st.db, &started.state, &session.id_hash, &t, st.now()).await?;
+    Ok(see_other(&started.url))
+}
+
+/// `GET /sferum`: the «Сферум» button. Linked: straight to the educational profile (SSO through
+/// MAX). Not linked: the connection page with «Перейти к подключению».
+pub async fn sferum(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    if let Some(link) = repo::link(&st.db, &user.id).await? {
+        return start(&st, &session, &user, false, link.id_token.as_deref()).await;
+    }
+    Ok(html(&ConnectPage { tr: tr(&headers), nav: Nav::new(&session, &user, "sferum") }))
+}
+
+/// `POST /sferum/connect`: «Перейти к подключению».
+pub async fn connect(State(st): State<DiaryState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    check_csrf(&session, &form.csrf)?;
+    if repo::link(&st.db, &user.id).await?.is_some() {
+        return Ok(see_other("/sferum"));
+    }
+    start(&st, &session, &user, true, None).await
+}
+
+/// Parameters of the authorization response.
+#[derive(Debug, Deserialize)]
+pub struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+}
+
+fn callback_problem(headers: &HeaderMap, status: StatusCode, key: &str) -> Response {
+    let tr = tr(headers);
+    let page = ProblemPage { message: tr.t(key), tr };
+    (status, html(&page)).into_response()
+}
+
+/// `GET /sferum/callback`: MAX's answer. Everything is checked before anything is stored: the state
+/// belongs to this browser's session and was not used, `iss` is MAX (RFC 9207), the code redeems,
+/// and the ID token validates (signature, issuer, audience, expiry, nonce).
+pub async fn callback(
+    State(st): State<DiaryState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictQuery(p): StrictQuery<CallbackParams>,
+) -> Result<Response, AppError> {
+    let mut resp = callback_inner(&st, &ip.to_string(), &headers, p).await?;
+    // The URL held a one-time code: never leak it through Referer.
+    resp.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(resp)
+}
+
+async fn callback_inner(st: &DiaryState, ip: &str, headers: &HeaderMap, p: CallbackParams) -> Result<Response, AppError> {
+    let Some((session, user)) = current(st, headers).await? else {
+        return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-session"));
+    };
+    let now = st.now();
+    let Some(state) = p.state.as_deref() else {
+        return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-state"));
+    };
+    let Some(t) = repo::take_transaction(&st.db, state, &session.id_hash, now).await? else {
+        audit::record(&st.db, now, "callback_bad_state", Some(&user.id), None, Some(ip), None).await;
+        return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-state"));
+    };
+    if t.user_id != user.id {
+        return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-state"));
+    }
+    if p.iss.as_deref() != Some(st.rp.issuer()) {
+        audit::record(&st.db, now, "callback_bad_iss", Some(&user.id), None, Some(ip), None).await;
+        return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-iss"));
+    }
+    if let Some(err) = p.error.as_deref() {
+        let key = match err {
+            "access_denied" => "error-callback-denied",
+            _ => "error-callback-failed",
+        };
+        return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, key));
+    }
+    let Some(code) = p.code.as_deref() else {
+        return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-failed"));
+    };
+    let verifier = st
+        .cipher
+        .open("oidc.verifier", &t.verifier_enc)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| AppError::internal("verifier decrypt"))?;
+    let verified = match st.rp.finish(code, &verifier, &t.nonce).await {
+        Ok(v) => v,
+        Err(RpError::Unavailable(e)) => return Err(max_unavailable(RpError::Unavailable(e))),
+        Err(e) => {
+            tracing::warn!(error = %e, "authorization response refused");
+            audit::record(&st.db, now, "callback_invalid", Some(&user.id), None, Some(ip), None).await;
+            return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-failed"));
+        }
+    };
+    if t.purpose == "sso" {
+        return finish_sso(st, headers, &user, verified).await;
+    }
+    finish_link(st, ip, headers, &session, &user, verified).await
+}
+
+async fn finish_sso(st: &DiaryState, headers: &HeaderMap, user: &User, v: crate::rp::Verified) -> Result<Response, AppError> {
+    match repo::link(&st.db, &user.id).await? {
+        Some(link) if link.subject == v.subject => {
+            repo::set_link_id_token(&st.db, &user.id, &v.id_token).await?;
+            Ok(see_other(&format!("{}/sferum", st.rp.issuer())))
+        }
+        _ => Ok(callback_problem(headers, StatusCode::CONFLICT, "error-sso-other-account")),
+    }
+}
+
+async fn finish_link(
+    st: &DiaryState,
+    ip: &str,
+    headers: &HeaderMap,
+    session: &Session,
+    user: &User,
+    v: crate::rp::Verified,
+) -> Result<Response, AppError> {
+    let now = st.now();
+    let refresh_enc = v.refresh_token.as_ref().map(|r| st.cipher.seal("links.refresh", r.as_bytes()));
+    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let inserted = edulink_store::sqlx::query(
+        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&user.id)
+    .bind(st.rp.issuer())
+    .bind(&v.subject)
+    .bind(now)
+    .bind(&refresh_enc)
+    .bind(&v.id_token)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from);
+    match inserted {
+        Ok(_) => {
+            let job = outbox::enqueue(&mut tx, &Job::Provision { user_id: user.id.clone(), subject: v.subject.clone() }, now).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            audit::record(&st.db, now, "link", Some(&user.id), Some(&v.subject), Some(ip), None).await;
+            metrics::counter!("edulink_links_total").increment(1);
+            // Deliver now so the Сферум page is ready; if MAX is slow or down, the worker retries.
+            if let Err(e) = outbox::deliver(st, &job).await {
+                tracing::warn!(error = %e, "immediate provisioning failed; left to the outbox");
+            }
+            st.outbox_wake.notify_one();
+            let (raw, _) = repo::rotate_session(&st.db, session, now, false).await?;
+            Ok(set_cookie(see_other("/sferum/linked"), st.cookies.set(SESSION_COOKIE, &raw, None)))
+        }
+        Err(StoreError::Conflict(constraint)) => {
+            drop(tx);
+            // Nothing was linked: give the tokens we got back to MAX, and say what to do.
+            if let Some(enc) = refresh_enc {
+                let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+                outbox::enqueue(&mut tx, &Job::Revoke { refresh_enc: enc }, now).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                st.outbox_wake.notify_one();
+            }
+            audit::record(&st.db, now, "link_conflict", Some(&user.id), Some(&v.subject), Some(ip), Some(&constraint)).await;
+            metrics::counter!("edulink_link_conflicts_total").increment(1);
+            let key = if repo::link(&st.db, &user.id).await?.is_some() { "error-link-already" } else { "error-link-taken" };
+            Ok(callback_problem(headers, StatusCode::CONFLICT, key))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /sferum/linked`: «Ваша учетная запись успешно привязана» with «Перейти в Сферум».
+pub async fn linked(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    if repo::link(&st.db, &user.id).await?.is_none() {
+        return Ok(see_other("/sferum"));
+    }
+    Ok(html(&LinkedPage { tr: tr(&headers), nav: Nav::new(&session, &user, "sferum") }))
+}
+
+/// `GET /passport`: «Мой паспорт», personal data tab.
+pub async fn passport(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    let school = repo::school_name(&st.db, &user.school_id).await?;
+    let classes = repo::classes_of(&st.db, &user).await?.into_iter().map(|(_, n)| n).collect::<Vec<_>>().join(", ");
+    Ok(html(&PassportPage { tr: tr(&headers), nav: Nav::new(&session, &user, "passport"), school, classes, user }))
+}
+
+/// Query of the security tab.
+#[derive(Debug, Deserialize)]
+pub struct SecurityQuery {
+    done: Option<String>,
+}
+
+async fn security_page(st: &DiaryState, headers: &HeaderMap, session: &Session, user: &User, notice: Option<String>, error: Option<String>) -> Result<Response, AppError> {
+    let link = repo::link(&st.db, &user.id).await?;
+    let history = audit::history(&st.db, &user.id).await?;
+    Ok(html(&SecurityPage {
+        tr: tr(headers),
+        nav: Nav::new(session, user, "passport"),
+        link: link.map(|l| LinkView { id: l.subject, linked_at: views::when(l.linked_at) }),
+        history: history.into_iter().map(|e| (e.event, views::when(e.at))).collect(),
+        notice,
+        error,
+        needs_password: st.now() - session.auth_at > st.cfg.reauth_secs,
+    }))
+}
+
+/// `GET /passport/security`: «Безопасность» — the link status, the linked id, ✕ and the dialog.
+pub async fn security(
+    State(st): State<DiaryState>,
+    headers: HeaderMap,
+    StrictQuery(q): StrictQuery<SecurityQuery>,
+) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    let notice = (q.done.as_deref() == Some("unlinked")).then(|| tr(&headers).t("security-unlinked"));
+    security_page(&st, &headers, &session, &user, notice, None).await
+}
+
+/// `GET /passport/security/unlink`: the confirmation, as a page (without JavaScript).
+pub async fn unlink_page(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    if repo::link(&st.db, &user.id).await?.is_none() {
+        return Ok(see_other("/passport/security"));
+    }
+    let needs_password = st.now() - session.auth_at > st.cfg.reauth_secs;
+    Ok(html(&UnlinkPage { tr: tr(&headers), nav: Nav::new(&session, &user, "passport"), needs_password, error: None }))
+}
+
+/// The unlink form.
+#[derive(Debug, Deserialize)]
+pub struct UnlinkForm {
+    csrf: String,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// `POST /passport/security/unlink`: «Отвязать». The link goes at once; detaching at Сферум and
+/// revoking the tokens at MAX go through the outbox in the same transaction, so they cannot be lost.
+pub async fn unlink_submit(
+    State(st): State<DiaryState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<UnlinkForm>,
+) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    check_csrf(&session, &form.csrf)?;
+    let now = st.now();
+    let mut cookie = None;
+    if now - session.auth_at > st.cfg.reauth_secs {
+        // A recent sign-in is required: the password again.
+        let hash = repo::user_by_login(&st.db, &user.login).await?.map(|(_, h)| h);
+        let ok = passwords::verify(form.password.unwrap_or_default(), hash, st.cfg.password_cost).await;
+        if !ok {
+            let tr = tr(&headers);
+            let page = UnlinkPage { error: Some(tr.t("error-reauth")), tr, nav: Nav::new(&session, &user, "passport"), needs_password: true };
+            return Ok((StatusCode::UNAUTHORIZED, html(&page)).into_response());
+        }
+        let (raw, _) = repo::rotate_session(&st.db, &session, now, true).await?;
+        cookie = Some(st.cookies.set(SESSION_COOKIE, &raw, None));
+    }
+    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let removed: Option<(String, Option<String>)> =
+        edulink_store::sqlx::query_as("DELETE FROM links WHERE user_id = $1 RETURNING subject, refresh_enc")
+            .bind(&user.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+    let Some((subject, refresh_enc)) = removed else {
+        return Ok(see_other("/passport/security"));
+    };
+    // Pending link proofs die with the link.
+    edulink_store::sqlx::query("DELETE FROM oidc_transactions WHERE user_id = $1")
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    let job = outbox::enqueue(&mut tx, &Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    audit::record(&st.db, now, "unlink", Some(&user.id), Some(&subject), Some(&ip.to_string()), None).await;
+    metrics::counter!("edulink_unlinks_total").increment(1);
+    if let Err(e) = outbox::deliver(&st, &job).await {
+        tracing::warn!(error = %e, "immediate detach failed; left to the outbox");
+    }
+    st.outbox_wake.notify_one();
+    let resp = see_other("/passport/security?done=unlinked");
+    Ok(match cookie {
+        Some(c) => set_cookie(resp, c),
+        None => resp,
+    })
+}

@@ -1,0 +1,304 @@
+//! The diary's storage: users, sessions, schedule, OIDC transactions and links.
+
+use edulink_domain::crypto::{random_token, sha256_b64};
+use edulink_store::{Db, Row, StoreError, sqlx};
+
+/// A diary account.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// Login.
+    pub login: String,
+    /// `student` or `teacher`.
+    pub role: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// School id.
+    pub school_id: String,
+    /// Class id (students).
+    pub class_id: Option<String>,
+}
+
+const USER_COLS: &str = "id, login, role, first_name, last_name, school_id, class_id";
+
+fn user_from(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: r.try_get("id")?,
+        login: r.try_get("login")?,
+        role: r.try_get("role")?,
+        first_name: r.try_get("first_name")?,
+        last_name: r.try_get("last_name")?,
+        school_id: r.try_get("school_id")?,
+        class_id: r.try_get("class_id")?,
+    })
+}
+
+/// The user with this login and its password hash.
+pub async fn user_by_login(db: &Db, login: &str) -> Result<Option<(User, String)>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS}, password_hash FROM users WHERE login = $1")))
+        .bind(login)
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(|r| -> Result<(User, String), sqlx::Error> { Ok((user_from(&r)?, r.try_get("password_hash")?)) })
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// The user with this id.
+pub async fn user(db: &Db, id: &str) -> Result<Option<User>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(user_from).transpose().map_err(Into::into)
+}
+
+/// A signed-in browser session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// SHA-256 of the cookie value.
+    pub id_hash: String,
+    /// The user.
+    pub user_id: String,
+    /// CSRF token of this session's forms.
+    pub csrf: String,
+    /// Last request.
+    pub last_seen_at: i64,
+    /// When the password was last entered.
+    pub auth_at: i64,
+}
+
+/// Creates a session for `user_id` (after a password check); returns the cookie value.
+pub async fn create_session(db: &Db, user_id: &str, now: i64) -> Result<(String, Session), StoreError> {
+    let raw = random_token(32);
+    let s = Session { id_hash: sha256_b64(&raw), user_id: user_id.into(), csrf: random_token(32), last_seen_at: now, auth_at: now };
+    sqlx::query(
+        "INSERT INTO sessions (id_hash, user_id, csrf, created_at, last_seen_at, auth_at) VALUES ($1, $2, $3, $4, $4, $4)",
+    )
+    .bind(&s.id_hash)
+    .bind(user_id)
+    .bind(&s.csrf)
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok((raw, s))
+}
+
+/// Replaces a session by a new id (on link, and after re-authentication), keeping its sign-in time
+/// unless `reauth` is given. Pending OIDC transactions follow the session.
+pub async fn rotate_session(db: &Db, old: &Session, now: i64, reauth: bool) -> Result<(String, Session), StoreError> {
+    let raw = random_token(32);
+    let s = Session {
+        id_hash: sha256_b64(&raw),
+        user_id: old.user_id.clone(),
+        csrf: random_token(32),
+        last_seen_at: now,
+        auth_at: if reauth { now } else { old.auth_at },
+    };
+    let mut tx = db.pool().begin().await?;
+    sqlx::query(
+        "INSERT INTO sessions (id_hash, user_id, csrf, created_at, last_seen_at, auth_at) VALUES ($1, $2, $3, $4, $4, $5)",
+    )
+    .bind(&s.id_hash)
+    .bind(&s.user_id)
+    .bind(&s.csrf)
+    .bind(now)
+    .bind(s.auth_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE oidc_transactions SET session_hash = $1 WHERE session_hash = $2")
+        .bind(&s.id_hash)
+        .bind(&old.id_hash)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&old.id_hash).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok((raw, s))
+}
+
+/// Loads a live session; expired ones are deleted.
+pub async fn load_session(db: &Db, raw: &str, now: i64, idle: i64, absolute: i64) -> Result<Option<Session>, StoreError> {
+    if raw.len() != 43 {
+        return Ok(None);
+    }
+    let hash = sha256_b64(raw);
+    let row: Option<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT user_id, csrf, last_seen_at, auth_at, created_at FROM sessions WHERE id_hash = $1",
+    )
+    .bind(&hash)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some((user_id, csrf, last_seen_at, auth_at, created_at)) = row else { return Ok(None) };
+    if last_seen_at + idle < now || created_at + absolute < now {
+        delete_session(db, &hash).await?;
+        return Ok(None);
+    }
+    if now - last_seen_at >= 60 {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(now).bind(&hash).execute(db.pool()).await?;
+    }
+    Ok(Some(Session { id_hash: hash, user_id, csrf, last_seen_at, auth_at }))
+}
+
+/// Deletes a session.
+pub async fn delete_session(db: &Db, id_hash: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash).execute(db.pool()).await?;
+    Ok(())
+}
+
+/// A lesson in the schedule.
+#[derive(Debug, Clone)]
+pub struct Lesson {
+    /// Id.
+    pub id: String,
+    /// Class id.
+    pub class_id: String,
+    /// Class name.
+    pub class_name: String,
+    /// Subject.
+    pub subject: String,
+    /// Teacher's name.
+    pub teacher: String,
+    /// Start.
+    pub starts_at: i64,
+    /// End.
+    pub ends_at: i64,
+    /// A distance lesson (in Сферум).
+    pub distance: bool,
+}
+
+/// Lessons of the given classes that end after `from` and start before `to`, in time order.
+pub async fn lessons(db: &Db, class_ids: &[String], from: i64, to: i64) -> Result<Vec<Lesson>, StoreError> {
+    let mut out = Vec::new();
+    for class_id in class_ids {
+        let rows = sqlx::query(
+            "SELECT l.id, l.class_id, c.name, l.subject, u.first_name, u.last_name, l.starts_at, l.ends_at, l.distance \
+             FROM lessons l JOIN classes c ON c.id = l.class_id JOIN users u ON u.id = l.teacher_id \
+             WHERE l.class_id = $1 AND l.ends_at > $2 AND l.starts_at < $3 ORDER BY l.starts_at",
+        )
+        .bind(class_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(db.pool())
+        .await?;
+        for r in rows {
+            let first: String = r.try_get(4)?;
+            let last: String = r.try_get(5)?;
+            out.push(Lesson {
+                id: r.try_get(0)?,
+                class_id: r.try_get(1)?,
+                class_name: r.try_get(2)?,
+                subject: r.try_get(3)?,
+                teacher: format!("{first} {last}"),
+                starts_at: r.try_get(6)?,
+                ends_at: r.try_get(7)?,
+                distance: r.try_get::<i64, _>(8)? != 0,
+            });
+        }
+    }
+    out.sort_by_key(|l| l.starts_at);
+    Ok(out)
+}
+
+/// The classes of a user: a student's own, or every class a teacher teaches, as `(id, name)`.
+pub async fn classes_of(db: &Db, user: &User) -> Result<Vec<(String, String)>, StoreError> {
+    let rows: Vec<(String, String)> = if user.role == "teacher" {
+        sqlx::query_as(
+            "SELECT c.id, c.name FROM classes c JOIN teacher_classes t ON t.class_id = c.id WHERE t.teacher_id = $1 ORDER BY c.name",
+        )
+        .bind(&user.id)
+        .fetch_all(db.pool())
+        .await?
+    } else {
+        sqlx::query_as("SELECT id, name FROM classes WHERE id = $1").bind(&user.class_id).fetch_all(db.pool()).await?
+    };
+    Ok(rows)
+}
+
+/// The school's name.
+pub async fn school_name(db: &Db, school_id: &str) -> Result<String, StoreError> {
+    Ok(sqlx::query_scalar("SELECT name FROM schools WHERE id = $1").bind(school_id).fetch_one(db.pool()).await?)
+}
+
+/// A link to a MAX account.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The issuer (MAX).
+    pub issuer: String,
+    /// The subject MAX gave us.
+    pub subject: String,
+    /// When it was made.
+    pub linked_at: i64,
+    /// The refresh token, encrypted.
+    pub refresh_enc: Option<String>,
+    /// The newest ID token, for `id_token_hint` on sign-in.
+    pub id_token: Option<String>,
+}
+
+/// The live link of a user.
+pub async fn link(db: &Db, user_id: &str) -> Result<Option<Link>, StoreError> {
+    let row: Option<(String, String, i64, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT issuer, subject, linked_at, refresh_enc, id_token FROM links WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.map(|(issuer, subject, linked_at, refresh_enc, id_token)| Link { issuer, subject, linked_at, refresh_enc, id_token }))
+}
+
+/// Stores the newest ID token of a link (after a sign-in to Сферум).
+pub async fn set_link_id_token(db: &Db, user_id: &str, id_token: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE links SET id_token = $1 WHERE user_id = $2").bind(id_token).bind(user_id).execute(db.pool()).await?;
+    Ok(())
+}
+
+/// A started authorization request, as stored until its callback.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    /// The user who started it.
+    pub user_id: String,
+    /// `link` or `sso`.
+    pub purpose: String,
+    /// The nonce.
+    pub nonce: String,
+    /// The PKCE verifier, encrypted.
+    pub verifier_enc: String,
+}
+
+/// Stores a transaction under the hash of its `state`, bound to the browser session.
+pub async fn create_transaction(db: &Db, state: &str, session_hash: &str, t: &Transaction, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO oidc_transactions (state_hash, session_hash, user_id, purpose, nonce, verifier_enc, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(sha256_b64(state))
+    .bind(session_hash)
+    .bind(&t.user_id)
+    .bind(&t.purpose)
+    .bind(&t.nonce)
+    .bind(&t.verifier_enc)
+    .bind(now)
+    .bind(now + 600)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Takes (deletes and returns) the live transaction for `state` if it belongs to this session:
+/// a state from another browser, a reused state, or an expired one gives nothing.
+pub async fn take_transaction(db: &Db, state: &str, session_hash: &str, now: i64) -> Result<Option<Transaction>, StoreError> {
+    if state.len() > 512 {
+        return Ok(None);
+    }
+    let row: Option<(String, String, String, String)> = sqlx::query_as(
+        "DELETE FROM oidc_transactions WHERE state_hash = $1 AND session_hash = $2 AND expires_at > $3 \
+         RETURNING user_id, purpose, nonce, verifier_enc",
+    )
+    .bind(sha256_b64(state))
+    .bind(session_hash)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|(user_id, purpose, nonce, verifier_enc)| Transaction { user_id, purpose, nonce, verifier_enc }))
+}

@@ -1,0 +1,315 @@
+//! The OpenID Connect relying party of MAX, on the `openidconnect` crate: discovery, the
+//! authorization request (state, nonce, PKCE S256), the code exchange with full ID token validation
+//! (signature, `iss`, `aud`, `exp`, `nonce`, algorithm), and the back-channel calls (client
+//! credentials, provisioning, revocation).
+
+use crate::DiaryConfig;
+use edulink_domain::provisioning::ProvisionProfile;
+use openidconnect::core::{
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Errors talking to MAX or validating its answers. Details are logged; users see a clear message.
+#[derive(Debug, thiserror::Error)]
+pub enum RpError {
+    /// MAX could not be reached or answered with an error status.
+    #[error("MAX unavailable: {0}")]
+    Unavailable(String),
+    /// MAX refused the code (expired, replayed, revoked).
+    #[error("code refused: {0}")]
+    CodeRefused(String),
+    /// The ID token or the response failed validation.
+    #[error("invalid response: {0}")]
+    Invalid(String),
+    /// A provisioning call was refused for good (e.g. the grant is gone).
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// The error type of our HTTP adapter for `openidconnect`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(String);
+
+/// What a successful code exchange yields.
+#[derive(Debug)]
+pub struct Verified {
+    /// The pairwise subject.
+    pub subject: String,
+    /// The ID token (raw), kept as a hint for later sign-ins.
+    pub id_token: String,
+    /// The refresh token, if granted.
+    pub refresh_token: Option<String>,
+}
+
+/// A started authorization request.
+#[derive(Debug)]
+pub struct Started {
+    /// Where to send the browser.
+    pub url: String,
+    /// The state.
+    pub state: String,
+    /// The nonce.
+    pub nonce: String,
+    /// The PKCE verifier.
+    pub verifier: String,
+}
+
+struct Cached {
+    metadata: CoreProviderMetadata,
+    fetched: Instant,
+}
+
+/// The relying party: our client at MAX, with MAX's metadata and keys cached.
+pub struct RelyingParty {
+    http: reqwest::Client,
+    issuer: String,
+    client_id: String,
+    client_secret: String,
+    redirect_uri: String,
+    metadata: Mutex<Option<Cached>>,
+    service_token: Mutex<Option<(String, Instant)>>,
+}
+
+impl std::fmt::Debug for RelyingParty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelyingParty").field("issuer", &self.issuer).field("client_id", &self.client_id).finish()
+    }
+}
+
+/// Metadata and keys are re-fetched after this long (and at once when a token fails validation).
+const METADATA_TTL: Duration = Duration::from_secs(300);
+
+impl RelyingParty {
+    /// A relying party for `cfg`.
+    pub fn new(cfg: &DiaryConfig) -> Self {
+        let http = reqwest::Client::builder()
+            // Never follow redirects on the back channel (SSRF, RFC 9700 §4.11).
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client");
+        Self {
+            http,
+            issuer: cfg.max_issuer.clone(),
+            client_id: cfg.client_id.clone(),
+            client_secret: cfg.client_secret.clone(),
+            redirect_uri: cfg.redirect_uri(),
+            metadata: Mutex::new(None),
+            service_token: Mutex::new(None),
+        }
+    }
+
+    /// MAX's issuer.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    async fn call(client: reqwest::Client, req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, HttpError> {
+        let (parts, body) = req.into_parts();
+        let resp = client
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| HttpError(e.without_url().to_string()))?;
+        let mut builder = http::Response::builder().status(resp.status());
+        if let Some(h) = builder.headers_mut() {
+            *h = resp.headers().clone();
+        }
+        let bytes = resp.bytes().await.map_err(|e| HttpError(e.to_string()))?;
+        builder.body(bytes.to_vec()).map_err(|e| HttpError(e.to_string()))
+    }
+
+    async fn metadata(&self, force: bool) -> Result<CoreProviderMetadata, RpError> {
+        if !force
+            && let Some(c) = self.metadata.lock().expect("metadata lock").as_ref()
+            && c.fetched.elapsed() < METADATA_TTL
+        {
+            return Ok(c.metadata.clone());
+        }
+        let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|e| RpError::Invalid(e.to_string()))?;
+        let http = self.http.clone();
+        let fetch = move |req| Self::call(http.clone(), req);
+        let metadata = CoreProviderMetadata::discover_async(issuer, &fetch)
+            .await
+            .map_err(|e| RpError::Unavailable(format!("discovery: {e}")))?;
+        *self.metadata.lock().expect("metadata lock") = Some(Cached { metadata: metadata.clone(), fetched: Instant::now() });
+        Ok(metadata)
+    }
+
+    /// Starts an authorization request: for a first link (`prompt=consent`, refresh token asked) or
+    /// for signing in to Сферум (with the last ID token as `id_token_hint`).
+    pub async fn start(&self, link: bool, hint: Option<&str>) -> Result<Started, RpError> {
+        let metadata = self.metadata(false).await?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.client_id.clone()),
+            Some(ClientSecret::new(self.client_secret.clone())),
+        )
+        .set_redirect_uri(RedirectUrl::new(self.redirect_uri.clone()).map_err(|e| RpError::Invalid(e.to_string()))?);
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut req = client
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+            .set_pkce_challenge(challenge);
+        if link {
+            req = req.add_scope(Scope::new("offline_access".into())).add_prompt(CoreAuthPrompt::Consent);
+        } else if let Some(h) = hint {
+            req = req.add_extra_param("id_token_hint", h.to_string());
+        }
+        let (url, state, nonce) = req.url();
+        Ok(Started {
+            url: url.to_string(),
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+        })
+    }
+
+    /// Redeems a code and validates the ID token against `nonce`. On a validation failure the keys
+    /// are re-fetched once (MAX may have rotated them) before giving up.
+    pub async fn finish(&self, code: &str, verifier: &str, nonce: &str) -> Result<Verified, RpError> {
+        let metadata = self.metadata(false).await?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.client_id.clone()),
+            Some(ClientSecret::new(self.client_secret.clone())),
+        )
+        .set_redirect_uri(RedirectUrl::new(self.redirect_uri.clone()).map_err(|e| RpError::Invalid(e.to_string()))?);
+        let http = self.http.clone();
+        let fetch = move |req| Self::call(http.clone(), req);
+        let resp = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| RpError::Invalid(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
+            .request_async(&fetch)
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(r) => RpError::CodeRefused(r.error().to_string()),
+                other => RpError::Unavailable(other.to_string()),
+            })?;
+        let id_token = resp.id_token().ok_or_else(|| RpError::Invalid("no id_token".into()))?;
+        let nonce = Nonce::new(nonce.to_string());
+        let algs = [CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256, CoreJwsSigningAlgorithm::EcdsaP256Sha256, CoreJwsSigningAlgorithm::EdDsa];
+        let subject = match id_token.claims(&client.id_token_verifier().set_allowed_algs(algs.clone()), &nonce) {
+            Ok(c) => c.subject().to_string(),
+            Err(first) => {
+                // Perhaps a new key: re-fetch the JWKS once and validate again.
+                let metadata = self.metadata(true).await?;
+                let client = CoreClient::from_provider_metadata(metadata, ClientId::new(self.client_id.clone()), None);
+                id_token
+                    .claims(&client.id_token_verifier().set_allowed_algs(algs), &nonce)
+                    .map_err(|e| RpError::Invalid(format!("{first}; after refresh: {e}")))?
+                    .subject()
+                    .to_string()
+            }
+        };
+        Ok(Verified {
+            subject,
+            id_token: id_token.to_string(),
+            refresh_token: resp.refresh_token().map(|r| r.secret().clone()),
+        })
+    }
+
+    /// A `client_credentials` access token for the provisioning API, reused until shortly before expiry.
+    async fn service_token(&self) -> Result<String, RpError> {
+        if let Some((t, exp)) = self.service_token.lock().expect("token lock").as_ref()
+            && Instant::now() < *exp
+        {
+            return Ok(t.clone());
+        }
+        let metadata = self.metadata(false).await?;
+        let token_url = metadata.token_endpoint().ok_or_else(|| RpError::Invalid("no token endpoint".into()))?.to_string();
+        let resp = self
+            .http
+            .post(token_url)
+            .basic_auth(urlenc(&self.client_id), Some(urlenc(&self.client_secret)))
+            .form(&[("grant_type", "client_credentials"), ("scope", "sferum.provision")])
+            .send()
+            .await
+            .map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(RpError::Unavailable(format!("client_credentials: {}", resp.status())));
+        }
+        let body: serde_json::Value = resp.json().await.map_err(|e| RpError::Invalid(e.to_string()))?;
+        let token = body["access_token"].as_str().ok_or_else(|| RpError::Invalid("no access_token".into()))?.to_string();
+        let ttl = body["expires_in"].as_u64().unwrap_or(60).saturating_sub(30).max(1);
+        *self.service_token.lock().expect("token lock") = Some((token.clone(), Instant::now() + Duration::from_secs(ttl)));
+        Ok(token)
+    }
+
+    fn profile_url(&self, subject: &str) -> String {
+        let mut url = url::Url::parse(&self.issuer).expect("issuer is a URL");
+        url.path_segments_mut().expect("base URL").extend(["sferum", "api", "v1", "profiles", subject]);
+        url.to_string()
+    }
+
+    /// `PUT` the verified school data to the profile MAX knows as `subject`.
+    pub async fn provision(&self, subject: &str, profile: &ProvisionProfile) -> Result<(), RpError> {
+        let token = self.service_token().await?;
+        let resp = self
+            .http
+            .put(self.profile_url(subject))
+            .bearer_auth(token)
+            .json(profile)
+            .send()
+            .await
+            .map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            401 => {
+                self.service_token.lock().expect("token lock").take();
+                Err(RpError::Unavailable("provisioning token refused".into()))
+            }
+            404 => Err(RpError::Refused("no grant for this subject".into())),
+            s if s >= 500 => Err(RpError::Unavailable(format!("provisioning: {s}"))),
+            s => Err(RpError::Refused(format!("provisioning: {s}"))),
+        }
+    }
+
+    /// `DELETE` the profile link at MAX: leave chats, drop school data, revoke the grant's tokens.
+    pub async fn detach(&self, subject: &str) -> Result<(), RpError> {
+        let token = self.service_token().await?;
+        let resp = self
+            .http
+            .delete(self.profile_url(subject))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            401 => {
+                self.service_token.lock().expect("token lock").take();
+                Err(RpError::Unavailable("provisioning token refused".into()))
+            }
+            s => Err(RpError::Unavailable(format!("detach: {s}"))),
+        }
+    }
+
+    /// Revokes a refresh token (RFC 7009); MAX then revokes every token of the grant.
+    pub async fn revoke(&self, refresh_token: &str) -> Result<(), RpError> {
+        // MAX's revocation endpoint (RFC 7009) sits at a fixed path under the issuer.
+        let url = format!("{}/oauth/revoke", self.issuer);
+        let resp = self
+            .http
+            .post(url)
+            .basic_auth(urlenc(&self.client_id), Some(urlenc(&self.client_secret)))
+            .form(&[("token", refresh_token), ("token_type_hint", "refresh_token")])
+            .send()
+            .await
+            .map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+        if resp.status().is_success() { Ok(()) } else { Err(RpError::Unavailable(format!("revoke: {}", resp.status()))) }
+    }
+}
+
+fn urlenc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -1,0 +1,225 @@
+//! Wiring: connects databases, applies migrations, seeds the demo, and serves the parties.
+
+use crate::config::{Config, Mode};
+use edulink_diary::{DiaryConfig, DiaryState, PasswordCost};
+use edulink_domain::{Clock, SecretKey};
+use edulink_max::oidc::Client;
+use edulink_max::{MaxConfig, MaxState};
+use edulink_sms::{DevInbox, HttpGateway, SmsGateway};
+use edulink_store::{Db, PoolConfig};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Which parties this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Both (the default run).
+    Both,
+    /// Only the diary.
+    Diary,
+    /// Only MAX.
+    Max,
+}
+
+/// Knobs that tests and benchmarks change; production runs use the defaults.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// Password hashing cost (tests use a tiny one).
+    pub password_cost: Option<PasswordCost>,
+    /// Listen on these already-bound sockets instead of the configured addresses.
+    pub listeners: Option<(TcpListener, TcpListener)>,
+}
+
+/// Running parties.
+pub struct Running {
+    /// The diary's base URL.
+    pub diary_url: String,
+    /// MAX's base URL.
+    pub max_url: String,
+    /// The dev SMS inbox, when the dev gateway is in use.
+    pub inbox: Option<DevInbox>,
+    /// The diary's state (for tests and admin).
+    pub diary: Option<DiaryState>,
+    /// MAX's state.
+    pub max: Option<MaxState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops serving and waits for the tasks to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Some(d) = &self.diary {
+            d.db.close().await;
+        }
+        if let Some(m) = &self.max {
+            m.db.close().await;
+        }
+    }
+
+    /// Waits until Ctrl-C / SIGTERM, then stops.
+    pub async fn wait_for_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        self.stop().await;
+    }
+}
+
+/// The sector of the demo diary client; subjects are pairwise per sector.
+pub const MESH_CLIENT: &str = "mesh";
+/// The second demo client, the mobile app «Моя школа» (public, PKCE only).
+pub const MYSCHOOL_CLIENT: &str = "moyashkola";
+
+/// Connects to MAX's database and migrates it.
+pub async fn max_db(cfg: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(&cfg.max_db(), &PoolConfig::default()).await?;
+    db.migrate(&edulink_max::migrations()).await?;
+    Ok(db)
+}
+
+/// Connects to the diary's database and migrates it.
+pub async fn diary_db(cfg: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(&cfg.diary_db(), &PoolConfig::default()).await?;
+    db.migrate(&edulink_diary::migrations()).await?;
+    Ok(db)
+}
+
+fn sms_gateway(cfg: &Config) -> SmsGateway {
+    match cfg.max.sms.gateway.as_str() {
+        "http" => SmsGateway::Http(HttpGateway::new(
+            cfg.max.sms.url.clone().unwrap_or_default(),
+            cfg.max.sms.token.clone().unwrap_or_default(),
+        )),
+        _ => SmsGateway::Dev(DevInbox::default()),
+    }
+}
+
+/// MAX's configuration from the file's.
+pub fn max_config(cfg: &Config, issuer: String) -> anyhow::Result<MaxConfig> {
+    let secret = SecretKey::from_base64(cfg.max.secret.as_deref().unwrap_or_default())?;
+    let mut m = MaxConfig::new(issuer, secret);
+    m.code_policy = cfg.max.codes;
+    m.sms_limits = cfg.max.limits;
+    m.allowed_countries = cfg.max.allowed_countries.clone();
+    m.dev_mode = cfg.mode == Mode::Dev;
+    Ok(m)
+}
+
+/// The diary client registration that matches the diary's configuration.
+pub fn mesh_client(cfg: &Config, diary_url: &str) -> Client {
+    Client {
+        client_id: cfg.diary.client_id.clone(),
+        name: "МЭШ".into(),
+        secret_hash: cfg.diary.client_secret.as_deref().map(edulink_domain::crypto::sha256_b64),
+        redirect_uris: vec![format!("{diary_url}/sferum/callback")],
+        // A fast signature for our own client (DESIGN.md §6); RS256 stays the default for others.
+        id_token_alg: "ES256".into(),
+        sector: MESH_CLIENT.into(),
+        scopes: ["openid", "profile", "offline_access", "sferum.provision"].map(String::from).to_vec(),
+    }
+}
+
+fn myschool_client() -> Client {
+    Client {
+        client_id: MYSCHOOL_CLIENT.into(),
+        name: "Моя школа".into(),
+        secret_hash: None,
+        redirect_uris: vec!["ru.myschool.diary:/sferum/callback".into()],
+        id_token_alg: "EdDSA".into(),
+        sector: MYSCHOOL_CLIENT.into(),
+        scopes: ["openid", "profile", "offline_access"].map(String::from).to_vec(),
+    }
+}
+
+/// Starts the parties of `role` and returns once they accept connections.
+pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides) -> anyhow::Result<Running> {
+    cfg.check()?;
+    let (diary_listener, max_listener) = match ov.listeners {
+        Some(l) => l,
+        None => {
+            let d = if role != Role::Max { Some(TcpListener::bind(&cfg.diary.listen).await?) } else { None };
+            let m = if role != Role::Diary { Some(TcpListener::bind(&cfg.max.listen).await?) } else { None };
+            match (d, m) {
+                (Some(d), Some(m)) => (d, m),
+                (Some(d), None) => (d, TcpListener::bind("127.0.0.1:0").await?),
+                (None, Some(m)) => (TcpListener::bind("127.0.0.1:0").await?, m),
+                (None, None) => unreachable!("a role runs at least one party"),
+            }
+        }
+    };
+    let diary_url = cfg.diary.public_url.clone().unwrap_or_else(|| format!("http://{}", diary_listener.local_addr().expect("bound")));
+    let max_url = cfg.max.public_url.clone().unwrap_or_else(|| format!("http://{}", max_listener.local_addr().expect("bound")));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut running = Running { diary_url: diary_url.clone(), max_url: max_url.clone(), inbox: None, diary: None, max: None, shutdown, tasks: Vec::new() };
+
+    if role != Role::Diary {
+        let db = max_db(&cfg).await?;
+        let sms = sms_gateway(&cfg);
+        running.inbox = sms.dev_inbox().cloned();
+        let st = MaxState::new(db, max_config(&cfg, max_url.clone())?, sms, clock.clone()).await?;
+        if cfg.mode == Mode::Dev {
+            edulink_max::demo::register(&st, &mesh_client(&cfg, &diary_url)).await?;
+            edulink_max::demo::register(&st, &myschool_client()).await?;
+        }
+        if cfg.demo() {
+            edulink_max::demo::seed(&st).await?;
+        }
+        let router = edulink_max::router(st.clone());
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.changed().await;
+            };
+            if let Err(e) = edulink_web::ops::serve(max_listener, router, stop).await {
+                tracing::error!(error = %e, "MAX server failed");
+            }
+        }));
+        running.max = Some(st);
+    }
+    if role != Role::Max {
+        let db = diary_db(&cfg).await?;
+        let secret = SecretKey::from_base64(cfg.diary.secret.as_deref().unwrap_or_default())?;
+        let mut dc = DiaryConfig::new(
+            diary_url.clone(),
+            secret,
+            cfg.diary.max_issuer.clone().unwrap_or_else(|| max_url.clone()),
+            cfg.diary.client_id.clone(),
+            cfg.diary.client_secret.clone().unwrap_or_default(),
+        );
+        if let Some(cost) = ov.password_cost {
+            dc.password_cost = cost;
+        }
+        let st = DiaryState::new(db, dc, clock.clone());
+        if cfg.demo() {
+            edulink_diary::demo::seed(&st.db, st.cfg.password_cost, st.now()).await?;
+        }
+        let router = edulink_diary::router(st.clone());
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.changed().await;
+            };
+            if let Err(e) = edulink_web::ops::serve(diary_listener, router, stop).await {
+                tracing::error!(error = %e, "diary server failed");
+            }
+        }));
+        tasks.push(tokio::spawn(edulink_diary::outbox::worker(st.clone(), shutdown_rx.clone())));
+        running.diary = Some(st);
+    }
+    running.tasks = tasks;
+    Ok(running)
+}

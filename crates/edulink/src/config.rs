@@ -1,0 +1,305 @@
+//! Layered configuration: built-in defaults, then a TOML file, then `EDULINK_*` environment
+//! variables (`__` separates sections: `EDULINK_MAX__SMS__GATEWAY=http`), then command-line flags.
+//!
+//! With no configuration at all, `edulink serve` runs in dev mode: both parties on 127.0.0.1, SQLite
+//! under the data directory, secrets generated once into `<data-dir>/secrets.toml`, SMS to the dev inbox.
+
+use edulink_domain::{CodePolicy, SecretKey, SmsLimits};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// How the process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Local development and demos: dev SMS inbox allowed, secrets may be generated.
+    #[default]
+    Dev,
+    /// Production: every secret configured, a real SMS gateway, https URLs.
+    Production,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Dev or production.
+    pub mode: Mode,
+    /// Where SQLite files and generated secrets live.
+    pub data_dir: PathBuf,
+    /// Seed the demo school and demo MAX account (default: on in dev mode).
+    pub demo: Option<bool>,
+    /// The diary.
+    pub diary: DiarySection,
+    /// MAX.
+    pub max: MaxSection,
+}
+
+/// Settings of the diary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiarySection {
+    /// Address to listen on.
+    pub listen: String,
+    /// Public base URL (default: `http://<listen>`).
+    pub public_url: Option<String>,
+    /// Database URL (default: SQLite file `<data-dir>/diary.db`).
+    pub database_url: Option<String>,
+    /// Master secret (base64, 32 bytes).
+    pub secret: Option<String>,
+    /// MAX's issuer URL (default: MAX's public URL).
+    pub max_issuer: Option<String>,
+    /// Our client id at MAX.
+    pub client_id: String,
+    /// Our client secret at MAX.
+    pub client_secret: Option<String>,
+}
+
+/// Settings of MAX.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxSection {
+    /// Address to listen on.
+    pub listen: String,
+    /// Public base URL = issuer (default: `http://<listen>`).
+    pub public_url: Option<String>,
+    /// Database URL (default: SQLite file `<data-dir>/max.db`).
+    pub database_url: Option<String>,
+    /// Master secret (base64, 32 bytes).
+    pub secret: Option<String>,
+    /// SMS gateway.
+    pub sms: SmsSection,
+    /// Code rules.
+    pub codes: CodePolicy,
+    /// Send limits.
+    pub limits: SmsLimits,
+    /// Countries whose mobile numbers are accepted.
+    pub allowed_countries: Vec<String>,
+}
+
+/// Which SMS gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSection {
+    /// `dev` (in-memory inbox; dev mode only) or `http`.
+    pub gateway: String,
+    /// Provider URL for `http`.
+    pub url: Option<String>,
+    /// Provider bearer token for `http`.
+    pub token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Dev,
+            data_dir: PathBuf::from("./edulink-data"),
+            demo: None,
+            diary: DiarySection {
+                listen: "127.0.0.1:8080".into(),
+                public_url: None,
+                database_url: None,
+                secret: None,
+                max_issuer: None,
+                client_id: "mesh".into(),
+                client_secret: None,
+            },
+            max: MaxSection {
+                listen: "127.0.0.1:8081".into(),
+                public_url: None,
+                database_url: None,
+                secret: None,
+                sms: SmsSection { gateway: "dev".into(), url: None, token: None },
+                codes: CodePolicy::default(),
+                limits: SmsLimits::default(),
+                allowed_countries: vec!["RU".into()],
+            },
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or have unknown keys.
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A rule about the values is broken.
+    #[error("configuration: {0}")]
+    Invalid(String),
+    /// The secrets file could not be written or read.
+    #[error("secrets file {0}: {1}")]
+    Secrets(PathBuf, String),
+}
+
+impl Config {
+    /// Loads defaults ← `file` (or `./edulink.toml` if present) ← environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(f) => fig = fig.merge(Toml::file_exact(f)),
+            None => fig = fig.merge(Toml::file("edulink.toml")),
+        }
+        fig = fig.merge(Env::prefixed("EDULINK_").split("__"));
+        Ok(fig.extract().map_err(Box::new)?)
+    }
+
+    /// Whether to seed demo data.
+    pub fn demo(&self) -> bool {
+        self.demo.unwrap_or(self.mode == Mode::Dev)
+    }
+
+    /// Checks the rules that production must satisfy (and that every mode must).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        match self.max.sms.gateway.as_str() {
+            "dev" if self.mode == Mode::Production => return bad("the dev SMS gateway is refused in production"),
+            "dev" => {}
+            "http" if self.max.sms.url.is_none() || self.max.sms.token.is_none() => {
+                return bad("max.sms.url and max.sms.token are required for the http gateway");
+            }
+            "http" => {}
+            other => return bad(&format!("unknown SMS gateway {other:?} (dev or http)")),
+        }
+        if self.mode == Mode::Production {
+            for (name, v) in [
+                ("diary.secret", &self.diary.secret),
+                ("max.secret", &self.max.secret),
+                ("diary.client_secret", &self.diary.client_secret),
+                ("diary.public_url", &self.diary.public_url),
+                ("max.public_url", &self.max.public_url),
+            ] {
+                if v.is_none() {
+                    return bad(&format!("{name} is required in production"));
+                }
+            }
+            for url in [&self.diary.public_url, &self.max.public_url].into_iter().flatten() {
+                if !url.starts_with("https://") {
+                    return bad("public URLs must be https in production");
+                }
+            }
+            if self.max.limits.resend_gap_secs < 60 {
+                return bad("max.limits.resend_gap_secs below 60 is for benchmarks only, never production");
+            }
+        }
+        for s in [&self.diary.secret, &self.max.secret].into_iter().flatten() {
+            SecretKey::from_base64(s).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if self.max.codes.max_attempts < 1 || self.max.codes.ttl_secs < 30 {
+            return bad("max.codes: at least 1 attempt and 30 s of validity");
+        }
+        Ok(())
+    }
+
+    /// Fills missing secrets from `<data-dir>/secrets.toml`, generating and saving them on first use
+    /// (dev mode only; production must configure them).
+    pub fn with_secrets(mut self) -> Result<Self, ConfigError> {
+        if self.diary.secret.is_some() && self.max.secret.is_some() && self.diary.client_secret.is_some() {
+            return Ok(self);
+        }
+        if self.mode == Mode::Production {
+            return Err(ConfigError::Invalid("secrets must be configured in production".into()));
+        }
+        let path = self.data_dir.join("secrets.toml");
+        let err = |e: String| ConfigError::Secrets(path.clone(), e);
+        let stored: Secrets = if path.exists() {
+            toml_read(&path).map_err(err)?
+        } else {
+            let s = Secrets {
+                diary_secret: SecretKey::generate().to_base64(),
+                max_secret: SecretKey::generate().to_base64(),
+                client_secret: edulink_domain::crypto::random_token(32),
+            };
+            std::fs::create_dir_all(&self.data_dir).map_err(|e| err(e.to_string()))?;
+            write_private(&path, &s).map_err(err)?;
+            s
+        };
+        self.diary.secret.get_or_insert(stored.diary_secret);
+        self.max.secret.get_or_insert(stored.max_secret);
+        self.diary.client_secret.get_or_insert(stored.client_secret);
+        Ok(self)
+    }
+
+    /// MAX's public URL.
+    pub fn max_url(&self) -> String {
+        self.max.public_url.clone().unwrap_or_else(|| format!("http://{}", self.max.listen))
+    }
+
+    /// The diary's public URL.
+    pub fn diary_url(&self) -> String {
+        self.diary.public_url.clone().unwrap_or_else(|| format!("http://{}", self.diary.listen))
+    }
+
+    /// The diary's database URL.
+    pub fn diary_db(&self) -> String {
+        self.diary.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("diary.db").display()))
+    }
+
+    /// MAX's database URL.
+    pub fn max_db(&self) -> String {
+        self.max.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("max.db").display()))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Secrets {
+    diary_secret: String,
+    max_secret: String,
+    client_secret: String,
+}
+
+fn toml_read(path: &Path) -> Result<Secrets, String> {
+    Figment::from(Toml::file_exact(path)).extract().map_err(|e| e.to_string())
+}
+
+fn write_private(path: &Path, s: &Secrets) -> Result<(), String> {
+    use std::io::Write;
+    let body = format!(
+        "# Generated by edulink in dev mode. Keep private; deleting it invalidates sessions and keys.\n\
+         diary_secret = \"{}\"\nmax_secret = \"{}\"\nclient_secret = \"{}\"\n",
+        s.diary_secret, s.max_secret, s.client_secret
+    );
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| e.to_string())?;
+    f.write_all(body.as_bytes()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_valid_dev_config() {
+        let c = Config::default();
+        c.check().unwrap();
+        assert!(c.demo());
+        assert_eq!(c.max_url(), "http://127.0.0.1:8081");
+    }
+
+    #[test]
+    fn production_refuses_the_dev_gateway_and_missing_secrets() {
+        let mut c = Config { mode: Mode::Production, ..Config::default() };
+        assert!(c.check().unwrap_err().to_string().contains("dev SMS gateway"));
+        c.max.sms = SmsSection { gateway: "http".into(), url: Some("https://sms.example/send".into()), token: Some("t".into()) };
+        assert!(c.check().unwrap_err().to_string().contains("required in production"));
+        assert!(c.clone().with_secrets().is_err());
+    }
+
+    #[test]
+    fn secrets_are_generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let a = c.clone().with_secrets().unwrap();
+        let b = c.with_secrets().unwrap();
+        assert_eq!(a.max.secret, b.max.secret);
+        assert!(a.diary.client_secret.is_some());
+    }
+}

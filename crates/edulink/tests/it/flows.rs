@@ -1,0 +1,168 @@
+//! The seed's flows end to end: link (new phone, existing profile), sign-in when linked, unlink and
+//! link again, conflict.
+
+use edulink_testkit::{Browser, spawn_app};
+use reqwest::StatusCode;
+
+const NEW_PHONE: &str = "8 (916) 123-45-67";
+const NEW_E164: &str = "+79161234567";
+const DEMO_PHONE: &str = "+7 900 000-00-01";
+const DEMO_E164: &str = "+79000000001";
+
+#[tokio::test]
+async fn link_with_a_new_phone_registers_then_provisions_sferum() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "student3").await;
+    let done = app.link(&b, NEW_PHONE, NEW_E164).await;
+    assert_eq!(done.url, format!("{}/sferum/linked", app.diary));
+    assert!(done.has("Ваша учетная запись успешно привязана"));
+    assert!(done.has("Перейти в Сферум"));
+    // The SMS: Russian, one segment, what it is for, never tell it, WebOTP line.
+    let sms = app.inbox.to(NEW_E164);
+    assert_eq!(sms.len(), 1);
+    assert!(sms[0].text.encode_utf16().count() <= 70, "{}", sms[0].text);
+    assert!(sms[0].text.contains("Никому") && sms[0].text.contains("#"));
+
+    // «Перейти в Сферум»: SSO through MAX lands on «Сферум в MAX» with the provisioned data.
+    let sferum = b.visit(&format!("{}/sferum", app.diary)).await;
+    assert_eq!(sferum.url, format!("{}/sferum", app.max));
+    assert!(sferum.has("Сферум в MAX"));
+    assert!(sferum.has("Вера Кузнецова"), "diary name of student3: {}", sferum.body);
+    assert!(sferum.has("Школа № 1535"));
+    assert!(sferum.has("Подтверждено дневником «МЭШ»"));
+    assert!(sferum.has("Чат класса 7 А"));
+    assert!(sferum.has("Дистанционные уроки"));
+    assert!(!sferum.has("Ближайших дистанционных уроков нет"), "lessons were provisioned");
+    // Still only one SMS: the sign-in used MAX's session.
+    assert_eq!(app.inbox.to(NEW_E164).len(), 1);
+
+    // «Мой паспорт» → «Безопасность» shows the link.
+    let sec = b.visit(&format!("{}/passport/security", app.diary)).await;
+    assert!(sec.has("id аккаунта") && sec.has("Привязан"));
+    assert!(sec.has("Удаление профиля \"Сферум\"") || sec.has("Удаление профиля &quot;Сферум&quot;") || sec.has("Удаление профиля &#34;Сферум&#34;"));
+}
+
+#[tokio::test]
+async fn the_phone_with_an_existing_profile_links_that_profile_without_registration() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "student1").await;
+    let phone_page = app.start_link(&b).await;
+    let code_page = app.enter_phone(&b, &phone_page, DEMO_PHONE).await;
+    assert!(code_page.has("+7 900 ***-**-01"), "masked phone shown: {}", code_page.body);
+    let after = b.follow(app.enter_code(&b, &code_page, &app.last_code(DEMO_E164)).await).await;
+    assert!(after.url.contains("/authorize/continue"), "no registration for a known phone: {}", after.url);
+    assert!(after.has("Алиса Иванова") && after.has("+7 900 ***-**-01"));
+    assert!(after.has("уже есть учебный профиль"));
+    let done = b.submit(&format!("{}/authorize/confirm", app.max), &[("csrf", &after.csrf())]).await;
+    assert!(done.has("Ваша учетная запись успешно привязана"));
+    let sferum = b.visit(&format!("{}/sferum", app.diary)).await;
+    assert!(sferum.has("Подтверждено дневником «МЭШ»"));
+}
+
+#[tokio::test]
+async fn signing_in_to_sferum_when_linked_needs_no_sms_while_max_has_a_session_and_one_sms_when_not() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "student2").await;
+    app.link(&b, NEW_PHONE, NEW_E164).await;
+    for _ in 0..3 {
+        let p = b.visit(&format!("{}/sferum", app.diary)).await;
+        assert_eq!(p.url, format!("{}/sferum", app.max));
+    }
+    assert_eq!(app.inbox.to(NEW_E164).len(), 1, "no SMS while MAX holds the session");
+
+    // A new browser: the diary session is new and MAX has none → one SMS sign-in, then Сферум.
+    let b2 = Browser::new();
+    app.clock.advance(61);
+    app.diary_login(&b2, "student2").await;
+    let phone = b2.visit(&format!("{}/sferum", app.diary)).await;
+    assert!(phone.url.starts_with(&format!("{}/login", app.max)), "{}", phone.url);
+    let code = app.enter_phone(&b2, &phone, NEW_PHONE).await;
+    let end = b2.follow(app.enter_code(&b2, &code, &app.last_code(NEW_E164)).await).await;
+    assert_eq!(end.url, format!("{}/sferum", app.max), "straight to Сферум after the code: {}", end.body);
+    assert_eq!(app.inbox.to(NEW_E164).len(), 2);
+}
+
+#[tokio::test]
+async fn when_max_is_signed_in_as_somebody_else_it_says_so_and_offers_to_switch() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "student2").await;
+    app.link(&b, NEW_PHONE, NEW_E164).await;
+    // Sign MAX out, and in as the demo phone, in the same browser.
+    let home = b.visit(&format!("{}/", app.max)).await;
+    b.submit(&format!("{}/logout", app.max), &[("csrf", &home.csrf())]).await;
+    let login = b.visit(&format!("{}/login", app.max)).await;
+    let code = app.enter_phone(&b, &login, DEMO_PHONE).await;
+    b.follow(app.enter_code(&b, &code, &app.last_code(DEMO_E164)).await).await;
+    let mismatch = b.visit(&format!("{}/sferum", app.diary)).await;
+    assert!(mismatch.has("Вы вошли в другую учетную запись"), "{}", mismatch.body);
+    assert!(mismatch.has("Сменить учетную запись"));
+    // Switching leads to the phone screen, and the right account ends in Сферум.
+    app.clock.advance(61);
+    let phone = b.submit(&format!("{}/authorize/switch", app.max), &[("csrf", &mismatch.csrf())]).await;
+    let code = app.enter_phone(&b, &phone, NEW_PHONE).await;
+    let end = b.follow(app.enter_code(&b, &code, &app.last_code(NEW_E164)).await).await;
+    assert_eq!(end.url, format!("{}/sferum", app.max));
+}
+
+#[tokio::test]
+async fn unlink_cuts_access_and_linking_again_works() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "student4").await;
+    app.link(&b, NEW_PHONE, NEW_E164).await;
+    let before = b.visit(&format!("{}/sferum", app.diary)).await;
+    assert!(before.has("Чат класса 7 А"));
+
+    // Without JavaScript: ✕ leads to a confirmation page with the seed's words.
+    let confirm = b.visit(&format!("{}/passport/security/unlink", app.diary)).await;
+    assert!(confirm.has("Вы действительно хотите отвязать аккаунт «Сферум» от вашей учетной записи?"));
+    assert!(confirm.has("Отменить") && confirm.has("Отвязать"));
+    let done = b.submit(&format!("{}/passport/security/unlink", app.diary), &[("csrf", &confirm.csrf())]).await;
+    assert!(done.has("Аккаунт «Сферум» отвязан"), "{}", done.body);
+    assert!(done.has("Учебный профиль Сферум в MAX не привязан"));
+    assert!(done.has("Учебный профиль Сферум отвязан"), "history shows the unlink");
+
+    // At MAX: the profile left the chats, lost the school data, and was told.
+    let after = b.visit(&format!("{}/sferum", app.max)).await;
+    assert!(!after.has("Чат класса 7 А"), "{}", after.body);
+    assert!(!after.has("Подтверждено дневником"));
+    let home = b.visit(&format!("{}/", app.max)).await;
+    assert!(home.has("отвязана от вашего учебного профиля"), "{}", home.body);
+
+    // «Сферум» in the diary offers to connect again, and linking again works.
+    app.clock.advance(61);
+    let again = app.link(&b, NEW_PHONE, NEW_E164).await;
+    assert!(again.has("Ваша учетная запись успешно привязана"));
+    let back = b.visit(&format!("{}/sferum", app.diary)).await;
+    assert!(back.has("Чат класса 7 А"));
+}
+
+#[tokio::test]
+async fn a_max_account_linked_to_another_student_is_a_clear_conflict_and_changes_nothing() {
+    let app = spawn_app().await;
+    let a = Browser::new();
+    app.diary_login(&a, "student1").await;
+    app.link(&a, NEW_PHONE, NEW_E164).await;
+
+    let b = Browser::new();
+    app.diary_login(&b, "student2").await;
+    app.clock.advance(61);
+    let phone = app.start_link(&b).await;
+    let code = app.enter_phone(&b, &phone, NEW_PHONE).await;
+    let confirm = b.follow(app.enter_code(&b, &code, &app.last_code(NEW_E164)).await).await;
+    let result = b.submit(&format!("{}/authorize/confirm", app.max), &[("csrf", &confirm.csrf())]).await;
+    assert_eq!(result.status, StatusCode::CONFLICT);
+    assert!(result.has("уже привязан к другой учетной записи дневника"), "{}", result.body);
+    assert!(result.has("Мой паспорт"), "explains what to do");
+    // student2 is not linked; student1 still is.
+    let sec_b = b.visit(&format!("{}/passport/security", app.diary)).await;
+    assert!(sec_b.has("не привязан"));
+    let sec_a = a.visit(&format!("{}/passport/security", app.diary)).await;
+    assert!(sec_a.has("id аккаунта"));
+    let sferum_a = a.visit(&format!("{}/sferum", app.diary)).await;
+    assert!(sferum_a.has("Чат класса 7 А"), "student1's profile untouched");
+}
