@@ -4,7 +4,15 @@ use edulink_domain::crypto::new_id;
 use edulink_store::{Db, Row, StoreError, sqlx};
 
 /// Writes one record (failure is logged, not raised: the action it records already happened).
-pub async fn record(db: &Db, now: i64, event: &str, user_id: Option<&str>, subject: Option<&str>, ip: Option<&str>, detail: Option<&str>) {
+pub async fn record(
+    db: &Db,
+    now: i64,
+    event: &str,
+    user_id: Option<&str>,
+    subject: Option<&str>,
+    ip: Option<&str>,
+    detail: Option<&str>,
+) {
     let r: Result<_, StoreError> = sqlx::query(
         "INSERT INTO audit (id, at, event, user_id, subject, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )

@@ -30,13 +30,18 @@ pub async fn seed(db: &Db, cost: PasswordCost, now: i64) -> Result<bool, StoreEr
     if schools > 0 {
         return Ok(false);
     }
-    let hashes: Vec<String> = tokio::task::spawn_blocking(move || (0..11).map(|_| passwords::hash(DEMO_PASSWORD, cost)).collect())
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let hashes: Vec<String> =
+        tokio::task::spawn_blocking(move || (0..11).map(|_| passwords::hash(DEMO_PASSWORD, cost)).collect())
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let mut tx = db.pool().begin().await?;
     sqlx::query("INSERT INTO schools (id, name) VALUES ('school-1', 'Школа № 1535')").execute(&mut *tx).await?;
     for (id, name) in [("class-7a", "7 А"), ("class-7b", "7 Б")] {
-        sqlx::query("INSERT INTO classes (id, school_id, name) VALUES ($1, 'school-1', $2)").bind(id).bind(name).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO classes (id, school_id, name) VALUES ($1, 'school-1', $2)")
+            .bind(id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
     }
     sqlx::query(
         "INSERT INTO users (id, login, password_hash, role, first_name, last_name, school_id, class_id, created_at) \
@@ -47,7 +52,10 @@ pub async fn seed(db: &Db, cost: PasswordCost, now: i64) -> Result<bool, StoreEr
     .execute(&mut *tx)
     .await?;
     for class in ["class-7a", "class-7b"] {
-        sqlx::query("INSERT INTO teacher_classes (teacher_id, class_id) VALUES ('teacher-1', $1)").bind(class).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO teacher_classes (teacher_id, class_id) VALUES ('teacher-1', $1)")
+            .bind(class)
+            .execute(&mut *tx)
+            .await?;
     }
     for (i, (first, last)) in STUDENTS.iter().enumerate() {
         let n = i + 1;

@@ -2,10 +2,10 @@
 //! party that links a diary account to an educational profile Сферум in MAX.
 
 pub mod audit;
-pub mod passwords;
 pub mod demo;
 pub mod outbox;
 pub mod pages;
+pub mod passwords;
 pub mod repo;
 pub mod rp;
 mod views;
@@ -67,7 +67,13 @@ pub struct DiaryConfig {
 
 impl DiaryConfig {
     /// A configuration with defaults.
-    pub fn new(base_url: String, secret: SecretKey, max_issuer: String, client_id: String, client_secret: String) -> Self {
+    pub fn new(
+        base_url: String,
+        secret: SecretKey,
+        max_issuer: String,
+        client_id: String,
+        client_secret: String,
+    ) -> Self {
         Self {
             base_url,
             secret,
@@ -143,11 +149,15 @@ pub fn router(state: DiaryState) -> Router {
         .route("/passport", get(pages::passport))
         .route("/passport/security", get(pages::security))
         .route("/passport/security/unlink", get(pages::unlink_page).post(pages::unlink_submit))
-        .route("/readyz", get(|axum::extract::State(s): axum::extract::State<DiaryState>| async move {
-            edulink_web::ops::readyz(&s.db).await
-        }))
+        .route(
+            "/readyz",
+            get(|axum::extract::State(s): axum::extract::State<DiaryState>| async move {
+                edulink_web::ops::readyz(&s.db).await
+            }),
+        )
         .route("/static/diary.css", get(views::css))
         .route("/static/app.js", get(views::js));
-    let sec = SiteSecurity { origin: state.cfg.base_url.clone(), exempt_prefixes: vec!["/api/"], https: state.cfg.https() };
+    let sec =
+        SiteSecurity { origin: state.cfg.base_url.clone(), exempt_prefixes: vec!["/api/"], https: state.cfg.https() };
     harden(r.merge(edulink_web::ops::routes()).with_state(state), BRAND, sec)
 }

@@ -79,7 +79,9 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     .bind(now)
     .fetch_optional(st.db.pool())
     .await?;
-    let Some((payload, attempts)) = claimed else { return Ok(false) };
+    let Some((payload, attempts)) = claimed else {
+        return Ok(false);
+    };
     let outcome = match serde_json::from_str::<Job>(&payload) {
         Ok(job) => run(st, &job).await,
         Err(e) => Err(RpError::Refused(format!("unreadable job: {e}"))),
@@ -87,7 +89,11 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     let now = st.now();
     match outcome {
         Ok(()) => {
-            sqlx::query("UPDATE outbox SET done_at = $2, last_error = NULL WHERE id = $1").bind(id).bind(now).execute(st.db.pool()).await?;
+            sqlx::query("UPDATE outbox SET done_at = $2, last_error = NULL WHERE id = $1")
+                .bind(id)
+                .bind(now)
+                .execute(st.db.pool())
+                .await?;
             metrics::counter!("edulink_outbox_delivered_total").increment(1);
             Ok(true)
         }
@@ -119,11 +125,12 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
 
 /// Delivers every due job once. Returns how many were delivered.
 pub async fn run_due(st: &DiaryState) -> Result<usize, StoreError> {
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM outbox WHERE done_at IS NULL AND next_attempt_at <= $1 ORDER BY id LIMIT 50")
-            .bind(st.now())
-            .fetch_all(st.db.pool())
-            .await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM outbox WHERE done_at IS NULL AND next_attempt_at <= $1 ORDER BY id LIMIT 50",
+    )
+    .bind(st.now())
+    .fetch_all(st.db.pool())
+    .await?;
     let mut delivered = 0;
     for id in ids {
         if deliver(st, &id).await? {

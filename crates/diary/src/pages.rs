@@ -24,11 +24,17 @@ fn tr(headers: &HeaderMap) -> Tr {
 }
 
 async fn current(st: &DiaryState, headers: &HeaderMap) -> Result<Option<(Session, User)>, AppError> {
-    let Some(raw) = st.cookies.get(headers, SESSION_COOKIE) else { return Ok(None) };
-    let Some(s) = repo::load_session(&st.db, &raw, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await? else {
+    let Some(raw) = st.cookies.get(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Some(u) = repo::user(&st.db, &s.user_id).await? else { return Ok(None) };
+    let Some(s) =
+        repo::load_session(&st.db, &raw, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await?
+    else {
+        return Ok(None);
+    };
+    let Some(u) = repo::user(&st.db, &s.user_id).await? else {
+        return Ok(None);
+    };
     Ok(Some((s, u)))
 }
 
@@ -111,7 +117,12 @@ pub async fn login_submit(
     let (true, Some(user)) = (ok, user) else {
         metrics::counter!("edulink_diary_login_failures_total").increment(1);
         let tr = tr(&headers);
-        let page = LoginPage { error: Some(tr.t("error-login")), tr, csrf: form.csrf, login: login.chars().take(64).collect() };
+        let page = LoginPage {
+            error: Some(tr.t("error-login")),
+            tr,
+            csrf: form.csrf,
+            login: login.chars().take(64).collect(),
+        };
         return Ok((StatusCode::UNAUTHORIZED, html(&page)).into_response());
     };
     // Any session this browser had is replaced: a new id on every sign-in.
@@ -131,7 +142,11 @@ pub struct CsrfForm {
 }
 
 /// `POST /logout`: the session ends on the server.
-pub async fn logout(State(st): State<DiaryState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+pub async fn logout(
+    State(st): State<DiaryState>,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
     if let Some((session, _)) = current(&st, &headers).await? {
         check_csrf(&session, &form.csrf)?;
         repo::delete_session(&st.db, &session.id_hash).await?;
@@ -144,7 +159,13 @@ fn max_unavailable(e: RpError) -> AppError {
     AppError::new(edulink_web::ErrorKind::Unavailable, "error-max-unavailable")
 }
 
-async fn start(st: &DiaryState, session: &Session, user: &User, link: bool, hint: Option<&str>) -> Result<Response, AppError> {
+async fn start(
+    st: &DiaryState,
+    session: &Session,
+    user: &User,
+    link: bool,
+    hint: Option<&str>,
+) -> Result<Response, AppError> {
     let started = st.rp.start(link, hint).await.map_err(max_unavailable)?;
     let t = repo::Transaction {
         user_id: user.id.clone(),
@@ -167,7 +188,11 @@ pub async fn sferum(State(st): State<DiaryState>, headers: HeaderMap) -> Result<
 }
 
 /// `POST /sferum/connect`: «Перейти к подключению».
-pub async fn connect(State(st): State<DiaryState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+pub async fn connect(
+    State(st): State<DiaryState>,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
     check_csrf(&session, &form.csrf)?;
     if repo::link(&st.db, &user.id).await?.is_some() {
@@ -206,7 +231,12 @@ pub async fn callback(
     Ok(resp)
 }
 
-async fn callback_inner(st: &DiaryState, ip: &str, headers: &HeaderMap, p: CallbackParams) -> Result<Response, AppError> {
+async fn callback_inner(
+    st: &DiaryState,
+    ip: &str,
+    headers: &HeaderMap,
+    p: CallbackParams,
+) -> Result<Response, AppError> {
     let Some((session, user)) = current(st, headers).await? else {
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-session"));
     };
@@ -256,7 +286,12 @@ async fn callback_inner(st: &DiaryState, ip: &str, headers: &HeaderMap, p: Callb
     finish_link(st, ip, headers, &session, &user, verified).await
 }
 
-async fn finish_sso(st: &DiaryState, headers: &HeaderMap, user: &User, v: crate::rp::Verified) -> Result<Response, AppError> {
+async fn finish_sso(
+    st: &DiaryState,
+    headers: &HeaderMap,
+    user: &User,
+    v: crate::rp::Verified,
+) -> Result<Response, AppError> {
     match repo::link(&st.db, &user.id).await? {
         Some(link) if link.subject == v.subject => {
             repo::set_link_id_token(&st.db, &user.id, &v.id_token).await?;
@@ -291,7 +326,9 @@ async fn finish_link(
     .map_err(StoreError::from);
     match inserted {
         Ok(_) => {
-            let job = outbox::enqueue(&mut tx, &Job::Provision { user_id: user.id.clone(), subject: v.subject.clone() }, now).await?;
+            let job =
+                outbox::enqueue(&mut tx, &Job::Provision { user_id: user.id.clone(), subject: v.subject.clone() }, now)
+                    .await?;
             tx.commit().await.map_err(StoreError::from)?;
             audit::record(&st.db, now, "link", Some(&user.id), Some(&v.subject), Some(ip), None).await;
             metrics::counter!("edulink_links_total").increment(1);
@@ -312,9 +349,11 @@ async fn finish_link(
                 tx.commit().await.map_err(StoreError::from)?;
                 st.outbox_wake.notify_one();
             }
-            audit::record(&st.db, now, "link_conflict", Some(&user.id), Some(&v.subject), Some(ip), Some(&constraint)).await;
+            audit::record(&st.db, now, "link_conflict", Some(&user.id), Some(&v.subject), Some(ip), Some(&constraint))
+                .await;
             metrics::counter!("edulink_link_conflicts_total").increment(1);
-            let key = if repo::link(&st.db, &user.id).await?.is_some() { "error-link-already" } else { "error-link-taken" };
+            let key =
+                if repo::link(&st.db, &user.id).await?.is_some() { "error-link-already" } else { "error-link-taken" };
             Ok(callback_problem(headers, StatusCode::CONFLICT, key))
         }
         Err(e) => Err(e.into()),
@@ -344,7 +383,14 @@ pub struct SecurityQuery {
     done: Option<String>,
 }
 
-async fn security_page(st: &DiaryState, headers: &HeaderMap, session: &Session, user: &User, notice: Option<String>, error: Option<String>) -> Result<Response, AppError> {
+async fn security_page(
+    st: &DiaryState,
+    headers: &HeaderMap,
+    session: &Session,
+    user: &User,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Result<Response, AppError> {
     let link = repo::link(&st.db, &user.id).await?;
     let history = audit::history(&st.db, &user.id).await?;
     Ok(html(&SecurityPage {
@@ -405,7 +451,12 @@ pub async fn unlink_submit(
         let ok = passwords::verify(form.password.unwrap_or_default(), hash, st.cfg.password_cost).await;
         if !ok {
             let tr = tr(&headers);
-            let page = UnlinkPage { error: Some(tr.t("error-reauth")), tr, nav: Nav::new(&session, &user, "passport"), needs_password: true };
+            let page = UnlinkPage {
+                error: Some(tr.t("error-reauth")),
+                tr,
+                nav: Nav::new(&session, &user, "passport"),
+                needs_password: true,
+            };
             return Ok((StatusCode::UNAUTHORIZED, html(&page)).into_response());
         }
         let (raw, _) = repo::rotate_session(&st.db, &session, now, true).await?;

@@ -23,7 +23,9 @@ pub async fn verify(password: String, stored: Option<String>, cost: PasswordCost
         static DUMMY: OnceLock<String> = OnceLock::new();
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY.get_or_init(|| hash("not a password", cost)).clone());
-        let Ok(parsed) = PasswordHash::new(&stored) else { return false };
+        let Ok(parsed) = PasswordHash::new(&stored) else {
+            return false;
+        };
         // The parameters stored in the hash are used, so old hashes keep verifying after a cost change.
         let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
         ok && known

@@ -38,10 +38,11 @@ fn user_from(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
 
 /// The user with this login and its password hash.
 pub async fn user_by_login(db: &Db, login: &str) -> Result<Option<(User, String)>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS}, password_hash FROM users WHERE login = $1")))
-        .bind(login)
-        .fetch_optional(db.pool())
-        .await?;
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS}, password_hash FROM users WHERE login = $1")))
+            .bind(login)
+            .fetch_optional(db.pool())
+            .await?;
     row.map(|r| -> Result<(User, String), sqlx::Error> { Ok((user_from(&r)?, r.try_get("password_hash")?)) })
         .transpose()
         .map_err(Into::into)
@@ -74,7 +75,13 @@ pub struct Session {
 /// Creates a session for `user_id` (after a password check); returns the cookie value.
 pub async fn create_session(db: &Db, user_id: &str, now: i64) -> Result<(String, Session), StoreError> {
     let raw = random_token(32);
-    let s = Session { id_hash: sha256_b64(&raw), user_id: user_id.into(), csrf: random_token(32), last_seen_at: now, auth_at: now };
+    let s = Session {
+        id_hash: sha256_b64(&raw),
+        user_id: user_id.into(),
+        csrf: random_token(32),
+        last_seen_at: now,
+        auth_at: now,
+    };
     sqlx::query(
         "INSERT INTO sessions (id_hash, user_id, csrf, created_at, last_seen_at, auth_at) VALUES ($1, $2, $3, $4, $4, $4)",
     )
@@ -120,24 +127,35 @@ pub async fn rotate_session(db: &Db, old: &Session, now: i64, reauth: bool) -> R
 }
 
 /// Loads a live session; expired ones are deleted.
-pub async fn load_session(db: &Db, raw: &str, now: i64, idle: i64, absolute: i64) -> Result<Option<Session>, StoreError> {
+pub async fn load_session(
+    db: &Db,
+    raw: &str,
+    now: i64,
+    idle: i64,
+    absolute: i64,
+) -> Result<Option<Session>, StoreError> {
     if raw.len() != 43 {
         return Ok(None);
     }
     let hash = sha256_b64(raw);
-    let row: Option<(String, String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT user_id, csrf, last_seen_at, auth_at, created_at FROM sessions WHERE id_hash = $1",
-    )
-    .bind(&hash)
-    .fetch_optional(db.pool())
-    .await?;
-    let Some((user_id, csrf, last_seen_at, auth_at, created_at)) = row else { return Ok(None) };
+    let row: Option<(String, String, i64, i64, i64)> =
+        sqlx::query_as("SELECT user_id, csrf, last_seen_at, auth_at, created_at FROM sessions WHERE id_hash = $1")
+            .bind(&hash)
+            .fetch_optional(db.pool())
+            .await?;
+    let Some((user_id, csrf, last_seen_at, auth_at, created_at)) = row else {
+        return Ok(None);
+    };
     if last_seen_at + idle < now || created_at + absolute < now {
         delete_session(db, &hash).await?;
         return Ok(None);
     }
     if now - last_seen_at >= 60 {
-        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(now).bind(&hash).execute(db.pool()).await?;
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+            .bind(now)
+            .bind(&hash)
+            .execute(db.pool())
+            .await?;
     }
     Ok(Some(Session { id_hash: hash, user_id, csrf, last_seen_at, auth_at }))
 }
@@ -237,19 +255,32 @@ pub struct Link {
     pub id_token: Option<String>,
 }
 
+/// `(issuer, subject, linked_at, refresh_enc, id_token)`.
+type LinkRow = (String, String, i64, Option<String>, Option<String>);
+
 /// The live link of a user.
 pub async fn link(db: &Db, user_id: &str) -> Result<Option<Link>, StoreError> {
-    let row: Option<(String, String, i64, Option<String>, Option<String>)> =
+    let row: Option<LinkRow> =
         sqlx::query_as("SELECT issuer, subject, linked_at, refresh_enc, id_token FROM links WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(db.pool())
             .await?;
-    Ok(row.map(|(issuer, subject, linked_at, refresh_enc, id_token)| Link { issuer, subject, linked_at, refresh_enc, id_token }))
+    Ok(row.map(|(issuer, subject, linked_at, refresh_enc, id_token)| Link {
+        issuer,
+        subject,
+        linked_at,
+        refresh_enc,
+        id_token,
+    }))
 }
 
 /// Stores the newest ID token of a link (after a sign-in to Сферум).
 pub async fn set_link_id_token(db: &Db, user_id: &str, id_token: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE links SET id_token = $1 WHERE user_id = $2").bind(id_token).bind(user_id).execute(db.pool()).await?;
+    sqlx::query("UPDATE links SET id_token = $1 WHERE user_id = $2")
+        .bind(id_token)
+        .bind(user_id)
+        .execute(db.pool())
+        .await?;
     Ok(())
 }
 
@@ -267,7 +298,13 @@ pub struct Transaction {
 }
 
 /// Stores a transaction under the hash of its `state`, bound to the browser session.
-pub async fn create_transaction(db: &Db, state: &str, session_hash: &str, t: &Transaction, now: i64) -> Result<(), StoreError> {
+pub async fn create_transaction(
+    db: &Db,
+    state: &str,
+    session_hash: &str,
+    t: &Transaction,
+    now: i64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO oidc_transactions (state_hash, session_hash, user_id, purpose, nonce, verifier_enc, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -287,7 +324,12 @@ pub async fn create_transaction(db: &Db, state: &str, session_hash: &str, t: &Tr
 
 /// Takes (deletes and returns) the live transaction for `state` if it belongs to this session:
 /// a state from another browser, a reused state, or an expired one gives nothing.
-pub async fn take_transaction(db: &Db, state: &str, session_hash: &str, now: i64) -> Result<Option<Transaction>, StoreError> {
+pub async fn take_transaction(
+    db: &Db,
+    state: &str,
+    session_hash: &str,
+    now: i64,
+) -> Result<Option<Transaction>, StoreError> {
     if state.len() > 512 {
         return Ok(None);
     }

@@ -111,7 +111,10 @@ impl RelyingParty {
         &self.issuer
     }
 
-    async fn call(client: reqwest::Client, req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResponse, HttpError> {
+    async fn call(
+        client: reqwest::Client,
+        req: openidconnect::HttpRequest,
+    ) -> Result<openidconnect::HttpResponse, HttpError> {
         let (parts, body) = req.into_parts();
         let resp = client
             .request(parts.method, parts.uri.to_string())
@@ -141,7 +144,8 @@ impl RelyingParty {
         let metadata = CoreProviderMetadata::discover_async(issuer, &fetch)
             .await
             .map_err(|e| RpError::Unavailable(format!("discovery: {e}")))?;
-        *self.metadata.lock().expect("metadata lock") = Some(Cached { metadata: metadata.clone(), fetched: Instant::now() });
+        *self.metadata.lock().expect("metadata lock") =
+            Some(Cached { metadata: metadata.clone(), fetched: Instant::now() });
         Ok(metadata)
     }
 
@@ -197,7 +201,11 @@ impl RelyingParty {
             })?;
         let id_token = resp.id_token().ok_or_else(|| RpError::Invalid("no id_token".into()))?;
         let nonce = Nonce::new(nonce.to_string());
-        let algs = [CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256, CoreJwsSigningAlgorithm::EcdsaP256Sha256, CoreJwsSigningAlgorithm::EdDsa];
+        let algs = [
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+            CoreJwsSigningAlgorithm::EdDsa,
+        ];
         let subject = match id_token.claims(&client.id_token_verifier().set_allowed_algs(algs.clone()), &nonce) {
             Ok(c) => c.subject().to_string(),
             Err(first) => {
@@ -226,7 +234,8 @@ impl RelyingParty {
             return Ok(t.clone());
         }
         let metadata = self.metadata(false).await?;
-        let token_url = metadata.token_endpoint().ok_or_else(|| RpError::Invalid("no token endpoint".into()))?.to_string();
+        let token_url =
+            metadata.token_endpoint().ok_or_else(|| RpError::Invalid("no token endpoint".into()))?.to_string();
         let resp = self
             .http
             .post(token_url)
@@ -239,9 +248,11 @@ impl RelyingParty {
             return Err(RpError::Unavailable(format!("client_credentials: {}", resp.status())));
         }
         let body: serde_json::Value = resp.json().await.map_err(|e| RpError::Invalid(e.to_string()))?;
-        let token = body["access_token"].as_str().ok_or_else(|| RpError::Invalid("no access_token".into()))?.to_string();
+        let token =
+            body["access_token"].as_str().ok_or_else(|| RpError::Invalid("no access_token".into()))?.to_string();
         let ttl = body["expires_in"].as_u64().unwrap_or(60).saturating_sub(30).max(1);
-        *self.service_token.lock().expect("token lock") = Some((token.clone(), Instant::now() + Duration::from_secs(ttl)));
+        *self.service_token.lock().expect("token lock") =
+            Some((token.clone(), Instant::now() + Duration::from_secs(ttl)));
         Ok(token)
     }
 
@@ -306,7 +317,11 @@ impl RelyingParty {
             .send()
             .await
             .map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
-        if resp.status().is_success() { Ok(()) } else { Err(RpError::Unavailable(format!("revoke: {}", resp.status()))) }
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(RpError::Unavailable(format!("revoke: {}", resp.status())))
+        }
     }
 }
 

@@ -144,7 +144,10 @@ pub struct UnlinkPage {
 
 /// `GET /static/diary.css`.
 pub async fn css() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], include_str!("../static/diary.css"))
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        include_str!("../static/diary.css"),
+    )
         .into_response()
 }
 

@@ -136,7 +136,8 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid() {
-        for input in ["", "abc", "12", "+7 916 123 45 67 89 00", "8916123456<script>", "٩١٦١٢٣٤٥٦٧", &"9".repeat(40)] {
+        for input in ["", "abc", "12", "+7 916 123 45 67 89 00", "8916123456<script>", "٩١٦١٢٣٤٥٦٧", &"9".repeat(40)]
+        {
             assert_eq!(Phone::parse(input, "RU", &ru()), Err(PhoneError::Invalid), "{input}");
         }
     }

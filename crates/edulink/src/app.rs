@@ -68,7 +68,8 @@ impl Running {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
@@ -160,11 +161,24 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
             }
         }
     };
-    let diary_url = cfg.diary.public_url.clone().unwrap_or_else(|| format!("http://{}", diary_listener.local_addr().expect("bound")));
-    let max_url = cfg.max.public_url.clone().unwrap_or_else(|| format!("http://{}", max_listener.local_addr().expect("bound")));
+    let diary_url = cfg
+        .diary
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", diary_listener.local_addr().expect("bound")));
+    let max_url =
+        cfg.max.public_url.clone().unwrap_or_else(|| format!("http://{}", max_listener.local_addr().expect("bound")));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let mut running = Running { diary_url: diary_url.clone(), max_url: max_url.clone(), inbox: None, diary: None, max: None, shutdown, tasks: Vec::new() };
+    let mut running = Running {
+        diary_url: diary_url.clone(),
+        max_url: max_url.clone(),
+        inbox: None,
+        diary: None,
+        max: None,
+        shutdown,
+        tasks: Vec::new(),
+    };
 
     if role != Role::Diary {
         let db = max_db(&cfg).await?;

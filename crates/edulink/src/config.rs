@@ -155,7 +155,9 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         match self.max.sms.gateway.as_str() {
-            "dev" if self.mode == Mode::Production => return bad("the dev SMS gateway is refused in production"),
+            "dev" if self.mode == Mode::Production => {
+                return bad("the dev SMS gateway is refused in production");
+            }
             "dev" => {}
             "http" if self.max.sms.url.is_none() || self.max.sms.token.is_none() => {
                 return bad("max.sms.url and max.sms.token are required for the http gateway");
@@ -234,7 +236,10 @@ impl Config {
 
     /// The diary's database URL.
     pub fn diary_db(&self) -> String {
-        self.diary.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("diary.db").display()))
+        self.diary
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("diary.db").display()))
     }
 
     /// MAX's database URL.
@@ -288,7 +293,11 @@ mod tests {
     fn production_refuses_the_dev_gateway_and_missing_secrets() {
         let mut c = Config { mode: Mode::Production, ..Config::default() };
         assert!(c.check().unwrap_err().to_string().contains("dev SMS gateway"));
-        c.max.sms = SmsSection { gateway: "http".into(), url: Some("https://sms.example/send".into()), token: Some("t".into()) };
+        c.max.sms = SmsSection {
+            gateway: "http".into(),
+            url: Some("https://sms.example/send".into()),
+            token: Some("t".into()),
+        };
         assert!(c.check().unwrap_err().to_string().contains("required in production"));
         assert!(c.clone().with_secrets().is_err());
     }

@@ -179,9 +179,19 @@ async fn main() -> anyhow::Result<()> {
             let db = app::diary_db(&cfg).await?;
             let seeded = edulink_diary::demo::seed(&db, Default::default(), SystemClock.now_secs()).await?;
             let mdb = app::max_db(&cfg).await?;
-            let st = edulink_max::MaxState::new(mdb, app::max_config(&cfg, cfg.max_url())?, edulink_sms::SmsGateway::Dev(Default::default()), Arc::new(SystemClock)).await?;
+            let st = edulink_max::MaxState::new(
+                mdb,
+                app::max_config(&cfg, cfg.max_url())?,
+                edulink_sms::SmsGateway::Dev(Default::default()),
+                Arc::new(SystemClock),
+            )
+            .await?;
             let seeded_max = edulink_max::demo::seed(&st).await?;
-            println!("diary demo: {}; MAX demo account: {}", if seeded { "seeded" } else { "already there" }, if seeded_max { "seeded" } else { "already there" });
+            println!(
+                "diary demo: {}; MAX demo account: {}",
+                if seeded { "seeded" } else { "already there" },
+                if seeded_max { "seeded" } else { "already there" }
+            );
         }
         Command::Keys { what: KeysCmd::Rotate } => {
             let cfg = cfg.with_secrets()?;
@@ -195,14 +205,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Config { what: ConfigCmd::Check } => {
             cfg.check()?;
             let mut shown = cfg.clone();
-            for s in [&mut shown.diary.secret, &mut shown.max.secret, &mut shown.diary.client_secret, &mut shown.max.sms.token] {
+            for s in [
+                &mut shown.diary.secret,
+                &mut shown.max.secret,
+                &mut shown.diary.client_secret,
+                &mut shown.max.sms.token,
+            ] {
                 if s.is_some() {
                     *s = Some("<hidden>".into());
                 }
             }
             println!("configuration is valid:\n{}", serde_json::to_string_pretty(&shown)?);
         }
-        Command::Max { what: MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning } } } => {
+        Command::Max {
+            what: MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning } },
+        } => {
             if !edulink_max::keys::ALGS.contains(&alg.as_str()) {
                 anyhow::bail!("alg must be one of {:?}", edulink_max::keys::ALGS);
             }
@@ -240,26 +257,37 @@ async fn main() -> anyhow::Result<()> {
                     .fetch_optional(db.pool())
                     .await?;
                     match row {
-                        Some((iss, sub, at)) => println!("{login}: linked to {sub} at {iss} since {at} (unix)"),
+                        Some((iss, sub, at)) => {
+                            println!("{login}: linked to {sub} at {iss} since {at} (unix)")
+                        }
                         None => println!("{login}: not linked"),
                     }
                 }
                 AdminCmd::Unlink { login } => {
                     let n = admin_unlink(&db, &login).await?;
-                    println!("{login}: {}", if n { "unlinked (MAX will be told by the outbox)" } else { "was not linked" });
+                    println!(
+                        "{login}: {}",
+                        if n { "unlinked (MAX will be told by the outbox)" } else { "was not linked" }
+                    );
                 }
                 AdminCmd::Audit { limit } => {
-                    let rows = sqlx::query("SELECT at, event, user_id, subject, ip FROM audit ORDER BY at DESC LIMIT $1")
-                        .bind(limit)
-                        .fetch_all(db.pool())
-                        .await?;
+                    let rows =
+                        sqlx::query("SELECT at, event, user_id, subject, ip FROM audit ORDER BY at DESC LIMIT $1")
+                            .bind(limit)
+                            .fetch_all(db.pool())
+                            .await?;
                     for r in rows {
                         let at: i64 = r.try_get(0)?;
                         let event: String = r.try_get(1)?;
                         let user: Option<String> = r.try_get(2)?;
                         let sub: Option<String> = r.try_get(3)?;
                         let ip: Option<String> = r.try_get(4)?;
-                        println!("{at}\t{event}\t{}\t{}\t{}", user.unwrap_or_default(), sub.unwrap_or_default(), ip.unwrap_or_default());
+                        println!(
+                            "{at}\t{event}\t{}\t{}\t{}",
+                            user.unwrap_or_default(),
+                            sub.unwrap_or_default(),
+                            ip.unwrap_or_default()
+                        );
                     }
                 }
             }
@@ -278,8 +306,15 @@ async fn admin_unlink(db: &edulink_store::Db, login: &str) -> anyhow::Result<boo
     .bind(login)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((user_id, subject, refresh_enc)) = removed else { return Ok(false) };
-    edulink_diary::outbox::enqueue(&mut tx, &edulink_diary::outbox::Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
+    let Some((user_id, subject, refresh_enc)) = removed else {
+        return Ok(false);
+    };
+    edulink_diary::outbox::enqueue(
+        &mut tx,
+        &edulink_diary::outbox::Job::Unlink { subject: subject.clone(), refresh_enc },
+        now,
+    )
+    .await?;
     tx.commit().await?;
     edulink_diary::audit::record(db, now, "unlink", Some(&user_id), Some(&subject), None, Some("admin")).await;
     Ok(true)

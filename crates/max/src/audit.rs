@@ -6,7 +6,15 @@ use edulink_store::{Db, StoreError, sqlx};
 
 /// Writes one audit record. A failure is logged and swallowed: auditing must not turn a completed
 /// security action into an error for the user, but it is alerted on through the log.
-pub async fn record(db: &Db, now: i64, event: &str, account: Option<&str>, client: Option<&str>, ip: Option<&str>, detail: Option<&str>) {
+pub async fn record(
+    db: &Db,
+    now: i64,
+    event: &str,
+    account: Option<&str>,
+    client: Option<&str>,
+    ip: Option<&str>,
+    detail: Option<&str>,
+) {
     let r: Result<_, StoreError> = sqlx::query(
         "INSERT INTO audit (id, at, event, account, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )

@@ -74,7 +74,8 @@ fn generate(alg: &str) -> Result<(Vec<u8>, Vec<u8>, Value), String> {
             let der = kp.to_pkcs8v1().map_err(e)?.as_ref().to_vec();
             let point = kp.public_key().as_ref().to_vec();
             // Uncompressed point: 0x04 || x || y.
-            let jwk = json!({ "kty": "EC", "crv": "P-256", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]) });
+            let jwk =
+                json!({ "kty": "EC", "crv": "P-256", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]) });
             Ok((der, point, jwk))
         }
         "EdDSA" => {
@@ -211,11 +212,8 @@ impl KeyRing {
     /// Signs `claims` as a compact JWS with the active key of `alg`.
     pub fn sign(&self, alg: &str, claims: &Value) -> Result<String, NoKey> {
         let inner = self.inner.read().expect("key ring lock");
-        let key = inner
-            .keys
-            .iter()
-            .find(|k| k.alg == alg && k.signer.is_some())
-            .ok_or_else(|| NoKey(alg.to_string()))?;
+        let key =
+            inner.keys.iter().find(|k| k.alg == alg && k.signer.is_some()).ok_or_else(|| NoKey(alg.to_string()))?;
         let header = json!({ "alg": alg, "kid": key.kid, "typ": "JWT" });
         let mut out = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let rng = SystemRandom::new();
@@ -253,9 +251,7 @@ impl KeyRing {
             _ => return None,
         };
         let sig = B64.decode(s).ok()?;
-        UnparsedPublicKey::new(algorithm, &key.public_raw)
-            .verify(format!("{h}.{c}").as_bytes(), &sig)
-            .ok()?;
+        UnparsedPublicKey::new(algorithm, &key.public_raw).verify(format!("{h}.{c}").as_bytes(), &sig).ok()?;
         serde_json::from_slice(&B64.decode(c).ok()?).ok()
     }
 }

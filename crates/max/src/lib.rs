@@ -190,9 +190,12 @@ pub fn router(state: MaxState) -> Router {
         .route("/oauth/revoke", post(oidc::revoke))
         .route("/sferum", get(sferum_web::page))
         .route("/sferum/api/v1/profiles/{sub}", put(sferum_web::provision).delete(sferum_web::detach))
-        .route("/readyz", get(|axum::extract::State(s): axum::extract::State<MaxState>| async move {
-            edulink_web::ops::readyz(&s.db).await
-        }))
+        .route(
+            "/readyz",
+            get(|axum::extract::State(s): axum::extract::State<MaxState>| async move {
+                edulink_web::ops::readyz(&s.db).await
+            }),
+        )
         .route("/static/max.css", get(views::css))
         .route("/static/app.js", get(views::js));
     if state.cfg.dev_mode {

@@ -25,7 +25,11 @@ impl Refusal {
     /// Seconds until a retry may succeed.
     pub fn retry_after(self) -> i64 {
         match self {
-            Refusal::Locked(s) | Refusal::TooSoon(s) | Refusal::PhoneBudget(s) | Refusal::IpBudget(s) | Refusal::Global(s) => s.max(1),
+            Refusal::Locked(s)
+            | Refusal::TooSoon(s)
+            | Refusal::PhoneBudget(s)
+            | Refusal::IpBudget(s)
+            | Refusal::Global(s) => s.max(1),
         }
     }
 
@@ -170,6 +174,9 @@ pub async fn record_failure(db: &Db, phone_hash: &str, now: i64, policy: &CodePo
 
 /// A correct code clears the phone's failure count.
 pub async fn clear_failures(db: &Db, phone_hash: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE phone_state SET failures = 0 WHERE phone_hash = $1").bind(phone_hash).execute(db.pool()).await?;
+    sqlx::query("UPDATE phone_state SET failures = 0 WHERE phone_hash = $1")
+        .bind(phone_hash)
+        .execute(db.pool())
+        .await?;
     Ok(())
 }

@@ -18,7 +18,9 @@ pub const SESSION_COOKIE: &str = "max_sid";
 
 /// The current session, if the browser has a live one.
 pub async fn current(st: &MaxState, headers: &HeaderMap) -> Result<Option<Session>, AppError> {
-    let Some(raw) = st.cookies.get(headers, SESSION_COOKIE) else { return Ok(None) };
+    let Some(raw) = st.cookies.get(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
     Ok(repo::load_session(&st.db, &raw, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await?)
 }
 
@@ -61,10 +63,7 @@ pub async fn home(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
         None => None,
     };
     let (masked, notifications) = match &account {
-        Some(a) => (
-            views::masked_phone(&st, &a.phone_enc),
-            repo::notifications(&st.db, &a.id).await?,
-        ),
+        Some(a) => (views::masked_phone(&st, &a.phone_enc), repo::notifications(&st.db, &a.id).await?),
         None => (String::new(), Vec::new()),
     };
     Ok(html(&HomePage {
@@ -72,7 +71,7 @@ pub async fn home(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
         csrf: session.map(|s| s.csrf).unwrap_or_default(),
         account,
         masked,
-        notifications: notifications.into_iter().map(|n| views::NotificationView::new(n)).collect(),
+        notifications: notifications.into_iter().map(views::NotificationView::new).collect(),
     }))
 }
 
@@ -102,7 +101,9 @@ pub async fn phone_submit(
     headers: HeaderMap,
     StrictForm(form): StrictForm<PhoneForm>,
 ) -> Result<Response, AppError> {
-    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    let Some(session) = current(&st, &headers).await? else {
+        return Ok(see_other("/login"));
+    };
     check_csrf(&session, &form.csrf)?;
     let tr = tr(&headers);
     let phone = match Phone::parse(&form.phone, &st.cfg.default_region, &st.cfg.allowed_countries) {
@@ -213,8 +214,12 @@ async fn render_code_page(
 
 /// `GET /login/code`: «Окно ввода кода».
 pub async fn code_page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
-    let Some(challenge) = challenge_of(&st, &session).await? else { return Ok(see_other("/login")) };
+    let Some(session) = current(&st, &headers).await? else {
+        return Ok(see_other("/login"));
+    };
+    let Some(challenge) = challenge_of(&st, &session).await? else {
+        return Ok(see_other("/login"));
+    };
     render_code_page(&st, tr(&headers), &session, &challenge, None).await
 }
 
@@ -232,15 +237,20 @@ pub async fn code_submit(
     headers: HeaderMap,
     StrictForm(form): StrictForm<CodeForm>,
 ) -> Result<Response, AppError> {
-    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    let Some(session) = current(&st, &headers).await? else {
+        return Ok(see_other("/login"));
+    };
     check_csrf(&session, &form.csrf)?;
-    let Some(challenge) = challenge_of(&st, &session).await? else { return Ok(see_other("/login")) };
+    let Some(challenge) = challenge_of(&st, &session).await? else {
+        return Ok(see_other("/login"));
+    };
     let tr = tr(&headers);
     let now = st.now();
     let ip = ip.to_string();
     let Ok(code) = OtpCode::parse(&form.code) else {
         let msg = tr.t("error-code-format");
-        return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?).into_response());
+        return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?)
+            .into_response());
     };
     let policy = &st.cfg.code_policy;
     // While the phone is locked the answer is exactly that of a wrong code, and no code is evaluated.
@@ -251,7 +261,10 @@ pub async fn code_submit(
             None => {
                 audit::record(&st.db, now, "code_dead", None, None, Some(&ip), None).await;
                 let msg = tr.t("error-code-dead");
-                return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?)
+                return Ok((
+                    StatusCode::BAD_REQUEST,
+                    render_code_page(&st, tr, &session, &challenge, Some(msg)).await?,
+                )
                     .into_response());
             }
             Some(mac) => Some(code.matches(&st.secrets.code_mac, &challenge.id, &mac)),
@@ -263,7 +276,8 @@ pub async fn code_submit(
         let event = if policy.lock_secs(failures).is_some() { "phone_locked" } else { "code_wrong" };
         audit::record(&st.db, now, event, None, None, Some(&ip), None).await;
         let msg = tr.t("error-code-wrong");
-        return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?).into_response());
+        return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?)
+            .into_response());
     }
     limits::clear_failures(&st.db, &challenge.phone_hash).await?;
     metrics::counter!("edulink_code_verified_total").increment(1);
@@ -300,9 +314,13 @@ pub async fn resend(
     headers: HeaderMap,
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
-    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    let Some(session) = current(&st, &headers).await? else {
+        return Ok(see_other("/login"));
+    };
     check_csrf(&session, &form.csrf)?;
-    let Some(challenge) = challenge_of(&st, &session).await? else { return Ok(see_other("/login")) };
+    let Some(challenge) = challenge_of(&st, &session).await? else {
+        return Ok(see_other("/login"));
+    };
     let phone = views::phone_of(&st, &challenge.phone_enc)?;
     match send_code(&st, &session, &phone, &ip.to_string()).await? {
         Ok(()) => Ok(see_other("/login/code")),
@@ -317,8 +335,12 @@ pub async fn resend(
 
 /// `GET /login/register`: first and last name for a new phone, whose code is already verified.
 pub async fn register_page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
-    let Some(enc) = session.verified_phone_enc.as_deref() else { return Ok(see_other("/login")) };
+    let Some(session) = current(&st, &headers).await? else {
+        return Ok(see_other("/login"));
+    };
+    let Some(enc) = session.verified_phone_enc.as_deref() else {
+        return Ok(see_other("/login"));
+    };
     Ok(html(&RegisterPage {
         tr: tr(&headers),
         csrf: session.csrf.clone(),
@@ -352,7 +374,9 @@ pub async fn register_submit(
     headers: HeaderMap,
     StrictForm(form): StrictForm<RegisterForm>,
 ) -> Result<Response, AppError> {
-    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
+    let Some(session) = current(&st, &headers).await? else {
+        return Ok(see_other("/login"));
+    };
     check_csrf(&session, &form.csrf)?;
     let (Some(hash), Some(enc)) = (session.verified_phone_hash.clone(), session.verified_phone_enc.clone()) else {
         return Ok(see_other("/login"));
@@ -383,7 +407,11 @@ pub async fn register_submit(
 }
 
 /// `POST /logout`: ends the session on the server.
-pub async fn logout(State(st): State<MaxState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+pub async fn logout(
+    State(st): State<MaxState>,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
     if let Some(session) = current(&st, &headers).await? {
         check_csrf(&session, &form.csrf)?;
         repo::delete_session(&st.db, &session.id_hash).await?;

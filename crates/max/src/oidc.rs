@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use edulink_domain::crypto::{ct_eq, new_id, random_token, sha256_b64};
-use edulink_domain::oauth::{KNOWN_SCOPES, is_opaque_param, is_pkce_value, parse_scope, pkce_verify, redirect_uri_matches};
+use edulink_domain::oauth::{
+    KNOWN_SCOPES, is_opaque_param, is_pkce_value, parse_scope, pkce_verify, redirect_uri_matches,
+};
 use edulink_store::{Db, Row, StoreError, sqlx};
 use edulink_web::forms::parse_strict;
 use edulink_web::{AppError, ClientIp, Lang, StrictForm, StrictQuery, Tr, html, see_other};
@@ -236,14 +238,18 @@ pub async fn authorize(
         return fail("invalid_request", "nonce is malformed");
     }
     let prompts: Vec<&str> = p.prompt.as_deref().unwrap_or("").split(' ').filter(|x| !x.is_empty()).collect();
-    if prompts.iter().any(|x| !matches!(*x, "none" | "login" | "consent")) || (prompts.contains(&"none") && prompts.len() > 1) {
+    if prompts.iter().any(|x| !matches!(*x, "none" | "login" | "consent"))
+        || (prompts.contains(&"none") && prompts.len() > 1)
+    {
         return fail("invalid_request", "unsupported prompt value");
     }
     let hint_account_id = match p.id_token_hint.as_deref() {
         None => None,
         Some(hint) => match hinted_account(&st, &client, hint).await? {
             Some(a) => Some(a),
-            None => return fail("invalid_request", "id_token_hint is not valid for this client"),
+            None => {
+                return fail("invalid_request", "id_token_hint is not valid for this client");
+            }
         },
     };
     let now = st.now();
@@ -297,7 +303,9 @@ pub async fn authorize(
 }
 
 async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Option<String>, AppError> {
-    let Some(claims) = st.keys.verify_own(hint) else { return Ok(None) };
+    let Some(claims) = st.keys.verify_own(hint) else {
+        return Ok(None);
+    };
     let aud_ok = match &claims["aud"] {
         serde_json::Value::String(a) => *a == client.client_id,
         serde_json::Value::Array(v) => v.iter().any(|a| a.as_str() == Some(&client.client_id)),
@@ -306,13 +314,16 @@ async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Op
     if claims["iss"].as_str() != Some(&st.cfg.issuer) || !aud_ok {
         return Ok(None);
     }
-    let Some(sub) = claims["sub"].as_str() else { return Ok(None) };
-    let account: Option<String> = sqlx::query_scalar("SELECT account_id FROM grants WHERE client_id = $1 AND subject = $2")
-        .bind(&client.client_id)
-        .bind(sub)
-        .fetch_optional(st.db.pool())
-        .await
-        .map_err(StoreError::from)?;
+    let Some(sub) = claims["sub"].as_str() else {
+        return Ok(None);
+    };
+    let account: Option<String> =
+        sqlx::query_scalar("SELECT account_id FROM grants WHERE client_id = $1 AND subject = $2")
+            .bind(&client.client_id)
+            .bind(sub)
+            .fetch_optional(st.db.pool())
+            .await
+            .map_err(StoreError::from)?;
     Ok(account)
 }
 
@@ -391,9 +402,8 @@ async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> Resul
     .execute(st.db.pool())
     .await
     .map_err(StoreError::from)?;
-    let (grant_id, _) = grant_of(&st.db, &req.client_id, account_id)
-        .await?
-        .ok_or_else(|| AppError::internal("grant vanished"))?;
+    let (grant_id, _) =
+        grant_of(&st.db, &req.client_id, account_id).await?.ok_or_else(|| AppError::internal("grant vanished"))?;
     let code = random_token(32);
     sqlx::query(
         "INSERT INTO auth_codes (code_hash, grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, \
@@ -413,7 +423,11 @@ async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> Resul
     .execute(st.db.pool())
     .await
     .map_err(StoreError::from)?;
-    sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(&req.id).execute(st.db.pool()).await.map_err(StoreError::from)?;
+    sqlx::query("DELETE FROM auth_requests WHERE id = $1")
+        .bind(&req.id)
+        .execute(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
     let mut url = url::Url::parse(&req.redirect_uri).map_err(|_| AppError::bad_request("error-oauth-redirect"))?;
     {
         let mut q = url.query_pairs_mut();
@@ -427,8 +441,12 @@ async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> Resul
 }
 
 async fn pending(st: &MaxState, headers: &HeaderMap) -> Result<Option<(Session, AuthRequest)>, AppError> {
-    let Some(session) = current(st, headers).await? else { return Ok(None) };
-    let Some(id) = session.pending_request.clone() else { return Ok(None) };
+    let Some(session) = current(st, headers).await? else {
+        return Ok(None);
+    };
+    let Some(id) = session.pending_request.clone() else {
+        return Ok(None);
+    };
     match load_request(&st.db, &id, st.now()).await? {
         Some(r) => Ok(Some((session, r))),
         None => Ok(None),
@@ -442,7 +460,9 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
     let Some((session, req)) = pending(&st, &headers).await? else {
         return Err(AppError::bad_request("error-oauth-request-expired"));
     };
-    let Some(account_id) = session.account_id.clone() else { return Ok(see_other("/login")) };
+    let Some(account_id) = session.account_id.clone() else {
+        return Ok(see_other("/login"));
+    };
     let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
     let client = client(&st.db, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
     let tr = Tr::new(Lang::from_headers(&headers));
@@ -482,30 +502,45 @@ pub async fn confirm(
         return Err(AppError::bad_request("error-oauth-request-expired"));
     };
     check_csrf(&session, &form.csrf)?;
-    let Some(account_id) = session.account_id.clone() else { return Ok(see_other("/login")) };
+    let Some(account_id) = session.account_id.clone() else {
+        return Ok(see_other("/login"));
+    };
     if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
         return Ok(see_other("/authorize/continue"));
     }
     repo::set_pending_request(&st.db, &session.id_hash, None).await?;
     let url = issue_code(&st, &req, &account_id).await?;
-    audit::record(&st.db, st.now(), "authorize", Some(&account_id), Some(&req.client_id), Some(&ip.to_string()), None).await;
+    audit::record(&st.db, st.now(), "authorize", Some(&account_id), Some(&req.client_id), Some(&ip.to_string()), None)
+        .await;
     Ok(see_other(&url))
 }
 
 /// `POST /authorize/deny`: back to the client with `access_denied`.
-pub async fn deny(State(st): State<MaxState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+pub async fn deny(
+    State(st): State<MaxState>,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
     let Some((session, req)) = pending(&st, &headers).await? else {
         return Err(AppError::bad_request("error-oauth-request-expired"));
     };
     check_csrf(&session, &form.csrf)?;
     repo::set_pending_request(&st.db, &session.id_hash, None).await?;
-    sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(&req.id).execute(st.db.pool()).await.map_err(StoreError::from)?;
+    sqlx::query("DELETE FROM auth_requests WHERE id = $1")
+        .bind(&req.id)
+        .execute(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
     Ok(error_redirect(&st, &req.redirect_uri, req.state.as_deref(), "access_denied", "the user declined"))
 }
 
 /// `POST /authorize/switch`: signs out the current account, keeping the authorization request, so
 /// the person can sign in as the account the diary expects.
-pub async fn switch_account(State(st): State<MaxState>, headers: HeaderMap, StrictForm(form): StrictForm<CsrfForm>) -> Result<Response, AppError> {
+pub async fn switch_account(
+    State(st): State<MaxState>,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
     let Some((session, req)) = pending(&st, &headers).await? else {
         return Err(AppError::bad_request("error-oauth-request-expired"));
     };
@@ -550,7 +585,11 @@ struct TokenParams {
 
 /// Authenticates the calling client (HTTP Basic or form parameters). Public clients (no secret) are
 /// identified by `client_id` only and may use just the code and refresh grants.
-async fn authenticate(st: &MaxState, headers: &HeaderMap, p: &TokenParams) -> Result<Result<Client, Response>, AppError> {
+async fn authenticate(
+    st: &MaxState,
+    headers: &HeaderMap,
+    p: &TokenParams,
+) -> Result<Result<Client, Response>, AppError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -559,21 +598,34 @@ async fn authenticate(st: &MaxState, headers: &HeaderMap, p: &TokenParams) -> Re
         .and_then(|raw| String::from_utf8(raw).ok())
         .and_then(|s| {
             let (id, secret) = s.split_once(':')?;
-            let dec = |x: &str| url::form_urlencoded::parse(format!("a={x}").as_bytes()).next().map(|(_, v)| v.into_owned());
+            let dec =
+                |x: &str| url::form_urlencoded::parse(format!("a={x}").as_bytes()).next().map(|(_, v)| v.into_owned());
             Some((dec(id)?, dec(secret)?))
         });
     if basic.is_some() && (p.client_id.is_some() && p.client_secret.is_some()) {
-        return Ok(Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "use one client authentication method")));
+        return Ok(Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "use one client authentication method",
+        )));
     }
     let (id, secret) = match basic {
         Some((id, secret)) => (id, Some(secret)),
         None => match &p.client_id {
             Some(id) => (id.clone(), p.client_secret.clone()),
-            None => return Ok(Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication required"))),
+            None => {
+                return Ok(Err(oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "client authentication required",
+                )));
+            }
         },
     };
     let bad = || Ok(Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")));
-    let Some(client) = client(&st.db, &id).await? else { return bad() };
+    let Some(client) = client(&st.db, &id).await? else {
+        return bad();
+    };
     match (&client.secret_hash, secret) {
         (Some(hash), Some(secret)) if ct_eq(sha256_b64(&secret).as_bytes(), hash.as_bytes()) => Ok(Ok(client)),
         (None, None) => Ok(Ok(client)),
@@ -582,7 +634,12 @@ async fn authenticate(st: &MaxState, headers: &HeaderMap, p: &TokenParams) -> Re
 }
 
 /// `POST /oauth/token`.
-pub async fn token(State(st): State<MaxState>, ClientIp(ip): ClientIp, headers: HeaderMap, body: String) -> Result<Response, AppError> {
+pub async fn token(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, AppError> {
     let Ok(p) = parse_strict::<TokenParams>(&body) else {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed or repeated parameters"));
     };
@@ -595,8 +652,16 @@ pub async fn token(State(st): State<MaxState>, ClientIp(ip): ClientIp, headers: 
         Some("authorization_code") => code_grant(&st, &client, &p, &ip).await,
         Some("refresh_token") => refresh_grant(&st, &client, &p, &ip).await,
         Some("client_credentials") if client.secret_hash.is_some() => client_credentials(&st, &client, &p).await,
-        Some("client_credentials") => Ok(oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", "public clients cannot use client_credentials")),
-        _ => Ok(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "supported: authorization_code, refresh_token, client_credentials")),
+        Some("client_credentials") => Ok(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "public clients cannot use client_credentials",
+        )),
+        _ => Ok(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "supported: authorization_code, refresh_token, client_credentials",
+        )),
     }
 }
 
@@ -619,7 +684,9 @@ async fn store_tokens(
     let access = random_token(32);
     let refresh = with_refresh.then(|| random_token(32));
     let mut tx = st.db.pool().begin().await?;
-    for (kind, tok, ttl) in [("access", Some(&access), st.cfg.access_token_ttl), ("refresh", refresh.as_ref(), st.cfg.refresh_token_ttl)] {
+    for (kind, tok, ttl) in
+        [("access", Some(&access), st.cfg.access_token_ttl), ("refresh", refresh.as_ref(), st.cfg.refresh_token_ttl)]
+    {
         let Some(tok) = tok else { continue };
         sqlx::query(
             "INSERT INTO tokens (token_hash, kind, client_id, grant_id, account_id, code_hash, scope, created_at, expires_at) \
@@ -663,7 +730,11 @@ fn token_response(body: serde_json::Value) -> Response {
 async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -> Result<Response, AppError> {
     let now = st.now();
     let (Some(code), Some(redirect_uri), Some(verifier)) = (&p.code, &p.redirect_uri, &p.code_verifier) else {
-        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code, redirect_uri and code_verifier are required"));
+        return Ok(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code, redirect_uri and code_verifier are required",
+        ));
     };
     let code_hash = sha256_b64(code);
     let row = sqlx::query(
@@ -685,7 +756,16 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
             // A replay: somebody holds a code that was already redeemed. Revoke what it issued.
             let n = revoke_where(&st.db, "code_hash", &code_hash, now).await?;
             metrics::counter!("edulink_oauth_code_replay_total").increment(1);
-            audit::record(&st.db, now, "code_replay", None, Some(&client.client_id), Some(ip), Some(&format!("revoked={n}"))).await;
+            audit::record(
+                &st.db,
+                now,
+                "code_replay",
+                None,
+                Some(&client.client_id),
+                Some(ip),
+                Some(&format!("revoked={n}")),
+            )
+            .await;
         }
         return Ok(invalid_grant("the code is invalid, expired or already used"));
     };
@@ -755,13 +835,16 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
     Ok(token_response(body))
 }
 
+/// `(client_id, grant_id, account_id, scope, family)` of a refresh token being rotated.
+type RefreshRow = (String, Option<String>, Option<String>, String, Option<String>);
+
 async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -> Result<Response, AppError> {
     let now = st.now();
     let Some(token) = &p.refresh_token else {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"));
     };
     let hash = sha256_b64(token);
-    let row: Option<(String, Option<String>, Option<String>, String, Option<String>)> = sqlx::query_as(
+    let row: Option<RefreshRow> = sqlx::query_as(
         "UPDATE tokens SET rotated_at = $2 WHERE token_hash = $1 AND kind = 'refresh' AND rotated_at IS NULL \
            AND revoked_at IS NULL AND expires_at > $2 RETURNING client_id, grant_id, account_id, scope, code_hash",
     )
@@ -781,7 +864,16 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
             // A rotated refresh token came back: it was stolen or replayed. Kill its whole family.
             let n = revoke_where(&st.db, "code_hash", &family, now).await?;
             metrics::counter!("edulink_oauth_refresh_reuse_total").increment(1);
-            audit::record(&st.db, now, "refresh_reuse", None, Some(&client.client_id), Some(ip), Some(&format!("revoked={n}"))).await;
+            audit::record(
+                &st.db,
+                now,
+                "refresh_reuse",
+                None,
+                Some(&client.client_id),
+                Some(ip),
+                Some(&format!("revoked={n}")),
+            )
+            .await;
         }
         return Ok(invalid_grant("the refresh token is invalid"));
     };
@@ -796,7 +888,9 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
     if exists.is_none() {
         return Ok(invalid_grant("the grant was revoked"));
     }
-    let issued = store_tokens(st, &client.client_id, Some(&grant_id), account_id.as_deref(), family.as_deref(), &scope, true).await?;
+    let issued =
+        store_tokens(st, &client.client_id, Some(&grant_id), account_id.as_deref(), family.as_deref(), &scope, true)
+            .await?;
     metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "refresh_token").increment(1);
     Ok(token_response(json!({
         "access_token": issued.access,
@@ -810,7 +904,11 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
 async fn client_credentials(st: &MaxState, client: &Client, p: &TokenParams) -> Result<Response, AppError> {
     let requested = parse_scope(p.scope.as_deref().unwrap_or("sferum.provision"));
     if requested.is_empty() || requested.iter().any(|s| s != "sferum.provision" || !client.scopes.contains(s)) {
-        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "only sferum.provision, if allowed for the client"));
+        return Ok(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "only sferum.provision, if allowed for the client",
+        ));
     }
     let scope = requested.join(" ");
     let issued = store_tokens(st, &client.client_id, None, None, None, &scope, false).await?;
@@ -839,10 +937,8 @@ pub struct AccessToken {
 /// Validates a bearer access token from the `Authorization` header (only there: never a query
 /// parameter, RFC 6750 §2.3 is not supported on purpose).
 pub async fn bearer(st: &MaxState, headers: &HeaderMap) -> Result<Option<AccessToken>, StoreError> {
-    let Some(tok) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let Some(tok) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     else {
         return Ok(None);
     };
@@ -870,8 +966,12 @@ fn bearer_error() -> Response {
 
 /// `GET|POST /oauth/userinfo`.
 pub async fn userinfo(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let Some(t) = bearer(&st, &headers).await? else { return Ok(bearer_error()) };
-    let (Some(grant_id), Some(account_id)) = (&t.grant_id, &t.account_id) else { return Ok(bearer_error()) };
+    let Some(t) = bearer(&st, &headers).await? else {
+        return Ok(bearer_error());
+    };
+    let (Some(grant_id), Some(account_id)) = (&t.grant_id, &t.account_id) else {
+        return Ok(bearer_error());
+    };
     if !t.scope.iter().any(|s| s == "openid") {
         return Ok(bearer_error());
     }
@@ -880,7 +980,9 @@ pub async fn userinfo(State(st): State<MaxState>, headers: HeaderMap) -> Result<
         .fetch_optional(st.db.pool())
         .await
         .map_err(StoreError::from)?;
-    let Some(sub) = subject else { return Ok(bearer_error()) };
+    let Some(sub) = subject else {
+        return Ok(bearer_error());
+    };
     let mut body = json!({ "sub": sub });
     if t.scope.iter().any(|s| s == "profile")
         && let Some(a) = repo::account(&st.db, account_id).await?
@@ -894,7 +996,12 @@ pub async fn userinfo(State(st): State<MaxState>, headers: HeaderMap) -> Result<
 
 /// `POST /oauth/revoke` (RFC 7009): always 200 for an authenticated client, whether or not the token
 /// was known; revoking a refresh token revokes every token of its family.
-pub async fn revoke(State(st): State<MaxState>, ClientIp(ip): ClientIp, headers: HeaderMap, body: String) -> Result<Response, AppError> {
+pub async fn revoke(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, AppError> {
     let Ok(p) = parse_strict::<TokenParams>(&body) else {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed or repeated parameters"));
     };
@@ -922,7 +1029,8 @@ pub async fn revoke(State(st): State<MaxState>, ClientIp(ip): ClientIp, headers:
         if let (true, Some(f)) = (kind == "refresh", family) {
             revoke_where(&st.db, "code_hash", &f, now).await?;
         }
-        audit::record(&st.db, now, "token_revoked", None, Some(&client.client_id), Some(&ip.to_string()), Some(&kind)).await;
+        audit::record(&st.db, now, "token_revoked", None, Some(&client.client_id), Some(&ip.to_string()), Some(&kind))
+            .await;
     }
     Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response())
 }

@@ -39,8 +39,7 @@ pub struct Session {
     pub auth_at: Option<i64>,
 }
 
-const SESSION_COLS: &str =
-    "id_hash, account_id, csrf, challenge_id, verified_phone_hash, verified_phone_enc, pending_request, last_seen_at, auth_at";
+const SESSION_COLS: &str = "id_hash, account_id, csrf, challenge_id, verified_phone_hash, verified_phone_enc, pending_request, last_seen_at, auth_at";
 
 fn session_from(r: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
     Ok(Session {
@@ -60,7 +59,13 @@ fn session_from(r: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
 pub const ANON_IDLE_SECS: i64 = 3600;
 
 /// Loads a live session by its cookie value; expired ones are deleted.
-pub async fn load_session(db: &Db, raw: &str, now: i64, idle: i64, absolute: i64) -> Result<Option<Session>, StoreError> {
+pub async fn load_session(
+    db: &Db,
+    raw: &str,
+    now: i64,
+    idle: i64,
+    absolute: i64,
+) -> Result<Option<Session>, StoreError> {
     if raw.len() != 43 {
         return Ok(None);
     }
@@ -79,7 +84,11 @@ pub async fn load_session(db: &Db, raw: &str, now: i64, idle: i64, absolute: i64
     }
     if now - s.last_seen_at >= 60 {
         // Touch at most once a minute: a write per request would bound throughput for nothing.
-        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(now).bind(&hash).execute(db.pool()).await?;
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+            .bind(now)
+            .bind(&hash)
+            .execute(db.pool())
+            .await?;
     }
     Ok(Some(s))
 }

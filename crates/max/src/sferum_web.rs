@@ -15,8 +15,12 @@ use edulink_web::{AppError, ClientIp, ErrorKind, Lang, Tr, html, see_other};
 
 /// `GET /sferum`: the educational profile, its class chats and distance lessons.
 pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let Some(session) = current(&st, &headers).await? else { return Ok(see_other("/login")) };
-    let Some(account_id) = session.account_id.clone() else { return Ok(see_other("/login")) };
+    let Some(session) = current(&st, &headers).await? else {
+        return Ok(see_other("/login"));
+    };
+    let Some(account_id) = session.account_id.clone() else {
+        return Ok(see_other("/login"));
+    };
     let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
     let overview = edulink_sferum::overview(&st.db, &account_id, st.now()).await?;
     let confirmed_by = match overview.profile.as_ref().and_then(|p| p.confirmed_by.clone()) {
@@ -35,16 +39,18 @@ pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
 /// The provisioning caller: a client holding a valid `sferum.provision` token, and the account that
 /// client knows as `sub`.
 async fn caller(st: &MaxState, headers: &HeaderMap, sub: &str) -> Result<(String, Option<(String, String)>), AppError> {
-    let token = bearer(st, headers).await?.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
+    let token =
+        bearer(st, headers).await?.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
     if token.grant_id.is_some() || !token.scope.iter().any(|s| s == "sferum.provision") {
         return Err(AppError::forbidden("error-forbidden"));
     }
-    let grant: Option<(String, String)> = sqlx::query_as("SELECT id, account_id FROM grants WHERE client_id = $1 AND subject = $2")
-        .bind(&token.client_id)
-        .bind(sub)
-        .fetch_optional(st.db.pool())
-        .await
-        .map_err(StoreError::from)?;
+    let grant: Option<(String, String)> =
+        sqlx::query_as("SELECT id, account_id FROM grants WHERE client_id = $1 AND subject = $2")
+            .bind(&token.client_id)
+            .bind(sub)
+            .fetch_optional(st.db.pool())
+            .await
+            .map_err(StoreError::from)?;
     Ok((token.client_id, grant))
 }
 
@@ -57,7 +63,9 @@ pub async fn provision(
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
     let (client_id, grant) = caller(&st, &headers, &sub).await?;
-    let Some((_, account_id)) = grant else { return Err(AppError::not_found()) };
+    let Some((_, account_id)) = grant else {
+        return Err(AppError::not_found());
+    };
     let p: ProvisionProfile = serde_json::from_slice(&body).map_err(|_| AppError::bad_request("error-bad-request"))?;
     p.validate().map_err(|_| AppError::bad_request("error-bad-request"))?;
     let now = st.now();
@@ -71,7 +79,8 @@ pub async fn provision(
     if was_confirmed.flatten().as_deref() != Some(client_id.as_str()) {
         let name = oidc::client(&st.db, &client_id).await?.map(|c| c.name).unwrap_or_default();
         repo::notify(&st.db, &account_id, "link", &name, now).await?;
-        audit::record(&st.db, now, "sferum_attached", Some(&account_id), Some(&client_id), Some(&ip.to_string()), None).await;
+        audit::record(&st.db, now, "sferum_attached", Some(&account_id), Some(&client_id), Some(&ip.to_string()), None)
+            .await;
     }
     Ok(Json(result).into_response())
 }
@@ -85,11 +94,17 @@ pub async fn detach(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (client_id, grant) = caller(&st, &headers, &sub).await?;
-    let Some((grant_id, account_id)) = grant else { return Ok(StatusCode::NO_CONTENT.into_response()) };
+    let Some((grant_id, account_id)) = grant else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
     let now = st.now();
     edulink_sferum::detach(&st.db, &client_id, &account_id, now).await?;
     let revoked = oidc::revoke_grant_tokens(&st.db, &grant_id, now).await?;
-    sqlx::query("DELETE FROM grants WHERE id = $1").bind(&grant_id).execute(st.db.pool()).await.map_err(StoreError::from)?;
+    sqlx::query("DELETE FROM grants WHERE id = $1")
+        .bind(&grant_id)
+        .execute(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
     let name = oidc::client(&st.db, &client_id).await?.map(|c| c.name).unwrap_or_default();
     repo::notify(&st.db, &account_id, "unlink", &name, now).await?;
     audit::record(

@@ -141,11 +141,12 @@ pub async fn provision(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let chat_id: String = sqlx::query_scalar("SELECT id FROM sferum_chats WHERE school_key = $1 AND class_key = $2")
-            .bind(&school_key)
-            .bind(&class_key)
-            .fetch_one(&mut *tx)
-            .await?;
+        let chat_id: String =
+            sqlx::query_scalar("SELECT id FROM sferum_chats WHERE school_key = $1 AND class_key = $2")
+                .bind(&school_key)
+                .bind(&class_key)
+                .fetch_one(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO sferum_members (chat_id, account_id, role, joined_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (chat_id, account_id) DO UPDATE SET role = excluded.role",
@@ -258,7 +259,12 @@ pub async fn overview(db: &Db, account_id: &str, now: i64) -> Result<Overview, S
     .await?
     .into_iter()
     .map(|r| -> Result<Chat, sqlx::Error> {
-        Ok(Chat { id: r.try_get("id")?, title: r.try_get("title")?, kind: r.try_get("kind")?, members: r.try_get("members")? })
+        Ok(Chat {
+            id: r.try_get("id")?,
+            title: r.try_get("title")?,
+            kind: r.try_get("kind")?,
+            members: r.try_get("members")?,
+        })
     })
     .collect::<Result<Vec<_>, _>>()?;
     let lessons = sqlx::query(

@@ -62,9 +62,8 @@ impl DevInbox {
     }
 
     fn push(&self, to: &str, text: &str) {
-        let sent_at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let sent_at =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let mut q = self.messages.lock().expect("dev inbox lock");
         if q.len() == DEV_INBOX_CAPACITY {
             q.pop_front();
@@ -84,10 +83,7 @@ pub struct HttpGateway {
 impl HttpGateway {
     /// A gateway for `url`, authenticated with `token`.
     pub fn new(url: String, token: String) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("HTTP client");
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client");
         Self { client, url, token }
     }
 
@@ -100,11 +96,7 @@ impl HttpGateway {
             .send()
             .await
             .map_err(|e| SmsError::Unreachable(e.without_url().to_string()))?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(SmsError::Refused(resp.status().as_u16()))
-        }
+        if resp.status().is_success() { Ok(()) } else { Err(SmsError::Refused(resp.status().as_u16())) }
     }
 }
 

@@ -164,8 +164,7 @@ impl Db {
                             "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
                              PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;"
                         };
-                        conn.execute(pragmas)
-                        .await?;
+                        conn.execute(pragmas).await?;
                     }
                     Ok(())
                 })
@@ -220,10 +219,11 @@ impl Db {
                 Backend::Sqlite => m.sqlite,
                 Backend::Postgres => m.postgres,
             };
-            sqlx::raw_sql(sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(|source| StoreError::Migration { version: m.version, name: m.name, source })?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                source,
+            })?;
             sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
                 .bind(m.version)
                 .bind(m.name)
@@ -262,10 +262,7 @@ where
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

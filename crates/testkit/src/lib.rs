@@ -163,7 +163,9 @@ impl TestApp {
     pub async fn diary_login(&self, b: &Browser, login: &str) -> Page {
         let page = b.get(&format!("{}/login", self.diary)).await;
         let csrf = page.csrf();
-        let p = b.submit(&format!("{}/login", self.diary), &[("csrf", &csrf), ("login", login), ("password", "demo")]).await;
+        let p = b
+            .submit(&format!("{}/login", self.diary), &[("csrf", &csrf), ("login", login), ("password", "demo")])
+            .await;
         assert_eq!(p.status, StatusCode::OK, "login of {login} failed: {}", p.body);
         p
     }
@@ -201,18 +203,30 @@ impl TestApp {
             // MAX already has a session in this browser: straight to the confirmation.
             return b.submit(&format!("{}/authorize/confirm", self.max), &[("csrf", &phone_page.csrf())]).await;
         }
-        assert!(phone_page.url.starts_with(&self.max) && phone_page.has("Продолжить"), "phone page: {}", phone_page.body);
+        assert!(
+            phone_page.url.starts_with(&self.max) && phone_page.has("Продолжить"),
+            "phone page: {}",
+            phone_page.body
+        );
         let code_page = self.enter_phone(b, &phone_page, phone).await;
         assert!(code_page.has("Перейти в MAX"), "code page: {}", code_page.body);
         let code = self.last_code(e164);
         let after = b.follow(self.enter_code(b, &code_page, &code).await).await;
         let confirm = if after.url.ends_with("/login/register") {
-            b.submit(&format!("{}/login/register", self.max), &[("csrf", &after.csrf()), ("first_name", "Мария"), ("last_name", "Новая")])
-                .await
+            b.submit(
+                &format!("{}/login/register", self.max),
+                &[("csrf", &after.csrf()), ("first_name", "Мария"), ("last_name", "Новая")],
+            )
+            .await
         } else {
             after
         };
-        assert!(confirm.url.contains("/authorize/continue"), "expected confirmation, got {}: {}", confirm.url, confirm.body);
+        assert!(
+            confirm.url.contains("/authorize/continue"),
+            "expected confirmation, got {}: {}",
+            confirm.url,
+            confirm.body
+        );
         b.submit(&format!("{}/authorize/confirm", self.max), &[("csrf", &confirm.csrf())]).await
     }
 }

@@ -35,11 +35,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictForm<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let ct = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !ct.starts_with("application/x-www-form-urlencoded") {
             return Err(AppError::new(crate::ErrorKind::UnsupportedMediaType, "error-bad-request"));
         }

@@ -57,7 +57,7 @@ pub async fn set_lang(
     let back = headers
         .get(header::REFERER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|r| url_path(r))
+        .and_then(url_path)
         .unwrap_or_else(|| "/".to_string());
     let mut resp = crate::see_other(&back);
     let cookie = format!("lang={}; Path=/; SameSite=Lax; Max-Age=31536000", lang.tag());

@@ -40,7 +40,11 @@ async fn link_with_a_new_phone_registers_then_provisions_sferum() {
     // «Мой паспорт» → «Безопасность» shows the link.
     let sec = b.visit(&format!("{}/passport/security", app.diary)).await;
     assert!(sec.has("id аккаунта") && sec.has("Привязан"));
-    assert!(sec.has("Удаление профиля \"Сферум\"") || sec.has("Удаление профиля &quot;Сферум&quot;") || sec.has("Удаление профиля &#34;Сферум&#34;"));
+    assert!(
+        sec.has("Удаление профиля \"Сферум\"")
+            || sec.has("Удаление профиля &quot;Сферум&quot;")
+            || sec.has("Удаление профиля &#34;Сферум&#34;")
+    );
 }
 
 #[tokio::test]

@@ -14,8 +14,11 @@ async fn max_sign_in(app: &TestApp, b: &Browser) {
     let code = app.enter_phone(b, &login, PHONE).await;
     let after = b.follow(app.enter_code(b, &code, &app.last_code(E164)).await).await;
     if after.url.ends_with("/login/register") {
-        b.submit(&format!("{}/login/register", app.max), &[("csrf", &after.csrf()), ("first_name", "Пётр"), ("last_name", "Тестов")])
-            .await;
+        b.submit(
+            &format!("{}/login/register", app.max),
+            &[("csrf", &after.csrf()), ("first_name", "Пётр"), ("last_name", "Тестов")],
+        )
+        .await;
     }
 }
 
@@ -74,8 +77,13 @@ fn mesh(app: &TestApp) -> (&str, &str) {
     ("mesh", app.config.diary.client_secret.as_deref().unwrap())
 }
 
-fn redeem_form<'a>(a: &'a Authz) -> Vec<(&'a str, &'a str)> {
-    vec![("grant_type", "authorization_code"), ("code", &a.code), ("redirect_uri", &a.redirect_uri), ("code_verifier", &a.verifier)]
+fn redeem_form(a: &Authz) -> Vec<(&str, &str)> {
+    vec![
+        ("grant_type", "authorization_code"),
+        ("code", &a.code),
+        ("redirect_uri", &a.redirect_uri),
+        ("code_verifier", &a.verifier),
+    ]
 }
 
 async fn userinfo(app: &TestApp, access: &str) -> StatusCode {
@@ -118,7 +126,8 @@ async fn id_token_validates_against_the_jwks_and_subjects_are_pairwise() {
     assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
     let payload = body["id_token"].as_str().unwrap().split('.').nth(1).unwrap();
     use base64::Engine;
-    let other: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let other: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     assert_ne!(other["sub"].as_str().unwrap(), mesh_sub, "pairwise subjects differ between sectors");
 }
 
@@ -136,8 +145,12 @@ async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(second["error"], "invalid_grant");
     assert_eq!(userinfo(&app, access).await, StatusCode::UNAUTHORIZED, "tokens of a replayed code are revoked");
-    let (status, refreshed) =
-        token(&app, Some(mesh(&app)), &[("grant_type", "refresh_token"), ("refresh_token", first["refresh_token"].as_str().unwrap())]).await;
+    let (status, refreshed) = token(
+        &app,
+        Some(mesh(&app)),
+        &[("grant_type", "refresh_token"), ("refresh_token", first["refresh_token"].as_str().unwrap())],
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refreshed}");
 }
 
@@ -166,7 +179,8 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
     let a = authorize(&app, &b, "mesh", &format!("{}/sferum/callback", app.diary)).await;
     let (_, first) = token(&app, Some(mesh(&app)), &redeem_form(&a)).await;
     let r1 = first["refresh_token"].as_str().unwrap().to_string();
-    let (status, second) = token(&app, Some(mesh(&app)), &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
+    let (status, second) =
+        token(&app, Some(mesh(&app)), &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
     assert_eq!(status, StatusCode::OK, "{second}");
     let r2 = second["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(r1, r2);
@@ -198,7 +212,13 @@ async fn revocation_rfc7009_kills_the_refresh_token_and_its_access_tokens() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(userinfo(&app, body["access_token"].as_str().unwrap()).await, StatusCode::UNAUTHORIZED);
     // Unknown tokens are fine too (RFC 7009 §2.2); bad client authentication is not.
-    let resp = reqwest::Client::new().post(format!("{}/oauth/revoke", app.max)).basic_auth(id, Some("wrong")).form(&[("token", "x")]).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/oauth/revoke", app.max))
+        .basic_auth(id, Some("wrong"))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -217,8 +237,14 @@ async fn a_mismatched_redirect_uri_or_unknown_client_is_refused_without_redirect
     ] {
         let url = reqwest::Url::parse_with_params(
             &format!("{}/oauth/authorize", app.max),
-            &[("response_type", "code"), ("client_id", client), ("redirect_uri", &redirect), ("scope", "openid"),
-              ("code_challenge", &challenge), ("code_challenge_method", "S256")],
+            &[
+                ("response_type", "code"),
+                ("client_id", client),
+                ("redirect_uri", &redirect),
+                ("scope", "openid"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+            ],
         )
         .unwrap();
         let p = b.get(url.as_str()).await;
@@ -235,12 +261,19 @@ async fn only_code_flow_with_s256_pkce_is_accepted() {
     let cb = format!("{}/sferum/callback", app.diary);
     let challenge = pkce_s256(&random_token(32));
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-        (vec![("response_type", "token"), ("code_challenge", &challenge), ("code_challenge_method", "S256")], "unsupported_response_type"),
+        (
+            vec![("response_type", "token"), ("code_challenge", &challenge), ("code_challenge_method", "S256")],
+            "unsupported_response_type",
+        ),
         (vec![("response_type", "code")], "invalid_request"),
-        (vec![("response_type", "code"), ("code_challenge", &challenge), ("code_challenge_method", "plain")], "invalid_request"),
+        (
+            vec![("response_type", "code"), ("code_challenge", &challenge), ("code_challenge_method", "plain")],
+            "invalid_request",
+        ),
     ];
     for (extra, expected) in cases {
-        let mut params = vec![("client_id", "mesh"), ("redirect_uri", cb.as_str()), ("scope", "openid"), ("state", "s")];
+        let mut params =
+            vec![("client_id", "mesh"), ("redirect_uri", cb.as_str()), ("scope", "openid"), ("state", "s")];
         params.extend(extra);
         let url = reqwest::Url::parse_with_params(&format!("{}/oauth/authorize", app.max), &params).unwrap();
         let p = b.get(url.as_str()).await;
@@ -250,18 +283,21 @@ async fn only_code_flow_with_s256_pkce_is_accepted() {
         assert!(loc.contains("iss="), "{loc}");
     }
     // The password grant does not exist; client credentials need a confidential client.
-    let (status, body) = token(&app, Some(mesh(&app)), &[("grant_type", "password"), ("username", "a"), ("password", "b")]).await;
+    let (status, body) =
+        token(&app, Some(mesh(&app)), &[("grant_type", "password"), ("username", "a"), ("password", "b")]).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")));
     let (status, body) = token(&app, Some(("mesh", "wrong")), &[("grant_type", "client_credentials")]).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
-    let (status, body) = token(&app, Some(mesh(&app)), &[("grant_type", "client_credentials"), ("scope", "sferum.provision")]).await;
+    let (status, body) =
+        token(&app, Some(mesh(&app)), &[("grant_type", "client_credentials"), ("scope", "sferum.provision")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
 async fn discovery_and_jwks_describe_the_provider() {
     let app = spawn_app().await;
-    let d: Value = reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
+    let d: Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
     assert_eq!(d["issuer"], app.max);
     assert_eq!(d["response_types_supported"], serde_json::json!(["code"]));
     assert_eq!(d["code_challenge_methods_supported"], serde_json::json!(["S256"]));

@@ -99,7 +99,8 @@ async fn continue_answers_the_same_for_registered_and_new_phones() {
         let b = Browser::new();
         let login = b.visit(&format!("{}/login", app.max)).await;
         let p = b.post(&format!("{}/login/phone", app.max), &[("csrf", &login.csrf()), ("phone", phone)]).await;
-        let mut names: Vec<String> = p.headers.keys().map(|k| k.to_string()).filter(|k| k != "x-request-id" && k != "date").collect();
+        let mut names: Vec<String> =
+            p.headers.keys().map(|k| k.to_string()).filter(|k| k != "x-request-id" && k != "date").collect();
         names.sort();
         answers.push((p.status, p.location.clone(), p.body.clone(), names));
     }
@@ -118,7 +119,9 @@ async fn bad_phones_and_polluted_parameters_send_nothing() {
         assert!(p.has("Номер телефона введён неверно") || p.has("Это не мобильный номер"), "{}", p.body);
         assert!(!p.has("<script>alert"), "input is escaped");
     }
-    let p = b.post(&format!("{}/login/phone", app.max), &[("csrf", &csrf), ("phone", PHONE), ("phone", "+79000000002")]).await;
+    let p = b
+        .post(&format!("{}/login/phone", app.max), &[("csrf", &csrf), ("phone", PHONE), ("phone", "+79000000002")])
+        .await;
     assert_eq!(p.status, StatusCode::BAD_REQUEST);
     assert!(app.inbox.is_empty(), "no SMS for bad or polluted input");
 }
@@ -150,7 +153,12 @@ async fn a_callback_with_a_state_from_another_browser_links_nobody() {
     let phone = app.start_link(&a).await;
     let code = app.enter_phone(&a, &phone, PHONE).await;
     let reg = a.follow(app.enter_code(&a, &code, &app.last_code(E164)).await).await;
-    let confirm = a.submit(&format!("{}/login/register", app.max), &[("csrf", &reg.csrf()), ("first_name", "Анна"), ("last_name", "Тест")]).await;
+    let confirm = a
+        .submit(
+            &format!("{}/login/register", app.max),
+            &[("csrf", &reg.csrf()), ("first_name", "Анна"), ("last_name", "Тест")],
+        )
+        .await;
     let redirect = a.post(&format!("{}/authorize/confirm", app.max), &[("csrf", &confirm.csrf())]).await;
     let callback = redirect.location.expect("redirect to the diary callback");
     assert!(callback.starts_with(&format!("{}/sferum/callback?", app.diary)));
