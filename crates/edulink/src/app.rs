@@ -193,6 +193,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
             edulink_max::demo::seed(&st).await?;
         }
         let router = edulink_max::router(st.clone());
+        tasks.push(tokio::spawn(reload_keys(st.clone(), shutdown_rx.clone())));
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {
@@ -236,4 +237,18 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
     }
     running.tasks = tasks;
     Ok(running)
+}
+
+/// Re-reads signing keys every minute, so a rotation by `edulink keys rotate` (another process, or
+/// another instance) reaches every running instance.
+async fn reload_keys(st: MaxState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = st.keys.reload(&st.db, &st.secrets.key_cipher, st.now()).await {
+            tracing::warn!(error = %e, "signing keys not reloaded");
+        }
+    }
 }

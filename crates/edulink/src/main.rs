@@ -200,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
             let cipher = edulink_domain::Cipher::new(&secret.derive("max/signing-keys"));
             let kids = edulink_max::keys::rotate(&db, &cipher, SystemClock.now_secs()).await?;
             println!("new signing keys: {}", kids.join(", "));
-            println!("running instances pick them up within 5 minutes or on restart");
+            println!("running instances pick them up within a minute");
         }
         Command::Config { what: ConfigCmd::Check } => {
             cfg.check()?;

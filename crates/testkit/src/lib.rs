@@ -52,6 +52,26 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
+/// One party started on its own (see [`spawn_party`]).
+pub struct Party {
+    /// The running party.
+    pub running: Running,
+}
+
+/// Starts one party of `config` (with secrets already filled) on `listener`, for tests that stop and
+/// restart one party while the other keeps running.
+pub async fn spawn_party(
+    config: &Config,
+    role: Role,
+    listener: tokio::net::TcpListener,
+    clock: Arc<ManualClock>,
+) -> Party {
+    let spare = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listeners = if role == Role::Max { (spare, listener) } else { (listener, spare) };
+    let ov = Overrides { password_cost: Some(PasswordCost { m_kib: 64, t: 1 }), listeners: Some(listeners) };
+    Party { running: app::start(config.clone(), role, clock, ov).await.expect("start") }
+}
+
 /// Starts both parties with the demo data and the default configuration.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
@@ -159,52 +179,118 @@ fn absolutize(base: &str, loc: &str) -> String {
 }
 
 impl TestApp {
+    /// A handle over two separately started parties (the parties stay owned by the caller).
+    pub fn from_parties(config: Config, clock: Arc<ManualClock>, max: &Party, diary: &Party) -> TestAppRef {
+        TestAppRef {
+            diary: diary.running.diary_url.clone(),
+            max: max.running.max_url.clone(),
+            inbox: max.running.inbox.clone().expect("dev inbox"),
+            clock,
+            config,
+        }
+    }
+}
+
+/// The flows of [`TestApp`] over parties started with [`spawn_party`].
+pub struct TestAppRef {
+    /// The diary's base URL.
+    pub diary: String,
+    /// MAX's base URL.
+    pub max: String,
+    /// The SMS inbox.
+    pub inbox: DevInbox,
+    /// The shared clock.
+    pub clock: Arc<ManualClock>,
+    /// The configuration.
+    pub config: Config,
+}
+
+/// What the flows need from an app under test.
+pub trait Flows {
+    /// The diary's base URL.
+    fn diary(&self) -> &str;
+    /// MAX's base URL.
+    fn max(&self) -> &str;
+    /// The SMS inbox.
+    fn inbox(&self) -> &DevInbox;
+}
+
+impl Flows for TestApp {
+    fn diary(&self) -> &str {
+        &self.diary
+    }
+    fn max(&self) -> &str {
+        &self.max
+    }
+    fn inbox(&self) -> &DevInbox {
+        &self.inbox
+    }
+}
+
+impl Flows for TestAppRef {
+    fn diary(&self) -> &str {
+        &self.diary
+    }
+    fn max(&self) -> &str {
+        &self.max
+    }
+    fn inbox(&self) -> &DevInbox {
+        &self.inbox
+    }
+}
+
+impl<T: Flows> FlowsExt for T {}
+
+/// The browser flows, for any app under test. (Test code only runs on tokio's current-thread test
+/// runtime, so the futures need not be `Send`.)
+#[allow(async_fn_in_trait)]
+pub trait FlowsExt: Flows {
     /// Signs `login` in to the diary (password `demo`) in `b`.
-    pub async fn diary_login(&self, b: &Browser, login: &str) -> Page {
-        let page = b.get(&format!("{}/login", self.diary)).await;
+    async fn diary_login(&self, b: &Browser, login: &str) -> Page {
+        let page = b.get(&format!("{}/login", self.diary())).await;
         let csrf = page.csrf();
         let p = b
-            .submit(&format!("{}/login", self.diary), &[("csrf", &csrf), ("login", login), ("password", "demo")])
+            .submit(&format!("{}/login", self.diary()), &[("csrf", &csrf), ("login", login), ("password", "demo")])
             .await;
         assert_eq!(p.status, StatusCode::OK, "login of {login} failed: {}", p.body);
         p
     }
 
     /// The newest code sent to `e164`.
-    pub fn last_code(&self, e164: &str) -> String {
-        let msgs = self.inbox.to(e164);
+    fn last_code(&self, e164: &str) -> String {
+        let msgs = self.inbox().to(e164);
         let text = &msgs.last().unwrap_or_else(|| panic!("no SMS to {e164}")).text;
         text.rsplit('#').next().expect("WebOTP line").trim().to_string()
     }
 
     /// From the diary's connect page, runs «Перейти к подключению» up to MAX's phone screen.
-    pub async fn start_link(&self, b: &Browser) -> Page {
-        let connect = b.visit(&format!("{}/sferum", self.diary)).await;
+    async fn start_link(&self, b: &Browser) -> Page {
+        let connect = b.visit(&format!("{}/sferum", self.diary())).await;
         assert!(connect.has("Перейти к подключению"), "connect page: {}", connect.body);
-        b.submit(&format!("{}/sferum/connect", self.diary), &[("csrf", &connect.csrf())]).await
+        b.submit(&format!("{}/sferum/connect", self.diary()), &[("csrf", &connect.csrf())]).await
     }
 
     /// On MAX's phone screen, enters `phone` and «Продолжить».
-    pub async fn enter_phone(&self, b: &Browser, phone_page: &Page, phone: &str) -> Page {
-        b.submit(&format!("{}/login/phone", self.max), &[("csrf", &phone_page.csrf()), ("phone", phone)]).await
+    async fn enter_phone(&self, b: &Browser, phone_page: &Page, phone: &str) -> Page {
+        b.submit(&format!("{}/login/phone", self.max()), &[("csrf", &phone_page.csrf()), ("phone", phone)]).await
     }
 
     /// On MAX's code screen, enters `code` and «Перейти в MAX» (redirects not followed).
-    pub async fn enter_code(&self, b: &Browser, code_page: &Page, code: &str) -> Page {
-        b.post(&format!("{}/login/code", self.max), &[("csrf", &code_page.csrf()), ("code", code)]).await
+    async fn enter_code(&self, b: &Browser, code_page: &Page, code: &str) -> Page {
+        b.post(&format!("{}/login/code", self.max()), &[("csrf", &code_page.csrf()), ("code", code)]).await
     }
 
     /// The whole link flow for a signed-in diary browser: phone, code, registration for a new
     /// phone (all skipped when MAX already has a session), confirmation at MAX, back to the diary.
     /// Returns the final page.
-    pub async fn link(&self, b: &Browser, phone: &str, e164: &str) -> Page {
+    async fn link(&self, b: &Browser, phone: &str, e164: &str) -> Page {
         let phone_page = self.start_link(b).await;
         if phone_page.url.contains("/authorize/continue") {
             // MAX already has a session in this browser: straight to the confirmation.
-            return b.submit(&format!("{}/authorize/confirm", self.max), &[("csrf", &phone_page.csrf())]).await;
+            return b.submit(&format!("{}/authorize/confirm", self.max()), &[("csrf", &phone_page.csrf())]).await;
         }
         assert!(
-            phone_page.url.starts_with(&self.max) && phone_page.has("Продолжить"),
+            phone_page.url.starts_with(&self.max()) && phone_page.has("Продолжить"),
             "phone page: {}",
             phone_page.body
         );
@@ -214,7 +300,7 @@ impl TestApp {
         let after = b.follow(self.enter_code(b, &code_page, &code).await).await;
         let confirm = if after.url.ends_with("/login/register") {
             b.submit(
-                &format!("{}/login/register", self.max),
+                &format!("{}/login/register", self.max()),
                 &[("csrf", &after.csrf()), ("first_name", "Мария"), ("last_name", "Новая")],
             )
             .await
@@ -227,6 +313,6 @@ impl TestApp {
             confirm.url,
             confirm.body
         );
-        b.submit(&format!("{}/authorize/confirm", self.max), &[("csrf", &confirm.csrf())]).await
+        b.submit(&format!("{}/authorize/confirm", self.max()), &[("csrf", &confirm.csrf())]).await
     }
 }

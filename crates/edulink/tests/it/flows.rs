@@ -1,7 +1,7 @@
 //! The seed's flows end to end: link (new phone, existing profile), sign-in when linked, unlink and
 //! link again, conflict.
 
-use edulink_testkit::{Browser, spawn_app};
+use edulink_testkit::{Browser, FlowsExt, spawn_app};
 use reqwest::StatusCode;
 
 const NEW_PHONE: &str = "8 (916) 123-45-67";
@@ -169,4 +169,108 @@ async fn a_max_account_linked_to_another_student_is_a_clear_conflict_and_changes
     assert!(sec_a.has("id аккаунта"));
     let sferum_a = a.visit(&format!("{}/sferum", app.diary)).await;
     assert!(sferum_a.has("Чат класса 7 А"), "student1's profile untouched");
+}
+
+#[tokio::test]
+async fn a_teacher_links_too_and_joins_every_class_chat() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "teacher").await;
+    app.link(&b, NEW_PHONE, NEW_E164).await;
+    let sferum = b.visit(&format!("{}/sferum", app.diary)).await;
+    assert!(sferum.has("Учитель"), "{}", sferum.body);
+    assert!(sferum.has("Чат класса 7 А") && sferum.has("Чат класса 7 Б"));
+}
+
+#[tokio::test]
+async fn the_pages_speak_english_on_request() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "student6").await;
+    let switched = b.follow(b.get(&format!("{}/lang/en", app.diary)).await).await;
+    assert!(switched.has("Schedule"), "{}", switched.body);
+    let connect = b.visit(&format!("{}/sferum", app.diary)).await;
+    assert!(connect.has("Start connecting"));
+    let sec = b.visit(&format!("{}/passport/security", app.diary)).await;
+    assert!(sec.has("Security") && sec.has("No Sferum educational profile"));
+    // The cookie is per host, so MAX (another port on the same test host) speaks English too.
+    let phone = b.visit(&format!("{}/login", app.max)).await;
+    assert!(phone.has("Continue") && phone.has("lang=\"en\""));
+}
+
+#[tokio::test]
+async fn unlinking_after_15_minutes_asks_for_the_password_again() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "student7").await;
+    app.link(&b, NEW_PHONE, NEW_E164).await;
+    app.clock.advance(16 * 60);
+    let confirm = b.visit(&format!("{}/passport/security/unlink", app.diary)).await;
+    assert!(confirm.has("введите пароль"), "{}", confirm.body);
+    let url = format!("{}/passport/security/unlink", app.diary);
+    let wrong = b.post(&url, &[("csrf", &confirm.csrf()), ("password", "nope")]).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let still = b.visit(&format!("{}/passport/security", app.diary)).await;
+    assert!(still.has("id аккаунта"), "a wrong password unlinks nothing");
+    let done = b.submit(&url, &[("csrf", &confirm.csrf()), ("password", "demo")]).await;
+    assert!(done.has("Аккаунт «Сферум» отвязан"), "{}", done.body);
+}
+
+#[tokio::test]
+async fn sign_in_keeps_working_across_a_key_rotation_and_the_old_key_stays_published() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "student8").await;
+    app.link(&b, NEW_PHONE, NEW_E164).await;
+    let kids = |jwks: &serde_json::Value| -> Vec<String> {
+        jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect()
+    };
+    let before: serde_json::Value =
+        reqwest::get(format!("{}/oauth/jwks", app.max)).await.unwrap().json().await.unwrap();
+    let st = app.running.max.as_ref().unwrap();
+    edulink_max::keys::rotate(&st.db, &st.secrets.key_cipher, st.now()).await.unwrap();
+    st.keys.reload(&st.db, &st.secrets.key_cipher, st.now()).await.unwrap();
+    let after: serde_json::Value = reqwest::get(format!("{}/oauth/jwks", app.max)).await.unwrap().json().await.unwrap();
+    for kid in kids(&before) {
+        assert!(kids(&after).contains(&kid), "previous key {kid} still published");
+    }
+    assert_eq!(kids(&after).len(), 2 * kids(&before).len());
+    // The diary has the old JWKS cached; the new signature makes it re-fetch, and SSO succeeds.
+    let sferum = b.visit(&format!("{}/sferum", app.diary)).await;
+    assert_eq!(sferum.url, format!("{}/sferum", app.max), "{}", sferum.body);
+}
+
+#[tokio::test]
+async fn link_and_unlink_are_in_both_audit_trails_with_pseudonymous_ids_only() {
+    let app = spawn_app().await;
+    let b = Browser::new();
+    app.diary_login(&b, "student9").await;
+    app.link(&b, NEW_PHONE, NEW_E164).await;
+    let confirm = b.visit(&format!("{}/passport/security/unlink", app.diary)).await;
+    b.submit(&format!("{}/passport/security/unlink", app.diary), &[("csrf", &confirm.csrf())]).await;
+    let diary = app.running.diary.as_ref().unwrap();
+    let max = app.running.max.as_ref().unwrap();
+    let events = |rows: Vec<(String,)>| rows.into_iter().map(|r| r.0).collect::<Vec<_>>();
+    let d: Vec<(String,)> = edulink_store::sqlx::query_as("SELECT event FROM audit ORDER BY at, id")
+        .fetch_all(diary.db.pool())
+        .await
+        .unwrap();
+    let d = events(d);
+    assert!(d.contains(&"link".to_string()) && d.contains(&"unlink".to_string()), "{d:?}");
+    let m: Vec<(String,)> = edulink_store::sqlx::query_as("SELECT event FROM audit ORDER BY at, id")
+        .fetch_all(max.db.pool())
+        .await
+        .unwrap();
+    let m = events(m);
+    for e in ["sms_sent", "register", "authorize", "sferum_attached", "sferum_detached"] {
+        assert!(m.contains(&e.to_string()), "{e} in {m:?}");
+    }
+    // Nothing in either trail holds the phone, in any form.
+    for db in [diary.db.pool(), max.db.pool()] {
+        let all: Vec<(Option<String>, Option<String>)> =
+            edulink_store::sqlx::query_as("SELECT detail, ip FROM audit").fetch_all(db).await.unwrap();
+        for (detail, _) in all {
+            assert!(!detail.unwrap_or_default().contains("9161234567"));
+        }
+    }
 }

@@ -2,4 +2,5 @@
 
 mod flows;
 mod oidc;
+mod resilience;
 mod rules;

@@ -2,7 +2,7 @@
 
 use edulink_domain::crypto::random_token;
 use edulink_domain::oauth::pkce_s256;
-use edulink_testkit::{Browser, TestApp, spawn_app};
+use edulink_testkit::{Browser, FlowsExt, TestApp, spawn_app};
 use reqwest::StatusCode;
 use serde_json::Value;
 

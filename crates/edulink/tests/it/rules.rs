@@ -1,6 +1,6 @@
 //! The code rules and the callback's checks (DESIGN.md §4), attacked through the real pages.
 
-use edulink_testkit::{Browser, TestApp, spawn_app};
+use edulink_testkit::{Browser, FlowsExt, TestApp, spawn_app};
 use reqwest::StatusCode;
 
 const PHONE: &str = "+7 916 777-88-99";
