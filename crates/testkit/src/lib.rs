@@ -290,7 +290,7 @@ pub trait FlowsExt: Flows {
             return b.submit(&format!("{}/authorize/confirm", self.max()), &[("csrf", &phone_page.csrf())]).await;
         }
         assert!(
-            phone_page.url.starts_with(&self.max()) && phone_page.has("Продолжить"),
+            phone_page.url.starts_with(self.max()) && phone_page.has("Продолжить"),
             "phone page: {}",
             phone_page.body
         );
