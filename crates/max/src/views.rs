@@ -10,9 +10,10 @@ use edulink_sferum::Overview;
 use edulink_sms::SentSms;
 use edulink_web::{AppError, Tr};
 
-/// The masked form of an encrypted phone, or a neutral placeholder if it cannot be read.
+/// The masked form of an encrypted phone (with no-break spaces, so it never wraps), or a neutral
+/// placeholder if it cannot be read.
 pub fn masked_phone(st: &MaxState, enc: &str) -> String {
-    phone_of(st, enc).map(|p| p.masked().to_string()).unwrap_or_else(|_| "+7 *** ***-**-**".into())
+    phone_of(st, enc).map(|p| p.masked().replace(' ', "\u{a0}")).unwrap_or_else(|_| "+7\u{a0}***".into())
 }
 
 /// Decrypts a stored phone.
