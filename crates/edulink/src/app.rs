@@ -6,7 +6,7 @@ use edulink_domain::{Clock, SecretKey};
 use edulink_max::oidc::Client;
 use edulink_max::{MaxConfig, MaxState};
 use edulink_sms::{DevInbox, HttpGateway, SmsGateway};
-use edulink_store::{Db, PoolConfig};
+use edulink_store::Db;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -86,14 +86,14 @@ pub const MYSCHOOL_CLIENT: &str = "moyashkola";
 
 /// Connects to MAX's database and migrates it.
 pub async fn max_db(cfg: &Config) -> anyhow::Result<Db> {
-    let db = Db::connect(&cfg.max_db(), &PoolConfig::default()).await?;
+    let db = Db::connect(&cfg.max_db(), &cfg.max.pool.to_pool_config()).await?;
     db.migrate(&edulink_max::migrations()).await?;
     Ok(db)
 }
 
 /// Connects to the diary's database and migrates it.
 pub async fn diary_db(cfg: &Config) -> anyhow::Result<Db> {
-    let db = Db::connect(&cfg.diary_db(), &PoolConfig::default()).await?;
+    let db = Db::connect(&cfg.diary_db(), &cfg.diary.pool.to_pool_config()).await?;
     db.migrate(&edulink_diary::migrations()).await?;
     Ok(db)
 }

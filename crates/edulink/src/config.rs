@@ -55,6 +55,8 @@ pub struct DiarySection {
     pub client_id: String,
     /// Our client secret at MAX.
     pub client_secret: Option<String>,
+    /// Connection pool and PostgreSQL schema.
+    pub pool: PoolSection,
 }
 
 /// Settings of MAX.
@@ -77,6 +79,39 @@ pub struct MaxSection {
     pub limits: SmsLimits,
     /// Countries whose mobile numbers are accepted.
     pub allowed_countries: Vec<String>,
+    /// Connection pool and PostgreSQL schema.
+    pub pool: PoolSection,
+}
+
+/// Connection pool settings of one party.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// PostgreSQL schema of the party's tables (ignored for SQLite).
+    pub schema: String,
+    /// Maximum connections per instance.
+    pub max_connections: u32,
+    /// Wait for a free connection before answering 503, milliseconds.
+    pub acquire_timeout_ms: u64,
+    /// PostgreSQL statement timeout, milliseconds.
+    pub statement_timeout_ms: u64,
+}
+
+impl PoolSection {
+    fn new(schema: &str) -> Self {
+        Self { schema: schema.into(), max_connections: 8, acquire_timeout_ms: 5000, statement_timeout_ms: 5000 }
+    }
+
+    /// The storage layer's pool configuration.
+    pub fn to_pool_config(&self) -> edulink_store::PoolConfig {
+        edulink_store::PoolConfig {
+            max_connections: self.max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
+            schema: Some(self.schema.clone()),
+            ..Default::default()
+        }
+    }
 }
 
 /// Which SMS gateway.
@@ -105,6 +140,7 @@ impl Default for Config {
                 max_issuer: None,
                 client_id: "mesh".into(),
                 client_secret: None,
+                pool: PoolSection::new("diary"),
             },
             max: MaxSection {
                 listen: "127.0.0.1:8081".into(),
@@ -115,6 +151,7 @@ impl Default for Config {
                 codes: CodePolicy::default(),
                 limits: SmsLimits::default(),
                 allowed_countries: vec!["RU".into()],
+                pool: PoolSection::new("max"),
             },
         }
     }
@@ -188,6 +225,17 @@ impl Config {
         }
         for s in [&self.diary.secret, &self.max.secret].into_iter().flatten() {
             SecretKey::from_base64(s).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        for p in [&self.diary.pool, &self.max.pool] {
+            if !edulink_store::valid_schema(&p.schema) {
+                return bad("pool.schema: lowercase letters, digits and underscores only");
+            }
+            if p.max_connections == 0 {
+                return bad("pool.max_connections must be at least 1");
+            }
+        }
+        if self.diary.pool.schema == self.max.pool.schema {
+            return bad("the diary and MAX need different schemas: they never share tables");
         }
         if self.max.codes.max_attempts < 1 || self.max.codes.ttl_secs < 30 {
             return bad("max.codes: at least 1 attempt and 30 s of validity");

@@ -5,7 +5,7 @@
 //! Where dialects differ (DDL), each party ships one migration file per backend under the same name.
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -84,14 +84,33 @@ pub struct PoolConfig {
     pub max_connections: u32,
     /// How long a request waits for a free connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// PostgreSQL: longest a statement may run before the server cancels it.
+    pub statement_timeout: Duration,
+    /// PostgreSQL: the schema that holds this party's tables (created if missing). Each party has its
+    /// own, so two parties can share one server, even one database, and never each other's tables.
+    pub schema: Option<String>,
     /// SQLite `synchronous`: `FULL` makes every commit durable (security state), `NORMAL` is faster.
     pub sqlite_synchronous: String,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { max_connections: 8, acquire_timeout: Duration::from_secs(5), sqlite_synchronous: "FULL".into() }
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+            schema: None,
+            sqlite_synchronous: "FULL".into(),
+        }
     }
+}
+
+/// A schema name we are willing to interpolate into SQL: lowercase letters, digits, underscores.
+pub fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
 }
 
 /// A connection pool to one party's database.
@@ -145,6 +164,28 @@ impl Db {
             _ => url.to_string(),
         };
         let opts = AnyConnectOptions::from_str(&url).map_err(|_| StoreError::UnsupportedUrl)?;
+        let schema = match (&cfg.schema, backend) {
+            (Some(s), Backend::Postgres) if valid_schema(s) => Some(s.clone()),
+            (Some(_), Backend::Postgres) => return Err(StoreError::UnsupportedUrl),
+            _ => None,
+        };
+        if let Some(s) = &schema {
+            // Create the schema once, before any pooled connection sets its search_path to it.
+            let mut conn = sqlx::AnyConnection::connect_with(&opts).await?;
+            let create = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {s}")));
+            if let Err(e) = create.execute(&mut conn).await {
+                // Two instances starting at once may race on the catalog; the schema exists either way.
+                if !matches!(StoreError::from(e), StoreError::Conflict(_)) {
+                    return Err(StoreError::Unavailable("cannot create schema".into()));
+                }
+            }
+            let _ = conn.close().await;
+        }
+        let pg_setup = format!(
+            "SET search_path TO {}; SET statement_timeout = {}",
+            schema.as_deref().unwrap_or("public"),
+            cfg.statement_timeout.as_millis().max(1)
+        );
         let sync = match cfg.sqlite_synchronous.to_ascii_uppercase().as_str() {
             "NORMAL" => "NORMAL",
             _ => "FULL",
@@ -153,6 +194,7 @@ impl Db {
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.acquire_timeout)
             .after_connect(move |conn, _meta| {
+                let pg_setup = pg_setup.clone();
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets readers proceed during a write; busy_timeout makes writers queue
@@ -165,6 +207,8 @@ impl Db {
                              PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;"
                         };
                         conn.execute(pragmas).await?;
+                    } else {
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(pg_setup.clone())).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })

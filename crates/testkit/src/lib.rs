@@ -11,6 +11,46 @@ use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use std::sync::Arc;
 
+/// The storage backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite files in a temporary directory.
+    Sqlite,
+    /// PostgreSQL (`EDULINK_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`), in
+    /// schemas of its own per test.
+    Postgres,
+}
+
+/// The PostgreSQL server the tests use.
+pub fn postgres_url() -> String {
+    std::env::var("EDULINK_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// True when the PostgreSQL half must run (CI): then an unreachable server fails the test.
+pub fn postgres_required() -> bool {
+    std::env::var("EDULINK_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+/// Whether the test PostgreSQL answers; panics when it does not but is required.
+pub async fn postgres_available() -> bool {
+    let cfg = edulink_store::PoolConfig {
+        max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(3),
+        ..Default::default()
+    };
+    match edulink_store::Db::connect(&postgres_url(), &cfg).await {
+        Ok(db) => {
+            db.close().await;
+            true
+        }
+        Err(e) if postgres_required() => panic!("PostgreSQL is required (EDULINK_REQUIRE_POSTGRES=1) but unreachable: {e}"),
+        Err(_) => {
+            eprintln!("PostgreSQL not reachable at {}: the PostgreSQL half of this test is skipped", postgres_url());
+            false
+        }
+    }
+}
+
 /// Both parties, running.
 pub struct TestApp {
     /// The diary's base URL.
@@ -25,13 +65,33 @@ pub struct TestApp {
     pub config: Config,
     /// The running parties.
     pub running: Running,
+    /// The backend.
+    pub backend: Backend,
     _dir: tempfile::TempDir,
 }
 
-/// Starts both parties with the demo data, adjusting the configuration with `tweak`.
-pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+/// A fresh configuration for a test on `backend`: temp data dir, demo data, and on PostgreSQL two
+/// schemas of its own.
+pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
+    let mut config = Config { data_dir: dir.to_path_buf(), demo: Some(true), ..Config::default() };
+    if backend == Backend::Postgres {
+        let tag = edulink_domain::crypto::random_bytes(6).iter().map(|b| format!("{b:02x}")).collect::<String>();
+        config.max.database_url = Some(postgres_url());
+        config.diary.database_url = Some(postgres_url());
+        config.max.pool.schema = format!("t{tag}_max");
+        config.diary.pool.schema = format!("t{tag}_diary");
+    }
+    config
+}
+
+/// Starts both parties with the demo data on `backend`, adjusting the configuration with `tweak`.
+/// `None` when the backend is PostgreSQL and no server answers (and it is not required).
+pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    if backend == Backend::Postgres && !postgres_available().await {
+        return None;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config { data_dir: dir.path().to_path_buf(), demo: Some(true), ..Config::default() };
+    let mut config = test_config(backend, dir.path());
     tweak(&mut config);
     let config = config.with_secrets().expect("secrets");
     let clock = Arc::new(ManualClock::default());
@@ -41,15 +101,83 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     );
     let ov = Overrides { password_cost: Some(PasswordCost { m_kib: 64, t: 1 }), listeners: Some(listeners) };
     let running = app::start(config.clone(), Role::Both, clock.clone(), ov).await.expect("start");
-    TestApp {
+    Some(TestApp {
         diary: running.diary_url.clone(),
         max: running.max_url.clone(),
         inbox: running.inbox.clone().expect("dev inbox"),
         clock,
         config,
         running,
+        backend,
         _dir: dir,
+    })
+}
+
+/// Starts both parties on SQLite with the demo data, adjusting the configuration with `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(Backend::Sqlite, tweak).await.expect("SQLite always runs")
+}
+
+/// Drops the PostgreSQL schemas a test created.
+pub async fn drop_schemas(config: &Config) {
+    if !config.max.database_url.as_deref().unwrap_or("").starts_with("postgres") {
+        return;
     }
+    let cfg = edulink_store::PoolConfig { max_connections: 1, ..Default::default() };
+    if let Ok(db) = edulink_store::Db::connect(&postgres_url(), &cfg).await {
+        for schema in [&config.max.pool.schema, &config.diary.pool.schema] {
+            let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+            let _ = edulink_store::sqlx::raw_sql(edulink_store::sqlx::AssertSqlSafe(sql)).execute(db.pool()).await;
+        }
+        db.close().await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let config = self.config.clone();
+        // Drop runs inside the test's runtime: clean up on a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(drop_schemas(&config));
+            }
+        })
+        .join();
+    }
+}
+
+/// Runs a test body once on SQLite and once on PostgreSQL: `both_backends! { async fn name(app) { … } }`
+/// expands to a module `name` with the tests `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($app: $crate::TestApp) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::spawn_app_on($crate::Backend::Sqlite, |_| {}).await.expect("SQLite")).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(app) = $crate::spawn_app_on($crate::Backend::Postgres, |_| {}).await {
+                    run(app).await
+                }
+            }
+        }
+    )*};
+}
+
+/// Starts both parties on SQLite with the demo data and the default configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
 }
 
 /// One party started on its own (see [`spawn_party`]).
@@ -60,21 +188,11 @@ pub struct Party {
 
 /// Starts one party of `config` (with secrets already filled) on `listener`, for tests that stop and
 /// restart one party while the other keeps running.
-pub async fn spawn_party(
-    config: &Config,
-    role: Role,
-    listener: tokio::net::TcpListener,
-    clock: Arc<ManualClock>,
-) -> Party {
+pub async fn spawn_party(config: &Config, role: Role, listener: tokio::net::TcpListener, clock: Arc<ManualClock>) -> Party {
     let spare = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let listeners = if role == Role::Max { (spare, listener) } else { (listener, spare) };
     let ov = Overrides { password_cost: Some(PasswordCost { m_kib: 64, t: 1 }), listeners: Some(listeners) };
     Party { running: app::start(config.clone(), role, clock, ov).await.expect("start") }
-}
-
-/// Starts both parties with the demo data and the default configuration.
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
 }
 
 /// A response as the browser saw it.

@@ -1,7 +1,7 @@
 //! The seed's flows end to end: link (new phone, existing profile), sign-in when linked, unlink and
 //! link again, conflict.
 
-use edulink_testkit::{Browser, FlowsExt, spawn_app};
+use edulink_testkit::{Browser, FlowsExt, both_backends};
 use reqwest::StatusCode;
 
 const NEW_PHONE: &str = "8 (916) 123-45-67";
@@ -9,9 +9,8 @@ const NEW_E164: &str = "+79161234567";
 const DEMO_PHONE: &str = "+7 900 000-00-01";
 const DEMO_E164: &str = "+79000000001";
 
-#[tokio::test]
-async fn link_with_a_new_phone_registers_then_provisions_sferum() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn link_with_a_new_phone_registers_then_provisions_sferum(app) {
     let b = Browser::new();
     app.diary_login(&b, "student3").await;
     let done = app.link(&b, NEW_PHONE, NEW_E164).await;
@@ -45,11 +44,11 @@ async fn link_with_a_new_phone_registers_then_provisions_sferum() {
             || sec.has("Удаление профиля &quot;Сферум&quot;")
             || sec.has("Удаление профиля &#34;Сферум&#34;")
     );
+    }
 }
 
-#[tokio::test]
-async fn the_phone_with_an_existing_profile_links_that_profile_without_registration() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn the_phone_with_an_existing_profile_links_that_profile_without_registration(app) {
     let b = Browser::new();
     app.diary_login(&b, "student1").await;
     let phone_page = app.start_link(&b).await;
@@ -63,11 +62,11 @@ async fn the_phone_with_an_existing_profile_links_that_profile_without_registrat
     assert!(done.has("Ваша учетная запись успешно привязана"));
     let sferum = b.visit(&format!("{}/sferum", app.diary)).await;
     assert!(sferum.has("Подтверждено дневником «МЭШ»"));
+    }
 }
 
-#[tokio::test]
-async fn signing_in_to_sferum_when_linked_needs_no_sms_while_max_has_a_session_and_one_sms_when_not() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn signing_in_to_sferum_when_linked_needs_no_sms_while_max_has_a_session_and_one_sms_when_not(app) {
     let b = Browser::new();
     app.diary_login(&b, "student2").await;
     app.link(&b, NEW_PHONE, NEW_E164).await;
@@ -87,11 +86,11 @@ async fn signing_in_to_sferum_when_linked_needs_no_sms_while_max_has_a_session_a
     let end = b2.follow(app.enter_code(&b2, &code, &app.last_code(NEW_E164)).await).await;
     assert_eq!(end.url, format!("{}/sferum", app.max), "straight to Сферум after the code: {}", end.body);
     assert_eq!(app.inbox.to(NEW_E164).len(), 2);
+    }
 }
 
-#[tokio::test]
-async fn when_max_is_signed_in_as_somebody_else_it_says_so_and_offers_to_switch() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn when_max_is_signed_in_as_somebody_else_it_says_so_and_offers_to_switch(app) {
     let b = Browser::new();
     app.diary_login(&b, "student2").await;
     app.link(&b, NEW_PHONE, NEW_E164).await;
@@ -110,11 +109,11 @@ async fn when_max_is_signed_in_as_somebody_else_it_says_so_and_offers_to_switch(
     let code = app.enter_phone(&b, &phone, NEW_PHONE).await;
     let end = b.follow(app.enter_code(&b, &code, &app.last_code(NEW_E164)).await).await;
     assert_eq!(end.url, format!("{}/sferum", app.max));
+    }
 }
 
-#[tokio::test]
-async fn unlink_cuts_access_and_linking_again_works() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn unlink_cuts_access_and_linking_again_works(app) {
     let b = Browser::new();
     app.diary_login(&b, "student4").await;
     app.link(&b, NEW_PHONE, NEW_E164).await;
@@ -143,11 +142,11 @@ async fn unlink_cuts_access_and_linking_again_works() {
     assert!(again.has("Ваша учетная запись успешно привязана"));
     let back = b.visit(&format!("{}/sferum", app.diary)).await;
     assert!(back.has("Чат класса 7 А"));
+    }
 }
 
-#[tokio::test]
-async fn a_max_account_linked_to_another_student_is_a_clear_conflict_and_changes_nothing() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn a_max_account_linked_to_another_student_is_a_clear_conflict_and_changes_nothing(app) {
     let a = Browser::new();
     app.diary_login(&a, "student1").await;
     app.link(&a, NEW_PHONE, NEW_E164).await;
@@ -169,22 +168,22 @@ async fn a_max_account_linked_to_another_student_is_a_clear_conflict_and_changes
     assert!(sec_a.has("id аккаунта"));
     let sferum_a = a.visit(&format!("{}/sferum", app.diary)).await;
     assert!(sferum_a.has("Чат класса 7 А"), "student1's profile untouched");
+    }
 }
 
-#[tokio::test]
-async fn a_teacher_links_too_and_joins_every_class_chat() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn a_teacher_links_too_and_joins_every_class_chat(app) {
     let b = Browser::new();
     app.diary_login(&b, "teacher").await;
     app.link(&b, NEW_PHONE, NEW_E164).await;
     let sferum = b.visit(&format!("{}/sferum", app.diary)).await;
     assert!(sferum.has("Учитель"), "{}", sferum.body);
     assert!(sferum.has("Чат класса 7 А") && sferum.has("Чат класса 7 Б"));
+    }
 }
 
-#[tokio::test]
-async fn the_pages_speak_english_on_request() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn the_pages_speak_english_on_request(app) {
     let b = Browser::new();
     app.diary_login(&b, "student6").await;
     let switched = b.follow(b.get(&format!("{}/lang/en", app.diary)).await).await;
@@ -196,11 +195,11 @@ async fn the_pages_speak_english_on_request() {
     // The cookie is per host, so MAX (another port on the same test host) speaks English too.
     let phone = b.visit(&format!("{}/login", app.max)).await;
     assert!(phone.has("Continue") && phone.has("lang=\"en\""));
+    }
 }
 
-#[tokio::test]
-async fn unlinking_after_15_minutes_asks_for_the_password_again() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn unlinking_after_15_minutes_asks_for_the_password_again(app) {
     let b = Browser::new();
     app.diary_login(&b, "student7").await;
     app.link(&b, NEW_PHONE, NEW_E164).await;
@@ -214,11 +213,11 @@ async fn unlinking_after_15_minutes_asks_for_the_password_again() {
     assert!(still.has("id аккаунта"), "a wrong password unlinks nothing");
     let done = b.submit(&url, &[("csrf", &confirm.csrf()), ("password", "demo")]).await;
     assert!(done.has("Аккаунт «Сферум» отвязан"), "{}", done.body);
+    }
 }
 
-#[tokio::test]
-async fn sign_in_keeps_working_across_a_key_rotation_and_the_old_key_stays_published() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn sign_in_keeps_working_across_a_key_rotation_and_the_old_key_stays_published(app) {
     let b = Browser::new();
     app.diary_login(&b, "student8").await;
     app.link(&b, NEW_PHONE, NEW_E164).await;
@@ -238,11 +237,11 @@ async fn sign_in_keeps_working_across_a_key_rotation_and_the_old_key_stays_publi
     // The diary has the old JWKS cached; the new signature makes it re-fetch, and SSO succeeds.
     let sferum = b.visit(&format!("{}/sferum", app.diary)).await;
     assert_eq!(sferum.url, format!("{}/sferum", app.max), "{}", sferum.body);
+    }
 }
 
-#[tokio::test]
-async fn link_and_unlink_are_in_both_audit_trails_with_pseudonymous_ids_only() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn link_and_unlink_are_in_both_audit_trails_with_pseudonymous_ids_only(app) {
     let b = Browser::new();
     app.diary_login(&b, "student9").await;
     app.link(&b, NEW_PHONE, NEW_E164).await;
@@ -272,5 +271,6 @@ async fn link_and_unlink_are_in_both_audit_trails_with_pseudonymous_ids_only() {
         for (detail, _) in all {
             assert!(!detail.unwrap_or_default().contains("9161234567"));
         }
+    }
     }
 }

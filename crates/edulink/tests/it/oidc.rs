@@ -2,7 +2,7 @@
 
 use edulink_domain::crypto::random_token;
 use edulink_domain::oauth::pkce_s256;
-use edulink_testkit::{Browser, FlowsExt, TestApp, spawn_app};
+use edulink_testkit::{Browser, FlowsExt, TestApp, both_backends};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -90,9 +90,8 @@ async fn userinfo(app: &TestApp, access: &str) -> StatusCode {
     reqwest::Client::new().get(format!("{}/oauth/userinfo", app.max)).bearer_auth(access).send().await.unwrap().status()
 }
 
-#[tokio::test]
-async fn id_token_validates_against_the_jwks_and_subjects_are_pairwise() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn id_token_validates_against_the_jwks_and_subjects_are_pairwise(app) {
     let b = Browser::new();
     max_sign_in(&app, &b).await;
     let a = authorize(&app, &b, "mesh", &format!("{}/sferum/callback", app.diary)).await;
@@ -129,11 +128,11 @@ async fn id_token_validates_against_the_jwks_and_subjects_are_pairwise() {
     let other: Value =
         serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     assert_ne!(other["sub"].as_str().unwrap(), mesh_sub, "pairwise subjects differ between sectors");
+    }
 }
 
-#[tokio::test]
-async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn a_replayed_code_is_refused_and_revokes_what_it_issued(app) {
     let b = Browser::new();
     max_sign_in(&app, &b).await;
     let a = authorize(&app, &b, "mesh", &format!("{}/sferum/callback", app.diary)).await;
@@ -152,11 +151,11 @@ async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refreshed}");
+    }
 }
 
-#[tokio::test]
-async fn codes_are_bound_to_the_verifier_and_expire_after_60_seconds() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn codes_are_bound_to_the_verifier_and_expire_after_60_seconds(app) {
     let b = Browser::new();
     max_sign_in(&app, &b).await;
     let cb = format!("{}/sferum/callback", app.diary);
@@ -169,11 +168,11 @@ async fn codes_are_bound_to_the_verifier_and_expire_after_60_seconds() {
     app.clock.advance(61);
     let (status, body) = token(&app, Some(mesh(&app)), &redeem_form(&a)).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    }
 }
 
-#[tokio::test]
-async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family(app) {
     let b = Browser::new();
     max_sign_in(&app, &b).await;
     let a = authorize(&app, &b, "mesh", &format!("{}/sferum/callback", app.diary)).await;
@@ -192,11 +191,11 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
     assert_eq!(userinfo(&app, &a2).await, StatusCode::UNAUTHORIZED);
     let (status, _) = token(&app, Some(mesh(&app)), &[("grant_type", "refresh_token"), ("refresh_token", &r2)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
 }
 
-#[tokio::test]
-async fn revocation_rfc7009_kills_the_refresh_token_and_its_access_tokens() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn revocation_rfc7009_kills_the_refresh_token_and_its_access_tokens(app) {
     let b = Browser::new();
     max_sign_in(&app, &b).await;
     let a = authorize(&app, &b, "mesh", &format!("{}/sferum/callback", app.diary)).await;
@@ -220,11 +219,11 @@ async fn revocation_rfc7009_kills_the_refresh_token_and_its_access_tokens() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
 }
 
-#[tokio::test]
-async fn a_mismatched_redirect_uri_or_unknown_client_is_refused_without_redirect() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn a_mismatched_redirect_uri_or_unknown_client_is_refused_without_redirect(app) {
     let b = Browser::new();
     let cb = format!("{}/sferum/callback", app.diary);
     let challenge = pkce_s256(&random_token(32));
@@ -252,11 +251,11 @@ async fn a_mismatched_redirect_uri_or_unknown_client_is_refused_without_redirect
         assert!(p.location.is_none(), "never redirect to an unregistered URI");
         assert!(p.has("Что-то пошло не так"));
     }
+    }
 }
 
-#[tokio::test]
-async fn only_code_flow_with_s256_pkce_is_accepted() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn only_code_flow_with_s256_pkce_is_accepted(app) {
     let b = Browser::new();
     let cb = format!("{}/sferum/callback", app.diary);
     let challenge = pkce_s256(&random_token(32));
@@ -291,11 +290,11 @@ async fn only_code_flow_with_s256_pkce_is_accepted() {
     let (status, body) =
         token(&app, Some(mesh(&app)), &[("grant_type", "client_credentials"), ("scope", "sferum.provision")]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    }
 }
 
-#[tokio::test]
-async fn discovery_and_jwks_describe_the_provider() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn discovery_and_jwks_describe_the_provider(app) {
     let d: Value =
         reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
     assert_eq!(d["issuer"], app.max);
@@ -309,4 +308,5 @@ async fn discovery_and_jwks_describe_the_provider() {
         assert!(algs.contains(&alg), "{alg} published");
     }
     assert!(jwks["keys"].as_array().unwrap().iter().all(|k| k.get("d").is_none()), "no private parts");
+    }
 }

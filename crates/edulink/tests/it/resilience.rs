@@ -1,20 +1,29 @@
 //! Outages and restarts: calls to MAX that must not be lost go through the durable outbox.
 
 use edulink::app::Role;
-use edulink::config::Config;
 use edulink_domain::ManualClock;
-use edulink_testkit::{Browser, FlowsExt, TestApp, spawn_party};
+use edulink_testkit::{Backend, Browser, FlowsExt, TestApp, drop_schemas, spawn_party, test_config};
 use std::sync::Arc;
 
 #[tokio::test]
-async fn an_unlink_during_a_max_outage_is_delivered_when_max_is_back() {
+async fn an_unlink_during_a_max_outage_is_delivered_when_max_is_back_sqlite() {
+    unlink_during_outage(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_unlink_during_a_max_outage_is_delivered_when_max_is_back_postgres() {
+    if edulink_testkit::postgres_available().await {
+        unlink_during_outage(Backend::Postgres).await;
+    }
+}
+
+async fn unlink_during_outage(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let max_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let diary_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let max_addr = max_listener.local_addr().unwrap();
     let diary_addr = diary_listener.local_addr().unwrap();
-    let config = Config { data_dir: dir.path().to_path_buf(), demo: Some(true), ..Config::default() };
-    let mut config = config.with_secrets().unwrap();
+    let mut config = test_config(backend, dir.path()).with_secrets().unwrap();
     config.max.public_url = Some(format!("http://{max_addr}"));
     config.diary.public_url = Some(format!("http://{diary_addr}"));
     let clock = Arc::new(ManualClock::default());
@@ -67,4 +76,5 @@ async fn an_unlink_during_a_max_outage_is_delivered_when_max_is_back() {
     assert_eq!(live, 0, "every token of the link is revoked");
     max.running.stop().await;
     diary.running.stop().await;
+    drop_schemas(&config).await;
 }

@@ -1,6 +1,6 @@
 //! The code rules and the callback's checks (DESIGN.md §4), attacked through the real pages.
 
-use edulink_testkit::{Browser, FlowsExt, TestApp, spawn_app};
+use edulink_testkit::{Browser, FlowsExt, TestApp, both_backends};
 use reqwest::StatusCode;
 
 const PHONE: &str = "+7 916 777-88-99";
@@ -18,9 +18,8 @@ fn wrong(code: &str) -> String {
     format!("{:06}", (d + 1) % 1_000_000)
 }
 
-#[tokio::test]
-async fn five_wrong_codes_kill_the_code() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn five_wrong_codes_kill_the_code(app) {
     let b = Browser::new();
     let page = code_screen(&app, &b).await;
     let right = app.last_code(E164);
@@ -32,21 +31,21 @@ async fn five_wrong_codes_kill_the_code() {
     let p = app.enter_code(&b, &page, &right).await;
     assert_eq!(p.status, StatusCode::BAD_REQUEST);
     assert!(p.has("Код больше не действует"), "the right code is refused after five wrong ones: {}", p.body);
+    }
 }
 
-#[tokio::test]
-async fn an_expired_code_is_refused() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn an_expired_code_is_refused(app) {
     let b = Browser::new();
     let page = code_screen(&app, &b).await;
     app.clock.advance(301);
     let p = app.enter_code(&b, &page, &app.last_code(E164)).await;
     assert!(p.has("Код больше не действует"), "{}", p.body);
+    }
 }
 
-#[tokio::test]
-async fn a_code_is_single_use_and_bound_to_its_browser() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn a_code_is_single_use_and_bound_to_its_browser(app) {
     let b = Browser::new();
     let page = code_screen(&app, &b).await;
     let code = app.last_code(E164);
@@ -57,11 +56,11 @@ async fn a_code_is_single_use_and_bound_to_its_browser() {
     assert_eq!(p.location.as_deref(), Some(format!("{}/login", app.max).as_str()));
     let ok = app.enter_code(&b, &page, &code).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    }
 }
 
-#[tokio::test]
-async fn resend_waits_60_seconds_and_does_not_reset_the_failure_count() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn resend_waits_60_seconds_and_does_not_reset_the_failure_count(app) {
     let b = Browser::new();
     let page = code_screen(&app, &b).await;
     assert!(page.has("data-countdown=\""), "the countdown comes from the server's retry_after");
@@ -79,6 +78,7 @@ async fn resend_waits_60_seconds_and_does_not_reset_the_failure_count() {
     assert_eq!(app.inbox.to(E164).len(), 2);
     let failures: i64 = edulink_store_failures(&app).await;
     assert_eq!(failures, 3, "the resend kept the per-phone failure count");
+    }
 }
 
 async fn edulink_store_failures(app: &TestApp) -> i64 {
@@ -91,9 +91,8 @@ async fn edulink_store_failures(app: &TestApp) -> i64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn continue_answers_the_same_for_registered_and_new_phones() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn continue_answers_the_same_for_registered_and_new_phones(app) {
     let mut answers = Vec::new();
     for phone in ["+7 900 000-00-01", "+7 900 000-00-02"] {
         let b = Browser::new();
@@ -105,11 +104,11 @@ async fn continue_answers_the_same_for_registered_and_new_phones() {
         answers.push((p.status, p.location.clone(), p.body.clone(), names));
     }
     assert_eq!(answers[0], answers[1], "«Продолжить» must not reveal whether a phone is registered");
+    }
 }
 
-#[tokio::test]
-async fn bad_phones_and_polluted_parameters_send_nothing() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn bad_phones_and_polluted_parameters_send_nothing(app) {
     let b = Browser::new();
     let login = b.visit(&format!("{}/login", app.max)).await;
     let csrf = login.csrf();
@@ -124,11 +123,11 @@ async fn bad_phones_and_polluted_parameters_send_nothing() {
         .await;
     assert_eq!(p.status, StatusCode::BAD_REQUEST);
     assert!(app.inbox.is_empty(), "no SMS for bad or polluted input");
+    }
 }
 
-#[tokio::test]
-async fn state_changes_need_the_csrf_token_and_our_origin() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn state_changes_need_the_csrf_token_and_our_origin(app) {
     let b = Browser::new();
     let login = b.visit(&format!("{}/login", app.max)).await;
     let p = b.post(&format!("{}/login/phone", app.max), &[("csrf", "forged"), ("phone", PHONE)]).await;
@@ -143,11 +142,11 @@ async fn state_changes_need_the_csrf_token_and_our_origin() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert!(app.inbox.is_empty());
+    }
 }
 
-#[tokio::test]
-async fn a_callback_with_a_state_from_another_browser_links_nobody() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn a_callback_with_a_state_from_another_browser_links_nobody(app) {
     let a = Browser::new();
     app.diary_login(&a, "student1").await;
     let phone = app.start_link(&a).await;
@@ -178,11 +177,11 @@ async fn a_callback_with_a_state_from_another_browser_links_nobody() {
     assert!(done.has("Ваша учетная запись успешно привязана"), "{}", done.body);
     let again = a.visit(&callback).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    }
 }
 
-#[tokio::test]
-async fn the_dev_inbox_and_operations_endpoints_answer() {
-    let app = spawn_app().await;
+both_backends! {
+    async fn the_dev_inbox_and_operations_endpoints_answer(app) {
     let b = Browser::new();
     code_screen(&app, &b).await;
     let sms: serde_json::Value = reqwest::get(format!("{}/dev/sms", app.max)).await.unwrap().json().await.unwrap();
@@ -199,4 +198,5 @@ async fn the_dev_inbox_and_operations_endpoints_answer() {
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
 }
