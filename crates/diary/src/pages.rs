@@ -173,7 +173,7 @@ async fn start(
         nonce: started.nonce,
         verifier_enc: st.cipher.seal("oidc.verifier", started.verifier.as_bytes()),
     };
-    repo::create_transaction(&st.db, &started.state, &session.id_hash, &t, st.now()).await?;
+    repo::create_transaction(&st.db, &started.state, &session.family, &t, st.now()).await?;
     Ok(see_other(&started.url))
 }
 
@@ -244,7 +244,7 @@ async fn callback_inner(
     let Some(state) = p.state.as_deref() else {
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-state"));
     };
-    let Some(t) = repo::take_transaction(&st.db, state, &session.id_hash, now).await? else {
+    let Some(t) = repo::take_transaction(&st.db, state, &session.family, now).await? else {
         audit::record(&st.db, now, "callback_bad_state", Some(&user.id), None, Some(ip), None).await;
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-state"));
     };

@@ -62,6 +62,8 @@ pub async fn user(db: &Db, id: &str) -> Result<Option<User>, StoreError> {
 pub struct Session {
     /// SHA-256 of the cookie value.
     pub id_hash: String,
+    /// Stable across rotations: what OIDC transactions are bound to.
+    pub family: String,
     /// The user.
     pub user_id: String,
     /// CSRF token of this session's forms.
@@ -72,20 +74,26 @@ pub struct Session {
     pub auth_at: i64,
 }
 
+/// A replaced session id keeps working this long, for requests already in flight with it.
+pub const ROTATION_GRACE_SECS: i64 = 10;
+
 /// Creates a session for `user_id` (after a password check); returns the cookie value.
 pub async fn create_session(db: &Db, user_id: &str, now: i64) -> Result<(String, Session), StoreError> {
     let raw = random_token(32);
     let s = Session {
         id_hash: sha256_b64(&raw),
+        family: random_token(16),
         user_id: user_id.into(),
         csrf: random_token(32),
         last_seen_at: now,
         auth_at: now,
     };
     sqlx::query(
-        "INSERT INTO sessions (id_hash, user_id, csrf, created_at, last_seen_at, auth_at) VALUES ($1, $2, $3, $4, $4, $4)",
+        "INSERT INTO sessions (id_hash, family, user_id, csrf, created_at, last_seen_at, auth_at) \
+         VALUES ($1, $2, $3, $4, $5, $5, $5)",
     )
     .bind(&s.id_hash)
+    .bind(&s.family)
     .bind(user_id)
     .bind(&s.csrf)
     .bind(now)
@@ -94,12 +102,13 @@ pub async fn create_session(db: &Db, user_id: &str, now: i64) -> Result<(String,
     Ok((raw, s))
 }
 
-/// Replaces a session by a new id (on link, and after re-authentication), keeping its sign-in time
-/// unless `reauth` is given. Pending OIDC transactions follow the session.
+/// Gives a session a new id (on link, and after re-authentication), keeping its family and its
+/// sign-in time unless `reauth`. The old id stays valid for [`ROTATION_GRACE_SECS`].
 pub async fn rotate_session(db: &Db, old: &Session, now: i64, reauth: bool) -> Result<(String, Session), StoreError> {
     let raw = random_token(32);
     let s = Session {
         id_hash: sha256_b64(&raw),
+        family: old.family.clone(),
         user_id: old.user_id.clone(),
         csrf: random_token(32),
         last_seen_at: now,
@@ -107,21 +116,22 @@ pub async fn rotate_session(db: &Db, old: &Session, now: i64, reauth: bool) -> R
     };
     let mut tx = db.pool().begin().await?;
     sqlx::query(
-        "INSERT INTO sessions (id_hash, user_id, csrf, created_at, last_seen_at, auth_at) VALUES ($1, $2, $3, $4, $4, $5)",
+        "INSERT INTO sessions (id_hash, family, user_id, csrf, created_at, last_seen_at, auth_at) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6)",
     )
     .bind(&s.id_hash)
+    .bind(&s.family)
     .bind(&s.user_id)
     .bind(&s.csrf)
     .bind(now)
     .bind(s.auth_at)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE oidc_transactions SET session_hash = $1 WHERE session_hash = $2")
-        .bind(&s.id_hash)
+    sqlx::query("UPDATE sessions SET replaced_at = $1 WHERE id_hash = $2 AND replaced_at IS NULL")
+        .bind(now)
         .bind(&old.id_hash)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&old.id_hash).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok((raw, s))
 }
@@ -138,31 +148,37 @@ pub async fn load_session(
         return Ok(None);
     }
     let hash = sha256_b64(raw);
-    let row: Option<(String, String, i64, i64, i64)> =
-        sqlx::query_as("SELECT user_id, csrf, last_seen_at, auth_at, created_at FROM sessions WHERE id_hash = $1")
-            .bind(&hash)
-            .fetch_optional(db.pool())
-            .await?;
-    let Some((user_id, csrf, last_seen_at, auth_at, created_at)) = row else {
-        return Ok(None);
-    };
-    if last_seen_at + idle < now || created_at + absolute < now {
-        delete_session(db, &hash).await?;
+    let row: Option<SessionRow> = sqlx::query_as(
+        "SELECT family, user_id, csrf, last_seen_at, auth_at, created_at, replaced_at FROM sessions WHERE id_hash = $1",
+    )
+    .bind(&hash)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some((family, user_id, csrf, last_seen_at, auth_at, created_at, replaced_at)) = row else { return Ok(None) };
+    let replaced_long_ago = replaced_at.is_some_and(|r| now - r > ROTATION_GRACE_SECS);
+    if last_seen_at + idle < now || created_at + absolute < now || replaced_long_ago {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&hash).execute(db.pool()).await?;
         return Ok(None);
     }
-    if now - last_seen_at >= 60 {
+    if now - last_seen_at >= 60 && replaced_at.is_none() {
         sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
             .bind(now)
             .bind(&hash)
             .execute(db.pool())
             .await?;
     }
-    Ok(Some(Session { id_hash: hash, user_id, csrf, last_seen_at, auth_at }))
+    Ok(Some(Session { id_hash: hash, family, user_id, csrf, last_seen_at, auth_at }))
 }
 
-/// Deletes a session.
+/// `(family, user_id, csrf, last_seen_at, auth_at, created_at, replaced_at)`.
+type SessionRow = (String, String, String, i64, i64, i64, Option<i64>);
+
+/// Ends a session and every id of its family (sign-out is server-side).
 pub async fn delete_session(db: &Db, id_hash: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash).execute(db.pool()).await?;
+    sqlx::query("DELETE FROM sessions WHERE family IN (SELECT family FROM sessions WHERE id_hash = $1)")
+        .bind(id_hash)
+        .execute(db.pool())
+        .await?;
     Ok(())
 }
 
@@ -297,20 +313,20 @@ pub struct Transaction {
     pub verifier_enc: String,
 }
 
-/// Stores a transaction under the hash of its `state`, bound to the browser session.
+/// Stores a transaction under the hash of its `state`, bound to the browser session's family.
 pub async fn create_transaction(
     db: &Db,
     state: &str,
-    session_hash: &str,
+    family: &str,
     t: &Transaction,
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO oidc_transactions (state_hash, session_hash, user_id, purpose, nonce, verifier_enc, created_at, expires_at) \
+        "INSERT INTO oidc_transactions (state_hash, session_family, user_id, purpose, nonce, verifier_enc, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(sha256_b64(state))
-    .bind(session_hash)
+    .bind(family)
     .bind(&t.user_id)
     .bind(&t.purpose)
     .bind(&t.nonce)
@@ -324,21 +340,16 @@ pub async fn create_transaction(
 
 /// Takes (deletes and returns) the live transaction for `state` if it belongs to this session:
 /// a state from another browser, a reused state, or an expired one gives nothing.
-pub async fn take_transaction(
-    db: &Db,
-    state: &str,
-    session_hash: &str,
-    now: i64,
-) -> Result<Option<Transaction>, StoreError> {
+pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> Result<Option<Transaction>, StoreError> {
     if state.len() > 512 {
         return Ok(None);
     }
     let row: Option<(String, String, String, String)> = sqlx::query_as(
-        "DELETE FROM oidc_transactions WHERE state_hash = $1 AND session_hash = $2 AND expires_at > $3 \
+        "DELETE FROM oidc_transactions WHERE state_hash = $1 AND session_family = $2 AND expires_at > $3 \
          RETURNING user_id, purpose, nonce, verifier_enc",
     )
     .bind(sha256_b64(state))
-    .bind(session_hash)
+    .bind(family)
     .bind(now)
     .fetch_optional(db.pool())
     .await?;

@@ -30,6 +30,8 @@ pub struct Overrides {
     pub password_cost: Option<PasswordCost>,
     /// Listen on these already-bound sockets instead of the configured addresses.
     pub listeners: Option<(TcpListener, TcpListener)>,
+    /// Use this dev inbox (shared by several MAX instances in a test) instead of a new one.
+    pub inbox: Option<DevInbox>,
 }
 
 /// Running parties.
@@ -98,13 +100,13 @@ pub async fn diary_db(cfg: &Config) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-fn sms_gateway(cfg: &Config) -> SmsGateway {
+fn sms_gateway(cfg: &Config, inbox: Option<DevInbox>) -> SmsGateway {
     match cfg.max.sms.gateway.as_str() {
         "http" => SmsGateway::Http(HttpGateway::new(
             cfg.max.sms.url.clone().unwrap_or_default(),
             cfg.max.sms.token.clone().unwrap_or_default(),
         )),
-        _ => SmsGateway::Dev(DevInbox::default()),
+        _ => SmsGateway::Dev(inbox.unwrap_or_default()),
     }
 }
 
@@ -182,7 +184,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
 
     if role != Role::Diary {
         let db = max_db(&cfg).await?;
-        let sms = sms_gateway(&cfg);
+        let sms = sms_gateway(&cfg, ov.inbox.clone());
         running.inbox = sms.dev_inbox().cloned();
         let st = MaxState::new(db, max_config(&cfg, max_url.clone())?, sms, clock.clone()).await?;
         if cfg.mode == Mode::Dev {

@@ -57,6 +57,14 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 StoreError::Unavailable(e.to_string())
             }
+            // PostgreSQL: connection exceptions (08), insufficient resources (53), operator
+            // intervention such as a restart or a terminated backend (57), and a cancelled statement
+            // (57014, statement_timeout) mean "try again later", not a bug.
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57")) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Other(e),
         }
     }

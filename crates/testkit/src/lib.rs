@@ -43,7 +43,9 @@ pub async fn postgres_available() -> bool {
             db.close().await;
             true
         }
-        Err(e) if postgres_required() => panic!("PostgreSQL is required (EDULINK_REQUIRE_POSTGRES=1) but unreachable: {e}"),
+        Err(e) if postgres_required() => {
+            panic!("PostgreSQL is required (EDULINK_REQUIRE_POSTGRES=1) but unreachable: {e}")
+        }
         Err(_) => {
             eprintln!("PostgreSQL not reachable at {}: the PostgreSQL half of this test is skipped", postgres_url());
             false
@@ -76,8 +78,11 @@ pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     let mut config = Config { data_dir: dir.to_path_buf(), demo: Some(true), ..Config::default() };
     if backend == Backend::Postgres {
         let tag = edulink_domain::crypto::random_bytes(6).iter().map(|b| format!("{b:02x}")).collect::<String>();
-        config.max.database_url = Some(postgres_url());
-        config.diary.database_url = Some(postgres_url());
+        // The application name lets a test find (and cut) exactly its own connections.
+        let url = postgres_url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        config.max.database_url = Some(format!("{url}{sep}application_name=t{tag}"));
+        config.diary.database_url = Some(format!("{url}{sep}application_name=t{tag}"));
         config.max.pool.schema = format!("t{tag}_max");
         config.diary.pool.schema = format!("t{tag}_diary");
     }
@@ -99,7 +104,8 @@ pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> 
         tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
         tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
     );
-    let ov = Overrides { password_cost: Some(PasswordCost { m_kib: 64, t: 1 }), listeners: Some(listeners) };
+    let ov =
+        Overrides { password_cost: Some(PasswordCost { m_kib: 64, t: 1 }), listeners: Some(listeners), inbox: None };
     let running = app::start(config.clone(), Role::Both, clock.clone(), ov).await.expect("start");
     Some(TestApp {
         diary: running.diary_url.clone(),
@@ -188,11 +194,38 @@ pub struct Party {
 
 /// Starts one party of `config` (with secrets already filled) on `listener`, for tests that stop and
 /// restart one party while the other keeps running.
-pub async fn spawn_party(config: &Config, role: Role, listener: tokio::net::TcpListener, clock: Arc<ManualClock>) -> Party {
+/// MAX instances given the same `inbox` share it, as they would share a real SMS provider.
+pub async fn spawn_party(
+    config: &Config,
+    role: Role,
+    listener: tokio::net::TcpListener,
+    clock: Arc<ManualClock>,
+    inbox: &DevInbox,
+) -> Party {
     let spare = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let listeners = if role == Role::Max { (spare, listener) } else { (listener, spare) };
-    let ov = Overrides { password_cost: Some(PasswordCost { m_kib: 64, t: 1 }), listeners: Some(listeners) };
+    let ov = Overrides {
+        password_cost: Some(PasswordCost { m_kib: 64, t: 1 }),
+        listeners: Some(listeners),
+        inbox: Some(inbox.clone()),
+    };
     Party { running: app::start(config.clone(), role, clock, ov).await.expect("start") }
+}
+
+/// A round-robin TCP load balancer on `listener`: each new connection goes to the next backend.
+pub fn round_robin(listener: tokio::net::TcpListener, backends: Vec<std::net::SocketAddr>) {
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let backend = backends[next % backends.len()];
+            next += 1;
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
 }
 
 /// A response as the browser saw it.
@@ -231,8 +264,18 @@ pub fn hidden(html: &str, name: &str) -> Option<String> {
 }
 
 /// A cookie-keeping client that does not follow redirects by itself.
+///
+/// A "hopping" browser stands for a load balancer that sends every request to another instance:
+/// requests to a public base URL go to the instances in turn.
 pub struct Browser {
     client: reqwest::Client,
+    hops: Vec<Hop>,
+}
+
+struct Hop {
+    public: String,
+    instances: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Browser {
@@ -245,7 +288,27 @@ impl Browser {
     /// A fresh browser (empty cookie jar).
     pub fn new() -> Self {
         let client = reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client");
-        Self { client }
+        Self { client, hops: Vec::new() }
+    }
+
+    /// A fresh browser whose requests to each public base URL go to its instances in turn.
+    pub fn hopping(hops: Vec<(String, Vec<String>)>) -> Self {
+        let mut b = Self::new();
+        b.hops = hops
+            .into_iter()
+            .map(|(public, instances)| Hop { public, instances, next: std::sync::atomic::AtomicUsize::new(0) })
+            .collect();
+        b
+    }
+
+    fn route(&self, url: &str) -> String {
+        for h in &self.hops {
+            if let Some(rest) = url.strip_prefix(&h.public) {
+                let i = h.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % h.instances.len();
+                return format!("{}{rest}", h.instances[i]);
+            }
+        }
+        url.to_string()
     }
 
     async fn page(url: String, resp: reqwest::Response) -> Page {
@@ -258,13 +321,13 @@ impl Browser {
 
     /// `GET url` (one request, no redirects followed).
     pub async fn get(&self, url: &str) -> Page {
-        let resp = self.client.get(url).send().await.expect("GET");
+        let resp = self.client.get(self.route(url)).send().await.expect("GET");
         Self::page(url.to_string(), resp).await
     }
 
     /// `POST url` with a form (one request).
     pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Page {
-        let resp = self.client.post(url).form(form).send().await.expect("POST");
+        let resp = self.client.post(self.route(url)).form(form).send().await.expect("POST");
         Self::page(url.to_string(), resp).await
     }
 

@@ -41,19 +41,24 @@ CREATE TABLE lessons (
 );
 CREATE INDEX lessons_class_time ON lessons (class_id, starts_at);
 
+-- A session keeps its family across rotations (sign-in, link, re-authentication); a replaced id
+-- stays readable for a few seconds so requests already in flight with it still complete.
 CREATE TABLE sessions (
     id_hash      TEXT PRIMARY KEY,
+    family       TEXT NOT NULL,
     user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     csrf         TEXT NOT NULL,
     created_at   BIGINT NOT NULL,
     last_seen_at BIGINT NOT NULL,
-    auth_at      BIGINT NOT NULL
+    auth_at      BIGINT NOT NULL,
+    replaced_at  BIGINT
 );
 CREATE INDEX sessions_user ON sessions (user_id);
+CREATE INDEX sessions_family ON sessions (family);
 
 CREATE TABLE oidc_transactions (
     state_hash   TEXT PRIMARY KEY,
-    session_hash TEXT NOT NULL,
+    session_family TEXT NOT NULL,
     user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     purpose      TEXT NOT NULL,
     nonce        TEXT NOT NULL,

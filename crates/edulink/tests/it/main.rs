@@ -4,3 +4,4 @@ mod flows;
 mod oidc;
 mod resilience;
 mod rules;
+mod scale;

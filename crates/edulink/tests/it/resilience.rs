@@ -27,8 +27,9 @@ async fn unlink_during_outage(backend: Backend) {
     config.max.public_url = Some(format!("http://{max_addr}"));
     config.diary.public_url = Some(format!("http://{diary_addr}"));
     let clock = Arc::new(ManualClock::default());
-    let max = spawn_party(&config, Role::Max, max_listener, clock.clone()).await;
-    let diary = spawn_party(&config, Role::Diary, diary_listener, clock.clone()).await;
+    let inbox = edulink_sms::DevInbox::default();
+    let max = spawn_party(&config, Role::Max, max_listener, clock.clone(), &inbox).await;
+    let diary = spawn_party(&config, Role::Diary, diary_listener, clock.clone(), &inbox).await;
     let app = TestApp::from_parties(config.clone(), clock.clone(), &max, &diary);
 
     let b = Browser::new();
@@ -46,7 +47,8 @@ async fn unlink_during_outage(backend: Backend) {
 
     // MAX comes back (same database, same address); the outbox delivers after its backoff.
     let max =
-        spawn_party(&config, Role::Max, tokio::net::TcpListener::bind(max_addr).await.unwrap(), clock.clone()).await;
+        spawn_party(&config, Role::Max, tokio::net::TcpListener::bind(max_addr).await.unwrap(), clock.clone(), &inbox)
+            .await;
     let mst = max.running.max.clone().unwrap();
     // The worker retries with backoff; move time past it and let the worker deliver by itself.
     clock.advance(3600);
