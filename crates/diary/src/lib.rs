@@ -63,6 +63,9 @@ pub struct DiaryConfig {
     pub reauth_secs: i64,
     /// Password hashing cost.
     pub password_cost: PasswordCost,
+    /// Link attempts («Перейти к подключению») one diary account may start per hour: each may end
+    /// in an SMS, so this caps the SMS one account can cause.
+    pub link_starts_per_hour: i64,
 }
 
 impl DiaryConfig {
@@ -85,6 +88,7 @@ impl DiaryConfig {
             session_absolute_secs: 12 * 3600,
             reauth_secs: 15 * 60,
             password_cost: PasswordCost::default(),
+            link_starts_per_hour: 10,
         }
     }
 

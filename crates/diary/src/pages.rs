@@ -198,6 +198,12 @@ pub async fn connect(
     if repo::link(&st.db, &user.id).await?.is_some() {
         return Ok(see_other("/sferum"));
     }
+    if let Err(wait) =
+        repo::count_hourly(&st.db, &format!("link:{}", user.id), st.cfg.link_starts_per_hour, st.now()).await?
+    {
+        metrics::counter!("edulink_link_starts_refused_total").increment(1);
+        return Err(AppError::too_many("error-link-starts", wait));
+    }
     start(&st, &session, &user, true, None).await
 }
 

@@ -355,3 +355,19 @@ pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> R
     .await?;
     Ok(row.map(|(user_id, purpose, nonce, verifier_enc)| Transaction { user_id, purpose, nonce, verifier_enc }))
 }
+
+/// Counts one event in `bucket`'s current hour and says whether it stays within `cap`; the count and
+/// the check are one statement, so concurrent requests (on any instance) cannot both slip under.
+/// Returns the seconds until the window ends when over the cap.
+pub async fn count_hourly(db: &Db, bucket: &str, cap: i64, now: i64) -> Result<Result<(), i64>, StoreError> {
+    let hour = now - now.rem_euclid(3600);
+    let count: i64 = sqlx::query_scalar(
+        "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) \
+         ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count",
+    )
+    .bind(bucket)
+    .bind(hour)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(if count > cap { Err(hour + 3600 - now) } else { Ok(()) })
+}

@@ -118,6 +118,8 @@ pub fn max_config(cfg: &Config, issuer: String) -> anyhow::Result<MaxConfig> {
     m.sms_limits = cfg.max.limits;
     m.allowed_countries = cfg.max.allowed_countries.clone();
     m.dev_mode = cfg.mode == Mode::Dev;
+    m.conversion_alert =
+        edulink_max::ConversionAlert { below: cfg.max.alerts.conversion_below, min_sent: cfg.max.alerts.min_sent };
     Ok(m)
 }
 
@@ -196,6 +198,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         }
         let router = edulink_max::router(st.clone());
         tasks.push(tokio::spawn(reload_keys(st.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(watch_conversion(st.clone(), shutdown_rx.clone())));
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {
@@ -220,6 +223,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         if let Some(cost) = ov.password_cost {
             dc.password_cost = cost;
         }
+        dc.link_starts_per_hour = cfg.diary.link_starts_per_hour;
         let st = DiaryState::new(db, dc, clock.clone());
         if cfg.demo() {
             edulink_diary::demo::seed(&st.db, st.cfg.password_cost, st.now()).await?;
@@ -251,6 +255,19 @@ async fn reload_keys(st: MaxState, mut shutdown: watch::Receiver<bool>) {
         }
         if let Err(e) = st.keys.reload(&st.db, &st.secrets.key_cipher, st.now()).await {
             tracing::warn!(error = %e, "signing keys not reloaded");
+        }
+    }
+}
+
+/// Checks the SMS conversion every minute (SMS pumping guard): a gauge, and an error log as alert.
+async fn watch_conversion(st: MaxState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = edulink_max::limits::check_conversion(&st.db, st.now(), &st.cfg.conversion_alert).await {
+            tracing::warn!(error = %e, "SMS conversion not checked");
         }
     }
 }

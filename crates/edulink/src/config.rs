@@ -55,6 +55,8 @@ pub struct DiarySection {
     pub client_id: String,
     /// Our client secret at MAX.
     pub client_secret: Option<String>,
+    /// Link attempts one diary account may start per hour (each may cause an SMS).
+    pub link_starts_per_hour: i64,
     /// Connection pool and PostgreSQL schema.
     pub pool: PoolSection,
 }
@@ -79,8 +81,20 @@ pub struct MaxSection {
     pub limits: SmsLimits,
     /// Countries whose mobile numbers are accepted.
     pub allowed_countries: Vec<String>,
+    /// The SMS conversion alert (SMS pumping shows as many sends and few verifications).
+    pub alerts: AlertSection,
     /// Connection pool and PostgreSQL schema.
     pub pool: PoolSection,
+}
+
+/// When to raise the SMS conversion alert.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSection {
+    /// Alert when verified/sent over the last hour falls below this ratio…
+    pub conversion_below: f64,
+    /// …and at least this many codes were sent in that hour.
+    pub min_sent: i64,
 }
 
 /// Connection pool settings of one party.
@@ -140,6 +154,7 @@ impl Default for Config {
                 max_issuer: None,
                 client_id: "mesh".into(),
                 client_secret: None,
+                link_starts_per_hour: 10,
                 pool: PoolSection::new("diary"),
             },
             max: MaxSection {
@@ -151,6 +166,7 @@ impl Default for Config {
                 codes: CodePolicy::default(),
                 limits: SmsLimits::default(),
                 allowed_countries: vec!["RU".into()],
+                alerts: AlertSection { conversion_below: 0.2, min_sent: 50 },
                 pool: PoolSection::new("max"),
             },
         }

@@ -61,6 +61,17 @@ pub struct MaxConfig {
     pub session_idle_secs: i64,
     /// A browser session ends this long after sign-in whatever happens, seconds.
     pub session_absolute_secs: i64,
+    /// When to alert on a low SMS conversion.
+    pub conversion_alert: ConversionAlert,
+}
+
+/// Alert threshold for the verified/sent ratio of SMS codes over the last hour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConversionAlert {
+    /// Alert below this ratio…
+    pub below: f64,
+    /// …when at least this many codes were sent.
+    pub min_sent: i64,
 }
 
 impl MaxConfig {
@@ -84,6 +95,7 @@ impl MaxConfig {
             id_token_ttl: 300,
             session_idle_secs: 86_400,
             session_absolute_secs: 30 * 86_400,
+            conversion_alert: ConversionAlert { below: 0.2, min_sent: 50 },
         }
     }
 

@@ -180,3 +180,39 @@ pub async fn clear_failures(db: &Db, phone_hash: &str) -> Result<(), StoreError>
         .await?;
     Ok(())
 }
+
+/// The SMS conversion over the last hour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Conversion {
+    /// Codes sent.
+    pub sent: i64,
+    /// Codes verified.
+    pub verified: i64,
+    /// Whether it is low enough to alert.
+    pub alert: bool,
+}
+
+/// Computes verified/sent over the last hour, publishes it as a gauge, and logs an error (the alert)
+/// when many codes go out and few come back — the signature of SMS pumping.
+pub async fn check_conversion(db: &Db, now: i64, alert: &crate::ConversionAlert) -> Result<Conversion, StoreError> {
+    let (sent, verified): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(used_at) FROM sms_challenges WHERE created_at > $1")
+            .bind(now - 3600)
+            .fetch_one(db.pool())
+            .await?;
+    let ratio = if sent > 0 { verified as f64 / sent as f64 } else { 1.0 };
+    metrics::gauge!("edulink_sms_conversion_ratio").set(ratio);
+    metrics::gauge!("edulink_sms_sent_last_hour").set(sent as f64);
+    let low = sent >= alert.min_sent && ratio < alert.below;
+    if low {
+        tracing::error!(
+            sent,
+            verified,
+            ratio,
+            threshold = alert.below,
+            alert = "sms_conversion_low",
+            "SMS conversion is low: possible SMS pumping"
+        );
+    }
+    Ok(Conversion { sent, verified, alert: low })
+}

@@ -235,15 +235,26 @@ pub async fn code_submit(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    StrictForm(form): StrictForm<CodeForm>,
+    body: String,
 ) -> Result<Response, AppError> {
     let Some(session) = current(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    check_csrf(&session, &form.csrf)?;
     let Some(challenge) = challenge_of(&st, &session).await? else {
         return Ok(see_other("/login"));
     };
+    let form: CodeForm = match edulink_web::forms::parse_strict(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            // A polluted code form (`code=1&code=2`, `code[]=…`) is an attack on this phone's code:
+            // it is refused and counted like a wrong code.
+            limits::record_failure(&st.db, &challenge.phone_hash, st.now(), &st.cfg.code_policy).await?;
+            metrics::counter!("edulink_param_pollution_total").increment(1);
+            audit::record(&st.db, st.now(), "param_pollution", None, None, Some(&ip.to_string()), Some("code")).await;
+            return Err(e);
+        }
+    };
+    check_csrf(&session, &form.csrf)?;
     let tr = tr(&headers);
     let now = st.now();
     let ip = ip.to_string();
@@ -281,6 +292,7 @@ pub async fn code_submit(
     }
     limits::clear_failures(&st.db, &challenge.phone_hash).await?;
     metrics::counter!("edulink_code_verified_total").increment(1);
+    audit::record(&st.db, now, "code_verified", None, None, Some(&ip), None).await;
     match repo::account_by_phone(&st.db, &challenge.phone_hash).await? {
         Some(account) => {
             audit::record(&st.db, now, "sign_in", Some(&account.id), None, Some(&ip), None).await;

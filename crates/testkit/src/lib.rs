@@ -159,7 +159,8 @@ impl Drop for TestApp {
 /// expands to a module `name` with the tests `sqlite` and `postgres`.
 #[macro_export]
 macro_rules! both_backends {
-    ($(async fn $name:ident($app:ident) $body:block)*) => {$(
+    ($($(#[$meta:meta])* async fn $name:ident($app:ident) $body:block)*) => {$(
+        $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;

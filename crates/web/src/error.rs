@@ -190,7 +190,10 @@ pub async fn render_errors(brand: Brand, req: Request, next: Next) -> Response {
         return resp;
     };
     let tr = Tr::new(lang);
-    let message = tr.t(info.key);
+    let message = match info.retry_after {
+        Some(secs) => tr.t1(info.key, "seconds", secs),
+        None => tr.t(info.key),
+    };
     let (mut parts, _) = resp.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = if json {

@@ -100,3 +100,10 @@ CREATE TABLE audit (
     detail  TEXT
 );
 CREATE INDEX audit_user ON audit (user_id, at);
+
+CREATE TABLE rate_counters (
+    bucket       TEXT NOT NULL,
+    window_start BIGINT NOT NULL,
+    count        BIGINT NOT NULL,
+    PRIMARY KEY (bucket, window_start)
+);

@@ -5,3 +5,4 @@ mod oidc;
 mod resilience;
 mod rules;
 mod scale;
+mod security;

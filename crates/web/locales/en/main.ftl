@@ -153,3 +153,4 @@ error-callback-failed = MAX did not confirm the sign-in. Nothing was linked; ple
 error-link-taken = This Sferum educational profile is already linked to another diary account. Sign in to MAX with another phone number, or first unlink the profile in that account (My passport → Security).
 error-link-already = A Sferum educational profile is already linked to your account. To link another one, first unlink the current one in My passport → Security.
 error-sso-other-account = You are signed in to MAX with another account, not linked to this diary.
+error-link-starts = Too many link attempts this hour. Try again in { $seconds } s.

@@ -1,0 +1,118 @@
+//! The processes under load: `edulink serve` and the bare axum baseline (this binary, `baseline`
+//! subcommand), each its own process so that both are measured the same way from outside.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Pids of the processes this run started, for the time-limit watchdog.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Kills the processes this run started (by their ids).
+pub fn kill_children() {
+    for pid in CHILDREN.lock().expect("children").drain(..) {
+        let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+    }
+}
+
+/// A free loopback port (bound and released; the server binds it right after).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A started server process.
+pub struct Proc {
+    child: Child,
+    pub pid: u32,
+    /// From spawn to the ready line on stdout.
+    pub start_to_ready: Duration,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        CHILDREN.lock().expect("children").retain(|p| *p != self.pid);
+    }
+}
+
+/// Spawns `cmd`, copies its output to `log`, and waits until a stdout line contains `ready`.
+pub fn spawn(mut cmd: Command, log: &Path, ready: &'static str) -> anyhow::Result<Proc> {
+    let err_log = std::fs::File::create(log.with_extension("stderr"))?;
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(err_log))
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id();
+    CHILDREN.lock().expect("children").push(pid);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(log)?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains(ready)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(Instant::now());
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    });
+    let proc = Proc { child, pid, start_to_ready: Duration::ZERO };
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(at) => Ok(Proc { start_to_ready: at - t0, ..proc }),
+        Err(_) => bail!("{cmd:?} did not print {ready:?}; see {}", log.display()),
+    }
+}
+
+fn status_field(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resident set now, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmRSS:")
+}
+
+/// Peak resident set since start or since [`reset_peak`], KiB.
+pub fn peak_kib(pid: u32) -> u64 {
+    status_field(pid, "VmHWM:")
+}
+
+/// Resets the peak resident set of our own child (`/proc/<pid>/clear_refs`, value 5).
+pub fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// CPU time (user + system) of a process so far, seconds (Linux USER_HZ = 100).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Fields after the command: state is 0, utime is 11, stime is 12.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// The bare axum "hello world" baseline (run as `edulink-bench baseline --listen ADDR`).
+pub async fn baseline(listen: &str) -> anyhow::Result<()> {
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("baseline ready on http://{listen}/");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
