@@ -271,6 +271,7 @@ pub fn hidden(html: &str, name: &str) -> Option<String> {
 pub struct Browser {
     client: reqwest::Client,
     hops: Vec<Hop>,
+    recorder: Option<Arc<std::sync::Mutex<Vec<Page>>>>,
 }
 
 struct Hop {
@@ -289,7 +290,15 @@ impl Browser {
     /// A fresh browser (empty cookie jar).
     pub fn new() -> Self {
         let client = reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client");
-        Self { client, hops: Vec::new() }
+        Self { client, hops: Vec::new(), recorder: None }
+    }
+
+    /// A fresh browser that keeps every response it receives, for auditing what was shown.
+    pub fn recording() -> (Self, Arc<std::sync::Mutex<Vec<Page>>>) {
+        let rec = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut b = Self::new();
+        b.recorder = Some(rec.clone());
+        (b, rec)
     }
 
     /// A fresh browser whose requests to each public base URL go to its instances in turn.
@@ -312,24 +321,28 @@ impl Browser {
         url.to_string()
     }
 
-    async fn page(url: String, resp: reqwest::Response) -> Page {
+    async fn page(&self, url: String, resp: reqwest::Response) -> Page {
         let status = resp.status();
         let headers = resp.headers().clone();
         let location = headers.get("location").and_then(|v| v.to_str().ok()).map(|l| absolutize(&url, l));
         let body = resp.text().await.unwrap_or_default();
-        Page { url, status, location, body, headers }
+        let page = Page { url, status, location, body, headers };
+        if let Some(r) = &self.recorder {
+            r.lock().expect("recorder").push(page.clone());
+        }
+        page
     }
 
     /// `GET url` (one request, no redirects followed).
     pub async fn get(&self, url: &str) -> Page {
         let resp = self.client.get(self.route(url)).send().await.expect("GET");
-        Self::page(url.to_string(), resp).await
+        self.page(url.to_string(), resp).await
     }
 
     /// `POST url` with a form (one request).
     pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Page {
         let resp = self.client.post(self.route(url)).form(form).send().await.expect("POST");
-        Self::page(url.to_string(), resp).await
+        self.page(url.to_string(), resp).await
     }
 
     /// Follows redirects from `page` (at most 15), returning the final page.

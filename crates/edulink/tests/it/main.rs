@@ -1,8 +1,10 @@
 //! One integration-test binary: both parties on 127.0.0.1:0, driven over HTTP like a browser.
 
 mod flows;
+mod hygiene;
 mod oidc;
 mod resilience;
+mod rp;
 mod rules;
 mod scale;
 mod security;
