@@ -216,3 +216,105 @@ pub async fn check_conversion(db: &Db, now: i64, alert: &crate::ConversionAlert)
     }
     Ok(Conversion { sent, verified, alert: low })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const LIMITS: SmsLimits =
+        SmsLimits { resend_gap_secs: 60, per_phone_hour: 5, per_phone_day: 10, per_ip_hour: 7, global_hour: 12 };
+
+    async fn fresh_db() -> (Db, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("max.db").display());
+        let db = Db::connect(&url, &edulink_store::PoolConfig::default()).await.unwrap();
+        db.migrate(&crate::migrations()).await.unwrap();
+        (db, dir)
+    }
+
+    /// Runs batches of concurrent send attempts (each batch at one instant), recording what was
+    /// admitted as the real code does (one challenge per send).
+    async fn run(batches: Vec<(i64, Vec<(usize, usize)>)>) -> Vec<(i64, usize, usize)> {
+        let (db, _dir) = fresh_db().await;
+        let mut now = 1_800_000_000;
+        let mut admitted = Vec::new();
+        for (dt, ops) in batches {
+            now += dt;
+            let tasks: Vec<_> = ops
+                .into_iter()
+                .map(|(phone, ip)| {
+                    let db = db.clone();
+                    tokio::spawn(async move {
+                        let ok = admit_send(&db, &format!("p{phone}"), &format!("ip{ip}"), now, &LIMITS).await.unwrap().is_ok();
+                        (ok, phone, ip)
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let (ok, phone, ip) = t.await.unwrap();
+                if ok {
+                    sqlx::query(
+                        "INSERT INTO sms_challenges (id, session_hash, phone_hash, phone_enc, code_mac, created_at, expires_at) \
+                         VALUES ($1, 's', $2, 'e', 'm', $3, $4)",
+                    )
+                    .bind(edulink_domain::crypto::new_id())
+                    .bind(format!("p{phone}"))
+                    .bind(now)
+                    .bind(now + 300)
+                    .execute(db.pool())
+                    .await
+                    .unwrap();
+                    admitted.push((now, phone, ip));
+                }
+            }
+        }
+        db.close().await;
+        admitted
+    }
+
+    fn batches() -> impl Strategy<Value = Vec<(i64, Vec<(usize, usize)>)>> {
+        prop::collection::vec((0i64..400, prop::collection::vec((0usize..3, 0usize..2), 1..6)), 1..40)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Whatever the interleaving of concurrent attempts, the limiter never admits more than its
+        /// budget: per phone 60 s apart, ≤ 5 in any hour and ≤ 10 in any day; per IP and globally
+        /// within the hourly windows.
+        #[test]
+        fn the_limiter_never_admits_more_than_its_budget(b in batches()) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let admitted = rt.block_on(run(b));
+            for (i, &(t, phone, _)) in admitted.iter().enumerate() {
+                let same: Vec<i64> = admitted.iter().filter(|x| x.1 == phone).map(|x| x.0).collect();
+                prop_assert!(same.iter().filter(|&&u| u > t - 3600 && u <= t).count() <= 5);
+                prop_assert!(same.iter().filter(|&&u| u > t - 86_400 && u <= t).count() <= 10);
+                if let Some(&(prev, _, _)) = admitted[..i].iter().rev().find(|x| x.1 == phone) {
+                    prop_assert!(t - prev >= 60, "gap {}", t - prev);
+                }
+            }
+            let mut per_ip: HashMap<(usize, i64), i64> = HashMap::new();
+            let mut global: HashMap<i64, i64> = HashMap::new();
+            for &(t, _, ip) in &admitted {
+                let hour = t - t.rem_euclid(3600);
+                *per_ip.entry((ip, hour)).or_default() += 1;
+                *global.entry(hour).or_default() += 1;
+            }
+            prop_assert!(per_ip.values().all(|&n| n <= 7));
+            prop_assert!(global.values().all(|&n| n <= 12));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_send_counts_nothing() {
+        let (db, _dir) = fresh_db().await;
+        let now = 1_800_000_000;
+        assert!(admit_send(&db, "p", "ip", now, &LIMITS).await.unwrap().is_ok());
+        assert_eq!(admit_send(&db, "p", "ip", now + 10, &LIMITS).await.unwrap(), Err(Refusal::TooSoon(50)));
+        let n: i64 = sqlx::query_scalar("SELECT count FROM rate_counters WHERE bucket = 'sms:ip:ip'").fetch_one(db.pool()).await.unwrap();
+        assert_eq!(n, 1, "the refused attempt was not counted against the IP");
+    }
+}
