@@ -189,6 +189,9 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         let sms = sms_gateway(&cfg, ov.inbox.clone());
         running.inbox = sms.dev_inbox().cloned();
         let st = MaxState::new(db, max_config(&cfg, max_url.clone())?, sms, clock.clone()).await?;
+        for c in &cfg.max.clients {
+            edulink_max::demo::register(&st, &c.to_client()).await?;
+        }
         if cfg.mode == Mode::Dev {
             edulink_max::demo::register(&st, &mesh_client(&cfg, &diary_url)).await?;
             edulink_max::demo::register(&st, &myschool_client()).await?;

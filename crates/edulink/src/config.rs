@@ -83,8 +83,55 @@ pub struct MaxSection {
     pub allowed_countries: Vec<String>,
     /// The SMS conversion alert (SMS pumping shows as many sends and few verifications).
     pub alerts: AlertSection,
+    /// Clients registered from configuration at start (besides `edulink max client add`).
+    pub clients: Vec<ClientSection>,
     /// Connection pool and PostgreSQL schema.
     pub pool: PoolSection,
+}
+
+/// A client registration in configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// `client_id`.
+    pub id: String,
+    /// Display name, shown on MAX's confirmation page.
+    pub name: String,
+    /// Redirect URIs, matched exactly.
+    pub redirect_uris: Vec<String>,
+    /// ID token algorithm: RS256 (default), ES256 or EdDSA.
+    #[serde(default = "default_alg")]
+    pub alg: String,
+    /// SHA-256 (URL-safe base64) of the client secret; absent for a public client (PKCE only).
+    pub secret_sha256: Option<String>,
+    /// Sector of its pairwise subjects (clients of one diary share one); default: the client id.
+    pub sector: Option<String>,
+    /// May call the Сферум provisioning API.
+    #[serde(default)]
+    pub provisioning: bool,
+}
+
+fn default_alg() -> String {
+    "RS256".into()
+}
+
+impl ClientSection {
+    /// The registration MAX stores.
+    pub fn to_client(&self) -> edulink_max::oidc::Client {
+        let mut scopes = vec!["openid".to_string(), "profile".into(), "offline_access".into()];
+        if self.provisioning {
+            scopes.push("sferum.provision".into());
+        }
+        edulink_max::oidc::Client {
+            client_id: self.id.clone(),
+            name: self.name.clone(),
+            secret_hash: self.secret_sha256.clone(),
+            redirect_uris: self.redirect_uris.clone(),
+            id_token_alg: self.alg.clone(),
+            sector: self.sector.clone().unwrap_or_else(|| self.id.clone()),
+            scopes,
+        }
+    }
 }
 
 /// When to raise the SMS conversion alert.
@@ -167,6 +214,7 @@ impl Default for Config {
                 limits: SmsLimits::default(),
                 allowed_countries: vec!["RU".into()],
                 alerts: AlertSection { conversion_below: 0.2, min_sent: 50 },
+                clients: Vec::new(),
                 pool: PoolSection::new("max"),
             },
         }
@@ -252,6 +300,14 @@ impl Config {
         }
         if self.diary.pool.schema == self.max.pool.schema {
             return bad("the diary and MAX need different schemas: they never share tables");
+        }
+        for c in &self.max.clients {
+            if !edulink_max::keys::ALGS.contains(&c.alg.as_str()) {
+                return bad(&format!("max.clients {}: alg must be RS256, ES256 or EdDSA", c.id));
+            }
+            if c.redirect_uris.is_empty() || c.redirect_uris.iter().any(|u| url::Url::parse(u).is_err()) {
+                return bad(&format!("max.clients {}: redirect_uris must be absolute URIs", c.id));
+            }
         }
         if self.max.codes.max_attempts < 1 || self.max.codes.ttl_secs < 30 {
             return bad("max.codes: at least 1 attempt and 30 s of validity");
@@ -364,6 +420,24 @@ mod tests {
         };
         assert!(c.check().unwrap_err().to_string().contains("required in production"));
         assert!(c.clone().with_secrets().is_err());
+    }
+
+    #[test]
+    fn clients_from_configuration_are_checked() {
+        let mut c = Config::default();
+        c.max.clients.push(ClientSection {
+            id: "other".into(),
+            name: "Другой дневник".into(),
+            redirect_uris: vec!["https://other.example/cb".into()],
+            alg: "ES256".into(),
+            secret_sha256: None,
+            sector: None,
+            provisioning: true,
+        });
+        c.check().unwrap();
+        assert_eq!(c.max.clients[0].to_client().sector, "other");
+        c.max.clients[0].alg = "HS256".into();
+        assert!(c.check().is_err());
     }
 
     #[test]
