@@ -1,8 +1,10 @@
 //! The МЭШ e-diary: students, teachers, schedule, «Мой паспорт», and the OpenID Connect relying
 //! party that links a diary account to an educational profile Сферум in MAX.
 
+pub mod api;
 pub mod audit;
 pub mod demo;
+pub mod links;
 pub mod outbox;
 pub mod pages;
 pub mod passwords;
@@ -66,6 +68,21 @@ pub struct DiaryConfig {
     /// Link attempts («Перейти к подключению») one diary account may start per hour: each may end
     /// in an SMS, so this caps the SMS one account can cause.
     pub link_starts_per_hour: i64,
+    /// The diary's mobile apps, each a public client at MAX with its own app-link redirect.
+    pub apps: Vec<AppClient>,
+    /// Lifetime of an app's bearer token, seconds.
+    pub api_token_ttl: i64,
+}
+
+/// A mobile app of the diary, registered at MAX as a public client.
+#[derive(Debug, Clone)]
+pub struct AppClient {
+    /// The name the app gives in the API (`dnevnik_mesh`, `moyashkola`).
+    pub key: String,
+    /// Its `client_id` at MAX.
+    pub client_id: String,
+    /// Its app-link redirect URI.
+    pub redirect_uri: String,
 }
 
 impl DiaryConfig {
@@ -89,6 +106,8 @@ impl DiaryConfig {
             reauth_secs: 15 * 60,
             password_cost: PasswordCost::default(),
             link_starts_per_hour: 10,
+            apps: Vec::new(),
+            api_token_ttl: 12 * 3600,
         }
     }
 
@@ -150,6 +169,7 @@ pub fn router(state: DiaryState) -> Router {
         .route("/sferum/connect", post(pages::connect))
         .route("/sferum/callback", get(pages::callback))
         .route("/sferum/linked", get(pages::linked))
+        .route("/sferum/handoff", get(pages::handoff))
         .route("/passport", get(pages::passport))
         .route("/passport/security", get(pages::security))
         .route("/passport/security/unlink", get(pages::unlink_page).post(pages::unlink_submit))
@@ -163,5 +183,5 @@ pub fn router(state: DiaryState) -> Router {
         .route("/static/app.js", get(views::js));
     let sec =
         SiteSecurity { origin: state.cfg.base_url.clone(), exempt_prefixes: vec!["/api/"], https: state.cfg.https() };
-    harden(r.merge(edulink_web::ops::routes()).with_state(state), BRAND, sec)
+    harden(r.merge(edulink_web::ops::routes()).merge(api::routes()).with_state(state), BRAND, sec)
 }

@@ -1,7 +1,6 @@
 //! The diary's pages: login, the main page with its navigation panel, «Сферум» (connect, callback,
 //! success, sign-in), and «Мой паспорт» → «Безопасность» with unlinking.
 
-use crate::outbox::{self, Job};
 use crate::repo::{self, Session, User};
 use crate::rp::RpError;
 use crate::views::{self, *};
@@ -10,7 +9,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use edulink_domain::crypto::{ct_eq, random_token};
-use edulink_store::StoreError;
 use edulink_web::{AppError, ClientIp, Lang, StrictForm, StrictQuery, Tr, html, see_other};
 use serde::Deserialize;
 
@@ -166,7 +164,7 @@ async fn start(
     link: bool,
     hint: Option<&str>,
 ) -> Result<Response, AppError> {
-    let started = st.rp.start(link, hint).await.map_err(max_unavailable)?;
+    let started = st.rp.start(st.rp.web(), link, hint, None).await.map_err(max_unavailable)?;
     let t = repo::Transaction {
         user_id: user.id.clone(),
         purpose: if link { "link" } else { "sso" }.into(),
@@ -277,7 +275,7 @@ async fn callback_inner(
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| AppError::internal("verifier decrypt"))?;
-    let verified = match st.rp.finish(code, &verifier, &t.nonce).await {
+    let verified = match st.rp.finish(st.rp.web(), code, &verifier, &t.nonce).await {
         Ok(v) => v,
         Err(RpError::Unavailable(e)) => return Err(max_unavailable(RpError::Unavailable(e))),
         Err(e) => {
@@ -315,54 +313,12 @@ async fn finish_link(
     user: &User,
     v: crate::rp::Verified,
 ) -> Result<Response, AppError> {
-    let now = st.now();
-    let refresh_enc = v.refresh_token.as_ref().map(|r| st.cipher.seal("links.refresh", r.as_bytes()));
-    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
-    let inserted = edulink_store::sqlx::query(
-        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&user.id)
-    .bind(st.rp.issuer())
-    .bind(&v.subject)
-    .bind(now)
-    .bind(&refresh_enc)
-    .bind(&v.id_token)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::from);
-    match inserted {
-        Ok(_) => {
-            let job =
-                outbox::enqueue(&mut tx, &Job::Provision { user_id: user.id.clone(), subject: v.subject.clone() }, now)
-                    .await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            audit::record(&st.db, now, "link", Some(&user.id), Some(&v.subject), Some(ip), None).await;
-            metrics::counter!("edulink_links_total").increment(1);
-            // Deliver now so the Сферум page is ready; if MAX is slow or down, the worker retries.
-            if let Err(e) = outbox::deliver(st, &job).await {
-                tracing::warn!(error = %e, "immediate provisioning failed; left to the outbox");
-            }
-            st.outbox_wake.notify_one();
-            let (raw, _) = repo::rotate_session(&st.db, session, now, false).await?;
+    match crate::links::store(st, user, &v, ip).await? {
+        crate::links::Stored::Linked => {
+            let (raw, _) = repo::rotate_session(&st.db, session, st.now(), false).await?;
             Ok(set_cookie(see_other("/sferum/linked"), st.cookies.set(SESSION_COOKIE, &raw, None)))
         }
-        Err(StoreError::Conflict(constraint)) => {
-            drop(tx);
-            // Nothing was linked: give the tokens we got back to MAX, and say what to do.
-            if let Some(enc) = refresh_enc {
-                let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
-                outbox::enqueue(&mut tx, &Job::Revoke { refresh_enc: enc }, now).await?;
-                tx.commit().await.map_err(StoreError::from)?;
-                st.outbox_wake.notify_one();
-            }
-            audit::record(&st.db, now, "link_conflict", Some(&user.id), Some(&v.subject), Some(ip), Some(&constraint))
-                .await;
-            metrics::counter!("edulink_link_conflicts_total").increment(1);
-            let key =
-                if repo::link(&st.db, &user.id).await?.is_some() { "error-link-already" } else { "error-link-taken" };
-            Ok(callback_problem(headers, StatusCode::CONFLICT, key))
-        }
-        Err(e) => Err(e.into()),
+        conflict => Ok(callback_problem(headers, StatusCode::CONFLICT, conflict.key())),
     }
 }
 
@@ -468,33 +424,42 @@ pub async fn unlink_submit(
         let (raw, _) = repo::rotate_session(&st.db, &session, now, true).await?;
         cookie = Some(st.cookies.set(SESSION_COOKIE, &raw, None));
     }
-    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
-    let removed: Option<(String, Option<String>)> =
-        edulink_store::sqlx::query_as("DELETE FROM links WHERE user_id = $1 RETURNING subject, refresh_enc")
-            .bind(&user.id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-    let Some((subject, refresh_enc)) = removed else {
+    if !crate::links::remove(&st, &user, &ip.to_string()).await? {
         return Ok(see_other("/passport/security"));
-    };
-    // Pending link proofs die with the link.
-    edulink_store::sqlx::query("DELETE FROM oidc_transactions WHERE user_id = $1")
-        .bind(&user.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-    let job = outbox::enqueue(&mut tx, &Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    audit::record(&st.db, now, "unlink", Some(&user.id), Some(&subject), Some(&ip.to_string()), None).await;
-    metrics::counter!("edulink_unlinks_total").increment(1);
-    if let Err(e) = outbox::deliver(&st, &job).await {
-        tracing::warn!(error = %e, "immediate detach failed; left to the outbox");
     }
-    st.outbox_wake.notify_one();
     let resp = see_other("/passport/security?done=unlinked");
     Ok(match cookie {
         Some(c) => set_cookie(resp, c),
         None => resp,
     })
+}
+
+/// Query of the handoff from an app.
+#[derive(Debug, Deserialize)]
+pub struct HandoffQuery {
+    ticket: String,
+}
+
+/// `GET /sferum/handoff?ticket=…`: an app's single-use ticket becomes a browser session, and the
+/// browser goes on to Сферум (as the «Сферум» button does).
+pub async fn handoff(
+    State(st): State<DiaryState>,
+    ClientIp(ip): ClientIp,
+    StrictQuery(q): StrictQuery<HandoffQuery>,
+) -> Result<Response, AppError> {
+    let now = st.now();
+    let user: Option<String> = edulink_store::sqlx::query_scalar(
+        "DELETE FROM handoff_tickets WHERE ticket_hash = $1 AND expires_at > $2 RETURNING user_id",
+    )
+    .bind(edulink_domain::crypto::sha256_b64(&q.ticket))
+    .bind(now)
+    .fetch_optional(st.db.pool())
+    .await
+    .map_err(edulink_store::StoreError::from)?;
+    let Some(user_id) = user else { return Err(AppError::bad_request("error-handoff")) };
+    let (raw, _) = repo::create_session(&st.db, &user_id, now).await?;
+    audit::record(&st.db, now, "login", Some(&user_id), None, Some(&ip.to_string()), Some("handoff")).await;
+    let mut resp = set_cookie(see_other("/sferum"), st.cookies.set(SESSION_COOKIE, &raw, None));
+    resp.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(resp)
 }

@@ -48,6 +48,26 @@ pub struct Verified {
     pub refresh_token: Option<String>,
 }
 
+/// Which client of ours speaks to MAX: the web client (confidential) or one of the apps (public).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRef<'a> {
+    /// `client_id`.
+    pub id: &'a str,
+    /// The secret (web client only).
+    pub secret: Option<&'a str>,
+    /// The registered redirect URI.
+    pub redirect_uri: &'a str,
+}
+
+type RpClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 /// A started authorization request.
 #[derive(Debug)]
 pub struct Started {
@@ -149,44 +169,60 @@ impl RelyingParty {
         Ok(metadata)
     }
 
-    /// Starts an authorization request: for a first link (`prompt=consent`, refresh token asked) or
-    /// for signing in to Сферум (with the last ID token as `id_token_hint`).
-    pub async fn start(&self, link: bool, hint: Option<&str>) -> Result<Started, RpError> {
-        let metadata = self.metadata(false).await?;
-        let client = CoreClient::from_provider_metadata(
+    /// Our web client.
+    pub fn web(&self) -> ClientRef<'_> {
+        ClientRef { id: &self.client_id, secret: Some(&self.client_secret), redirect_uri: &self.redirect_uri }
+    }
+
+    fn client(&self, metadata: CoreProviderMetadata, c: ClientRef<'_>) -> Result<RpClient, RpError> {
+        Ok(CoreClient::from_provider_metadata(
             metadata,
-            ClientId::new(self.client_id.clone()),
-            Some(ClientSecret::new(self.client_secret.clone())),
+            ClientId::new(c.id.to_string()),
+            c.secret.map(|s| ClientSecret::new(s.to_string())),
         )
-        .set_redirect_uri(RedirectUrl::new(self.redirect_uri.clone()).map_err(|e| RpError::Invalid(e.to_string()))?);
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut req = client
-            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
-            .set_pkce_challenge(challenge);
+        .set_redirect_uri(RedirectUrl::new(c.redirect_uri.to_string()).map_err(|e| RpError::Invalid(e.to_string()))?))
+    }
+
+    /// Starts an authorization request for client `c`: for a first link (`prompt=consent`, refresh
+    /// token asked) or for signing in to Сферум (with the last ID token as `id_token_hint`). An app
+    /// brings its own PKCE challenge (RFC 8252: the verifier never leaves the app); otherwise one is
+    /// made here and returned.
+    pub async fn start(
+        &self,
+        c: ClientRef<'_>,
+        link: bool,
+        hint: Option<&str>,
+        app_challenge: Option<&str>,
+    ) -> Result<Started, RpError> {
+        let client = self.client(self.metadata(false).await?, c)?;
+        let mut req =
+            client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
+        let verifier = match app_challenge {
+            Some(challenge) => {
+                req = req
+                    .add_extra_param("code_challenge", challenge.to_string())
+                    .add_extra_param("code_challenge_method", "S256");
+                String::new()
+            }
+            None => {
+                let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+                req = req.set_pkce_challenge(challenge);
+                verifier.secret().clone()
+            }
+        };
         if link {
             req = req.add_scope(Scope::new("offline_access".into())).add_prompt(CoreAuthPrompt::Consent);
         } else if let Some(h) = hint {
             req = req.add_extra_param("id_token_hint", h.to_string());
         }
         let (url, state, nonce) = req.url();
-        Ok(Started {
-            url: url.to_string(),
-            state: state.secret().clone(),
-            nonce: nonce.secret().clone(),
-            verifier: verifier.secret().clone(),
-        })
+        Ok(Started { url: url.to_string(), state: state.secret().clone(), nonce: nonce.secret().clone(), verifier })
     }
 
-    /// Redeems a code and validates the ID token against `nonce`. On a validation failure the keys
-    /// are re-fetched once (MAX may have rotated them) before giving up.
-    pub async fn finish(&self, code: &str, verifier: &str, nonce: &str) -> Result<Verified, RpError> {
-        let metadata = self.metadata(false).await?;
-        let client = CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(self.client_id.clone()),
-            Some(ClientSecret::new(self.client_secret.clone())),
-        )
-        .set_redirect_uri(RedirectUrl::new(self.redirect_uri.clone()).map_err(|e| RpError::Invalid(e.to_string()))?);
+    /// Redeems a code for client `c` and validates the ID token against `nonce`. On a validation
+    /// failure the keys are re-fetched once (MAX may have rotated them) before giving up.
+    pub async fn finish(&self, c: ClientRef<'_>, code: &str, verifier: &str, nonce: &str) -> Result<Verified, RpError> {
+        let client = self.client(self.metadata(false).await?, c)?;
         let http = self.http.clone();
         let fetch = move |req| Self::call(http.clone(), req);
         let resp = client
@@ -210,8 +246,7 @@ impl RelyingParty {
             Ok(c) => c.subject().to_string(),
             Err(first) => {
                 // Perhaps a new key: re-fetch the JWKS once and validate again.
-                let metadata = self.metadata(true).await?;
-                let client = CoreClient::from_provider_metadata(metadata, ClientId::new(self.client_id.clone()), None);
+                let client = self.client(self.metadata(true).await?, c)?;
                 id_token
                     .claims(&client.id_token_verifier().set_allowed_algs(algs), &nonce)
                     .map_err(|e| RpError::Invalid(format!("{first}; after refresh: {e}")))?
@@ -262,45 +297,42 @@ impl RelyingParty {
         url.to_string()
     }
 
+    /// Sends a provisioning call with the service token; when MAX refuses the token (expired or
+    /// revoked early), drops it and tries once more with a fresh one.
+    async fn with_service_token(
+        &self,
+        make: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RpError> {
+        for attempt in 0..2 {
+            let token = self.service_token().await?;
+            let resp = make(&token).send().await.map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.service_token.lock().expect("token lock").take();
+                continue;
+            }
+            return Ok(resp);
+        }
+        Err(RpError::Unavailable("provisioning token refused".into()))
+    }
+
     /// `PUT` the verified school data to the profile MAX knows as `subject`.
     pub async fn provision(&self, subject: &str, profile: &ProvisionProfile) -> Result<(), RpError> {
-        let token = self.service_token().await?;
-        let resp = self
-            .http
-            .put(self.profile_url(subject))
-            .bearer_auth(token)
-            .json(profile)
-            .send()
-            .await
-            .map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+        let url = self.profile_url(subject);
+        let resp = self.with_service_token(|t| self.http.put(&url).bearer_auth(t).json(profile)).await?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
-            401 => {
-                self.service_token.lock().expect("token lock").take();
-                Err(RpError::Unavailable("provisioning token refused".into()))
-            }
             404 => Err(RpError::Refused("no grant for this subject".into())),
-            s if s >= 500 => Err(RpError::Unavailable(format!("provisioning: {s}"))),
+            s if s >= 500 || s == 401 => Err(RpError::Unavailable(format!("provisioning: {s}"))),
             s => Err(RpError::Refused(format!("provisioning: {s}"))),
         }
     }
 
     /// `DELETE` the profile link at MAX: leave chats, drop school data, revoke the grant's tokens.
     pub async fn detach(&self, subject: &str) -> Result<(), RpError> {
-        let token = self.service_token().await?;
-        let resp = self
-            .http
-            .delete(self.profile_url(subject))
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+        let url = self.profile_url(subject);
+        let resp = self.with_service_token(|t| self.http.delete(&url).bearer_auth(t)).await?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
-            401 => {
-                self.service_token.lock().expect("token lock").take();
-                Err(RpError::Unavailable("provisioning token refused".into()))
-            }
             s => Err(RpError::Unavailable(format!("detach: {s}"))),
         }
     }

@@ -83,7 +83,7 @@ impl Running {
 
 /// The sector of the demo diary client; subjects are pairwise per sector.
 pub const MESH_CLIENT: &str = "mesh";
-/// The second demo client, the mobile app «Моя школа» (public, PKCE only).
+/// «Моя школа Дневник», the diary's second app (public, PKCE only).
 pub const MYSCHOOL_CLIENT: &str = "moyashkola";
 
 /// Connects to MAX's database and migrates it.
@@ -137,17 +137,30 @@ pub fn mesh_client(cfg: &Config, diary_url: &str) -> Client {
     }
 }
 
-fn myschool_client() -> Client {
-    Client {
-        client_id: MYSCHOOL_CLIENT.into(),
-        name: "Моя школа".into(),
+/// The diary's mobile apps: public clients (PKCE only) with their app-link redirects, in the diary's
+/// sector, so a link made in an app is the same link as on the web.
+pub fn app_clients() -> Vec<Client> {
+    let app = |id: &str, name: &str, redirect: &str, alg: &str| Client {
+        client_id: id.into(),
+        name: name.into(),
         secret_hash: None,
-        redirect_uris: vec!["ru.myschool.diary:/sferum/callback".into()],
-        id_token_alg: "EdDSA".into(),
-        sector: MYSCHOOL_CLIENT.into(),
+        redirect_uris: vec![redirect.into()],
+        id_token_alg: alg.into(),
+        sector: MESH_CLIENT.into(),
         scopes: ["openid", "profile", "offline_access"].map(String::from).to_vec(),
-    }
+    };
+    vec![
+        app(MESH_APP_CLIENT, "Дневник МЭШ", MESH_APP_REDIRECT, "ES256"),
+        app(MYSCHOOL_CLIENT, "Моя школа Дневник", MYSCHOOL_REDIRECT, "EdDSA"),
+    ]
 }
+
+/// «Дневник МЭШ», the diary's app.
+pub const MESH_APP_CLIENT: &str = "mesh-app";
+/// Its app-link redirect.
+pub const MESH_APP_REDIRECT: &str = "ru.mos.dnevnik:/sferum/callback";
+/// Its app-link redirect («Моя школа Дневник»).
+pub const MYSCHOOL_REDIRECT: &str = "ru.myschool.diary:/sferum/callback";
 
 /// Starts the parties of `role` and returns once they accept connections.
 pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides) -> anyhow::Result<Running> {
@@ -194,7 +207,9 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         }
         if cfg.mode == Mode::Dev {
             edulink_max::demo::register(&st, &mesh_client(&cfg, &diary_url)).await?;
-            edulink_max::demo::register(&st, &myschool_client()).await?;
+            for c in app_clients() {
+                edulink_max::demo::register(&st, &c).await?;
+            }
         }
         if cfg.demo() {
             edulink_max::demo::seed(&st).await?;
@@ -227,6 +242,18 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
             dc.password_cost = cost;
         }
         dc.link_starts_per_hour = cfg.diary.link_starts_per_hour;
+        dc.apps = vec![
+            edulink_diary::AppClient {
+                key: "dnevnik_mesh".into(),
+                client_id: MESH_APP_CLIENT.into(),
+                redirect_uri: MESH_APP_REDIRECT.into(),
+            },
+            edulink_diary::AppClient {
+                key: "moyashkola".into(),
+                client_id: MYSCHOOL_CLIENT.into(),
+                redirect_uri: MYSCHOOL_REDIRECT.into(),
+            },
+        ];
         let st = DiaryState::new(db, dc, clock.clone());
         if cfg.demo() {
             edulink_diary::demo::seed(&st.db, st.cfg.password_cost, st.now()).await?;

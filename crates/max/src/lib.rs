@@ -5,6 +5,7 @@
 //!   PKCE S256, exact redirect URIs, single-use 60 s codes, rotating refresh tokens and pairwise subjects.
 //! * Сферум's pages and its provisioning API (`sferum_web`) sit on the same site and database.
 
+pub mod api;
 pub mod audit;
 pub mod demo;
 pub mod keys;
@@ -215,8 +216,8 @@ pub fn router(state: MaxState) -> Router {
     }
     let sec = SiteSecurity {
         origin: state.cfg.issuer.clone(),
-        exempt_prefixes: vec!["/oauth/", "/sferum/api/"],
+        exempt_prefixes: vec!["/oauth/", "/sferum/api/", "/api/"],
         https: state.cfg.https(),
     };
-    harden(r.merge(edulink_web::ops::routes()).with_state(state), BRAND, sec)
+    harden(r.merge(edulink_web::ops::routes()).merge(api::routes()).with_state(state), BRAND, sec)
 }

@@ -247,7 +247,10 @@ mod tests {
                 .map(|(phone, ip)| {
                     let db = db.clone();
                     tokio::spawn(async move {
-                        let ok = admit_send(&db, &format!("p{phone}"), &format!("ip{ip}"), now, &LIMITS).await.unwrap().is_ok();
+                        let ok = admit_send(&db, &format!("p{phone}"), &format!("ip{ip}"), now, &LIMITS)
+                            .await
+                            .unwrap()
+                            .is_ok();
                         (ok, phone, ip)
                     })
                 })
@@ -314,7 +317,10 @@ mod tests {
         let now = 1_800_000_000;
         assert!(admit_send(&db, "p", "ip", now, &LIMITS).await.unwrap().is_ok());
         assert_eq!(admit_send(&db, "p", "ip", now + 10, &LIMITS).await.unwrap(), Err(Refusal::TooSoon(50)));
-        let n: i64 = sqlx::query_scalar("SELECT count FROM rate_counters WHERE bucket = 'sms:ip:ip'").fetch_one(db.pool()).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count FROM rate_counters WHERE bucket = 'sms:ip:ip'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
         assert_eq!(n, 1, "the refused attempt was not counted against the IP");
     }
 }

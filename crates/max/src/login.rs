@@ -145,7 +145,8 @@ fn too_many(page: Response, secs: i64) -> Response {
     resp
 }
 
-fn refusal_message(tr: &Tr, r: limits::Refusal) -> String {
+/// The message of a send refusal.
+pub fn refusal_message(tr: &Tr, r: limits::Refusal) -> String {
     let key = match r {
         limits::Refusal::Locked(_) => "error-phone-locked",
         limits::Refusal::TooSoon(_) => "error-sms-too-soon",
@@ -156,7 +157,7 @@ fn refusal_message(tr: &Tr, r: limits::Refusal) -> String {
 }
 
 /// Admits, creates and sends a new code for `phone`, binding it to `session`.
-async fn send_code(
+pub async fn send_code(
     st: &MaxState,
     session: &Session,
     phone: &Phone,
@@ -188,7 +189,8 @@ async fn send_code(
     Ok(Ok(()))
 }
 
-async fn challenge_of(st: &MaxState, session: &Session) -> Result<Option<repo::Challenge>, AppError> {
+/// The live challenge of a session.
+pub async fn challenge_of(st: &MaxState, session: &Session) -> Result<Option<repo::Challenge>, AppError> {
     match &session.challenge_id {
         Some(id) => Ok(repo::challenge(&st.db, id, &session.id_hash).await?),
         None => Ok(None),
@@ -256,13 +258,43 @@ pub async fn code_submit(
     };
     check_csrf(&session, &form.csrf)?;
     let tr = tr(&headers);
-    let now = st.now();
-    let ip = ip.to_string();
-    let Ok(code) = OtpCode::parse(&form.code) else {
-        let msg = tr.t("error-code-format");
-        return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?)
-            .into_response());
+    let key = match verify_code(&st, &session, &challenge, &form.code, &ip.to_string()).await? {
+        Verified::SignedIn(account_id) => return finish_sign_in(&st, &session, &account_id).await,
+        Verified::NeedsRegistration => return Ok(see_other("/login/register")),
+        Verified::BadFormat => "error-code-format",
+        Verified::Dead => "error-code-dead",
+        Verified::Wrong => "error-code-wrong",
     };
+    let msg = tr.t(key);
+    Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?).into_response())
+}
+
+/// The outcome of a code check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// Not six digits: nothing was evaluated.
+    BadFormat,
+    /// The code is used, expired, or out of tries.
+    Dead,
+    /// Wrong (or the phone is locked: the same answer on purpose).
+    Wrong,
+    /// Right, and the phone has an account.
+    SignedIn(String),
+    /// Right, and the phone is new: registration follows (the session now holds the verified phone).
+    NeedsRegistration,
+}
+
+/// Checks a code against the session's challenge with every rule: one atomic try out of five,
+/// constant-time MAC comparison, the per-phone failure count and lock, single use.
+pub async fn verify_code(
+    st: &MaxState,
+    session: &Session,
+    challenge: &repo::Challenge,
+    input: &str,
+    ip: &str,
+) -> Result<Verified, AppError> {
+    let now = st.now();
+    let Ok(code) = OtpCode::parse(input) else { return Ok(Verified::BadFormat) };
     let policy = &st.cfg.code_policy;
     // While the phone is locked the answer is exactly that of a wrong code, and no code is evaluated.
     let verified = if limits::is_locked(&st.db, &challenge.phone_hash, now).await? {
@@ -270,13 +302,8 @@ pub async fn code_submit(
     } else {
         match repo::take_attempt(&st.db, &challenge.id, now, policy.max_attempts).await? {
             None => {
-                audit::record(&st.db, now, "code_dead", None, None, Some(&ip), None).await;
-                let msg = tr.t("error-code-dead");
-                return Ok((
-                    StatusCode::BAD_REQUEST,
-                    render_code_page(&st, tr, &session, &challenge, Some(msg)).await?,
-                )
-                    .into_response());
+                audit::record(&st.db, now, "code_dead", None, None, Some(ip), None).await;
+                return Ok(Verified::Dead);
             }
             Some(mac) => Some(code.matches(&st.secrets.code_mac, &challenge.id, &mac)),
         }
@@ -285,22 +312,20 @@ pub async fn code_submit(
         let failures = limits::record_failure(&st.db, &challenge.phone_hash, now, policy).await?;
         metrics::counter!("edulink_code_failures_total").increment(1);
         let event = if policy.lock_secs(failures).is_some() { "phone_locked" } else { "code_wrong" };
-        audit::record(&st.db, now, event, None, None, Some(&ip), None).await;
-        let msg = tr.t("error-code-wrong");
-        return Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?)
-            .into_response());
+        audit::record(&st.db, now, event, None, None, Some(ip), None).await;
+        return Ok(Verified::Wrong);
     }
     limits::clear_failures(&st.db, &challenge.phone_hash).await?;
     metrics::counter!("edulink_code_verified_total").increment(1);
-    audit::record(&st.db, now, "code_verified", None, None, Some(&ip), None).await;
+    audit::record(&st.db, now, "code_verified", None, None, Some(ip), None).await;
     match repo::account_by_phone(&st.db, &challenge.phone_hash).await? {
         Some(account) => {
-            audit::record(&st.db, now, "sign_in", Some(&account.id), None, Some(&ip), None).await;
-            finish_sign_in(&st, &session, &account.id).await
+            audit::record(&st.db, now, "sign_in", Some(&account.id), None, Some(ip), None).await;
+            Ok(Verified::SignedIn(account.id))
         }
         None => {
             repo::set_verified_phone(&st.db, &session.id_hash, &challenge.phone_hash, &challenge.phone_enc).await?;
-            Ok(see_other("/login/register"))
+            Ok(Verified::NeedsRegistration)
         }
     }
 }

@@ -139,7 +139,8 @@ pub async fn jwks(State(st): State<MaxState>) -> Response {
 #[derive(Debug, Deserialize)]
 pub struct AuthorizeParams {
     response_type: Option<String>,
-    client_id: Option<String>,
+    /// `client_id`.
+    pub client_id: Option<String>,
     redirect_uri: Option<String>,
     scope: Option<String>,
     state: Option<String>,
@@ -156,14 +157,18 @@ pub struct AuthorizeParams {
 /// A stored authorization request, waiting for the person to sign in and confirm.
 #[derive(Debug, Clone)]
 pub struct AuthRequest {
-    id: String,
-    client_id: String,
+    /// Id.
+    pub id: String,
+    /// The client.
+    pub client_id: String,
     redirect_uri: String,
-    scope: String,
+    /// Granted scopes.
+    pub scope: String,
     state: Option<String>,
     nonce: Option<String>,
     code_challenge: String,
-    hint_account_id: Option<String>,
+    /// The account the client expects (from `id_token_hint`).
+    pub hint_account_id: Option<String>,
     consent: bool,
 }
 
@@ -195,25 +200,56 @@ fn error_redirect(st: &MaxState, redirect_uri: &str, state: Option<&str>, error:
     redirect_with(redirect_uri, &p)
 }
 
-/// `GET /oauth/authorize`.
-pub async fn authorize(
-    State(st): State<MaxState>,
-    headers: HeaderMap,
-    StrictQuery(p): StrictQuery<AuthorizeParams>,
-) -> Result<Response, AppError> {
+/// Why an authorization request was refused.
+#[derive(Debug)]
+pub enum RequestError {
+    /// Client or redirect URI unknown: shown to the person, never redirected (RFC 9700 §4.1).
+    NoRedirect(AppError),
+    /// Anything else: sent back to the (validated) redirect URI as an OAuth error.
+    Redirect {
+        /// The registered redirect URI.
+        redirect_uri: String,
+        /// The client's state.
+        state: Option<String>,
+        /// OAuth error code.
+        error: &'static str,
+        /// Human-readable description.
+        description: &'static str,
+    },
+}
+
+/// A validated authorization request, not stored yet.
+#[derive(Debug)]
+pub struct Validated {
+    /// The client.
+    pub client: Client,
+    /// The request.
+    pub req: AuthRequest,
+    /// `prompt=none`.
+    pub silent: bool,
+    /// `prompt=login`.
+    pub force_login: bool,
+}
+
+/// Validates authorization request parameters (shared by the browser endpoint and the MAX app API).
+pub async fn validate(st: &MaxState, p: &AuthorizeParams) -> Result<Validated, RequestError> {
+    let store = |e: StoreError| RequestError::NoRedirect(e.into());
     // Until client and redirect URI are known good, errors are shown here and never redirected.
-    let client_id = p.client_id.as_deref().ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
-    let client = client(&st.db, client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
-    let redirect_uri = p.redirect_uri.as_deref().unwrap_or("");
-    if !redirect_uri_matches(&client.redirect_uris, redirect_uri) {
+    let no_client = || RequestError::NoRedirect(AppError::bad_request("error-oauth-client"));
+    let client_id = p.client_id.as_deref().ok_or_else(no_client)?;
+    let client = client(&st.db, client_id).await.map_err(store)?.ok_or_else(no_client)?;
+    let redirect_uri = p.redirect_uri.clone().unwrap_or_default();
+    if !redirect_uri_matches(&client.redirect_uris, &redirect_uri) {
         metrics::counter!("edulink_oauth_redirect_mismatch_total").increment(1);
-        return Err(AppError::bad_request("error-oauth-redirect"));
+        return Err(RequestError::NoRedirect(AppError::bad_request("error-oauth-redirect")));
     }
-    let state = p.state.as_deref();
-    if state.is_some_and(|s| !is_opaque_param(s, 512)) {
-        return Ok(error_redirect(&st, redirect_uri, None, "invalid_request", "state is malformed"));
+    let state = p.state.clone().filter(|s| is_opaque_param(s, 512));
+    let fail = |error: &'static str, description: &'static str| {
+        Err(RequestError::Redirect { redirect_uri: redirect_uri.clone(), state: state.clone(), error, description })
+    };
+    if p.state.is_some() && state.is_none() {
+        return fail("invalid_request", "state is malformed");
     }
-    let fail = |e: &str, d: &str| Ok(error_redirect(&st, redirect_uri, state, e, d));
     if p.request.is_some() || p.request_uri.is_some() {
         return fail("request_not_supported", "request objects are not supported");
     }
@@ -245,18 +281,15 @@ pub async fn authorize(
     }
     let hint_account_id = match p.id_token_hint.as_deref() {
         None => None,
-        Some(hint) => match hinted_account(&st, &client, hint).await? {
+        Some(hint) => match hinted_account(st, &client, hint).await.map_err(RequestError::NoRedirect)? {
             Some(a) => Some(a),
-            None => {
-                return fail("invalid_request", "id_token_hint is not valid for this client");
-            }
+            None => return fail("invalid_request", "id_token_hint is not valid for this client"),
         },
     };
-    let now = st.now();
     let req = AuthRequest {
         id: new_id(),
         client_id: client.client_id.clone(),
-        redirect_uri: redirect_uri.to_string(),
+        redirect_uri: redirect_uri.clone(),
         scope: scopes.join(" "),
         state: p.state.clone(),
         nonce: p.nonce.clone(),
@@ -264,9 +297,29 @@ pub async fn authorize(
         hint_account_id,
         consent: prompts.contains(&"consent"),
     };
+    Ok(Validated { client, req, silent: prompts.contains(&"none"), force_login: prompts.contains(&"login") })
+}
+
+/// `GET /oauth/authorize`.
+pub async fn authorize(
+    State(st): State<MaxState>,
+    headers: HeaderMap,
+    StrictQuery(p): StrictQuery<AuthorizeParams>,
+) -> Result<Response, AppError> {
+    let Validated { client, req, silent, force_login } = match validate(&st, &p).await {
+        Ok(v) => v,
+        Err(RequestError::NoRedirect(e)) => return Err(e),
+        Err(RequestError::Redirect { redirect_uri, state, error, description }) => {
+            return Ok(error_redirect(&st, &redirect_uri, state.as_deref(), error, description));
+        }
+    };
+    let now = st.now();
+    let redirect_uri = req.redirect_uri.clone();
+    let state = req.state.clone();
+    let fail = |e: &str, d: &str| Ok(error_redirect(&st, &redirect_uri, state.as_deref(), e, d));
     let session = current(&st, &headers).await?;
 
-    if prompts.contains(&"none") {
+    if silent {
         // Silent: never shows a page, and so never creates a first grant (a first link).
         let Some(account_id) = session.as_ref().and_then(|s| s.account_id.clone()) else {
             return fail("login_required", "no MAX session");
@@ -274,7 +327,7 @@ pub async fn authorize(
         if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
             return fail("login_required", "signed in as another account");
         }
-        if grant_of(&st.db, &client.client_id, &account_id).await?.is_none() {
+        if !has_grant_in_sector(&st.db, &client.sector, &account_id).await? {
             return fail("consent_required", "no grant for this client");
         }
         let url = issue_code(&st, &req, &account_id).await?;
@@ -283,7 +336,7 @@ pub async fn authorize(
 
     store_request(&st.db, &req, now).await?;
     let (cookie, target) = match session {
-        Some(s) if s.account_id.is_some() && !prompts.contains(&"login") => {
+        Some(s) if s.account_id.is_some() && !force_login => {
             repo::set_pending_request(&st.db, &s.id_hash, Some(&req.id)).await?;
             (None, "/authorize/continue")
         }
@@ -303,31 +356,38 @@ pub async fn authorize(
 }
 
 async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Option<String>, AppError> {
-    let Some(claims) = st.keys.verify_own(hint) else {
-        return Ok(None);
-    };
-    let aud_ok = match &claims["aud"] {
-        serde_json::Value::String(a) => *a == client.client_id,
-        serde_json::Value::Array(v) => v.iter().any(|a| a.as_str() == Some(&client.client_id)),
-        _ => false,
-    };
-    if claims["iss"].as_str() != Some(&st.cfg.issuer) || !aud_ok {
+    let Some(claims) = st.keys.verify_own(hint) else { return Ok(None) };
+    if claims["iss"].as_str() != Some(&st.cfg.issuer) {
         return Ok(None);
     }
-    let Some(sub) = claims["sub"].as_str() else {
-        return Ok(None);
+    let auds: Vec<&str> = match &claims["aud"] {
+        serde_json::Value::String(a) => vec![a.as_str()],
+        serde_json::Value::Array(v) => v.iter().filter_map(|a| a.as_str()).collect(),
+        _ => vec![],
     };
-    let account: Option<String> =
-        sqlx::query_scalar("SELECT account_id FROM grants WHERE client_id = $1 AND subject = $2")
-            .bind(&client.client_id)
-            .bind(sub)
-            .fetch_optional(st.db.pool())
-            .await
-            .map_err(StoreError::from)?;
-    Ok(account)
+    let Some(sub) = claims["sub"].as_str() else { return Ok(None) };
+    // The hint may come from another client of the same sector (the diary's app made the link, the
+    // diary's web signs in): the subject is the same there, and only there.
+    for aud in auds {
+        let account: Option<String> = sqlx::query_scalar(
+            "SELECT g.account_id FROM grants g JOIN clients c ON c.client_id = g.client_id \
+             WHERE g.client_id = $1 AND g.subject = $2 AND c.sector = $3",
+        )
+        .bind(aud)
+        .bind(sub)
+        .bind(&client.sector)
+        .fetch_optional(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
+        if account.is_some() {
+            return Ok(account);
+        }
+    }
+    Ok(None)
 }
 
-async fn store_request(db: &Db, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
+/// Stores a validated request until the person confirms it.
+pub async fn store_request(db: &Db, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO auth_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, \
            prompt_none, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -348,7 +408,8 @@ async fn store_request(db: &Db, r: &AuthRequest, now: i64) -> Result<(), StoreEr
     Ok(())
 }
 
-async fn load_request(db: &Db, id: &str, now: i64) -> Result<Option<AuthRequest>, StoreError> {
+/// Loads a live stored request.
+pub async fn load_request(db: &Db, id: &str, now: i64) -> Result<Option<AuthRequest>, StoreError> {
     let row = sqlx::query(
         "SELECT id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, prompt_none \
          FROM auth_requests WHERE id = $1 AND expires_at > $2",
@@ -374,6 +435,19 @@ async fn load_request(db: &Db, id: &str, now: i64) -> Result<Option<AuthRequest>
     .map_err(Into::into)
 }
 
+/// Whether the account has granted any client of `sector` (a diary's web client and its apps share a
+/// sector: consent given in one is consent for the diary).
+pub async fn has_grant_in_sector(db: &Db, sector: &str, account_id: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM grants g JOIN clients c ON c.client_id = g.client_id WHERE c.sector = $1 AND g.account_id = $2",
+    )
+    .bind(sector)
+    .bind(account_id)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(n > 0)
+}
+
 /// The grant `(id, subject)` of an account for a client.
 pub async fn grant_of(db: &Db, client_id: &str, account_id: &str) -> Result<Option<(String, String)>, StoreError> {
     Ok(sqlx::query_as("SELECT id, subject FROM grants WHERE client_id = $1 AND account_id = $2")
@@ -383,9 +457,9 @@ pub async fn grant_of(db: &Db, client_id: &str, account_id: &str) -> Result<Opti
         .await?)
 }
 
-/// Creates the grant if needed, stores a fresh code, consumes the request, and returns the URL of
-/// the authorization response.
-async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> Result<String, AppError> {
+/// Creates the grant if needed, stores a fresh code, consumes the request, and returns the URL of the
+/// authorization response.
+pub async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> Result<String, AppError> {
     let now = st.now();
     let client = client(&st.db, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
     let subject = pairwise_sub(st, &client.sector, account_id);
@@ -474,7 +548,7 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
             client_name: client.name,
         }));
     }
-    let has_grant = grant_of(&st.db, &req.client_id, &account_id).await?.is_some();
+    let has_grant = has_grant_in_sector(&st.db, &client.sector, &account_id).await?;
     if has_grant && !req.consent {
         repo::set_pending_request(&st.db, &session.id_hash, None).await?;
         let url = issue_code(&st, &req, &account_id).await?;

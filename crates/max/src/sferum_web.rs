@@ -36,22 +36,33 @@ pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
     }))
 }
 
-/// The provisioning caller: a client holding a valid `sferum.provision` token, and the account that
-/// client knows as `sub`.
-async fn caller(st: &MaxState, headers: &HeaderMap, sub: &str) -> Result<(String, Option<(String, String)>), AppError> {
+/// The provisioning caller: a client holding a valid `sferum.provision` token, and the account
+/// that client's sector knows as `sub` with the grants behind it (the diary's web client and its
+/// apps share one sector, so an app-made link is provisioned by the diary's server all the same).
+async fn caller(
+    st: &MaxState,
+    headers: &HeaderMap,
+    sub: &str,
+) -> Result<(String, Option<(Vec<String>, String)>), AppError> {
     let token =
         bearer(st, headers).await?.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
     if token.grant_id.is_some() || !token.scope.iter().any(|s| s == "sferum.provision") {
         return Err(AppError::forbidden("error-forbidden"));
     }
-    let grant: Option<(String, String)> =
-        sqlx::query_as("SELECT id, account_id FROM grants WHERE client_id = $1 AND subject = $2")
-            .bind(&token.client_id)
-            .bind(sub)
-            .fetch_optional(st.db.pool())
-            .await
-            .map_err(StoreError::from)?;
-    Ok((token.client_id, grant))
+    let grants: Vec<(String, String)> = sqlx::query_as(
+        "SELECT g.id, g.account_id FROM grants g JOIN clients c ON c.client_id = g.client_id \
+         WHERE g.subject = $1 AND c.sector = (SELECT sector FROM clients WHERE client_id = $2)",
+    )
+    .bind(sub)
+    .bind(&token.client_id)
+    .fetch_all(st.db.pool())
+    .await
+    .map_err(StoreError::from)?;
+    let found = grants
+        .first()
+        .map(|(_, account)| account.clone())
+        .map(|account| (grants.into_iter().map(|(g, _)| g).collect(), account));
+    Ok((token.client_id, found))
 }
 
 /// `PUT /sferum/api/v1/profiles/{sub}`: attach verified school data (idempotent).
@@ -94,17 +105,20 @@ pub async fn detach(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (client_id, grant) = caller(&st, &headers, &sub).await?;
-    let Some((grant_id, account_id)) = grant else {
+    let Some((grant_ids, account_id)) = grant else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let now = st.now();
     edulink_sferum::detach(&st.db, &client_id, &account_id, now).await?;
-    let revoked = oidc::revoke_grant_tokens(&st.db, &grant_id, now).await?;
-    sqlx::query("DELETE FROM grants WHERE id = $1")
-        .bind(&grant_id)
-        .execute(st.db.pool())
-        .await
-        .map_err(StoreError::from)?;
+    let mut revoked = 0;
+    for grant_id in &grant_ids {
+        revoked += oidc::revoke_grant_tokens(&st.db, grant_id, now).await?;
+        sqlx::query("DELETE FROM grants WHERE id = $1")
+            .bind(grant_id)
+            .execute(st.db.pool())
+            .await
+            .map_err(StoreError::from)?;
+    }
     let name = oidc::client(&st.db, &client_id).await?.map(|c| c.name).unwrap_or_default();
     repo::notify(&st.db, &account_id, "unlink", &name, now).await?;
     audit::record(

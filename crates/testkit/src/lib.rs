@@ -182,6 +182,33 @@ macro_rules! both_backends {
     )*};
 }
 
+/// Like [`both_backends!`], with a configuration tweak for both runs:
+/// `both_backends_with! { |c| c.diary.link_starts_per_hour = 100; async fn name(app) { … } }`.
+#[macro_export]
+macro_rules! both_backends_with {
+    ($tweak:expr; $(#[$meta:meta])* async fn $name:ident($app:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($app: $crate::TestApp) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::spawn_app_on($crate::Backend::Sqlite, $tweak).await.expect("SQLite")).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(app) = $crate::spawn_app_on($crate::Backend::Postgres, $tweak).await {
+                    run(app).await
+                }
+            }
+        }
+    };
+}
+
 /// Starts both parties on SQLite with the demo data and the default configuration.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await

@@ -2,6 +2,7 @@
 //! sessions helpers, CSRF and origin checks, security headers, strict form parsing, and operations
 //! endpoints.
 
+pub mod api;
 pub mod cookies;
 pub mod error;
 pub mod forms;

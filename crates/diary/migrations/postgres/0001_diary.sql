@@ -107,3 +107,19 @@ CREATE TABLE rate_counters (
     count        BIGINT NOT NULL,
     PRIMARY KEY (bucket, window_start)
 );
+
+-- Bearer tokens of the mobile apps (only their hash), and one-time tickets that hand an app's
+-- sign-in over to the browser for «open Сферум».
+CREATE TABLE api_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX api_tokens_user ON api_tokens (user_id);
+
+CREATE TABLE handoff_tickets (
+    ticket_hash TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    expires_at  BIGINT NOT NULL
+);

@@ -115,7 +115,26 @@ both_backends! {
     assert_eq!(claims["nonce"], "n-456");
     let mesh_sub = claims["sub"].as_str().unwrap().to_string();
 
-    // The same account seen by «Моя школа» (a public client, PKCE only) has another subject.
+    // The diary's app «Моя школа Дневник» (a public client, PKCE only) is in the diary's sector:
+    // the same subject. Another diary (another sector) sees another subject.
+    let st = app.running.max.as_ref().unwrap();
+    let other_diary = edulink_max::oidc::Client {
+        client_id: "other-diary".into(),
+        name: "Другой дневник".into(),
+        secret_hash: None,
+        redirect_uris: vec!["https://other.example/cb".into()],
+        id_token_alg: "RS256".into(),
+        sector: "other".into(),
+        scopes: vec!["openid".into(), "offline_access".into()],
+    };
+    edulink_max::oidc::upsert_client(&st.db, &other_diary, st.now()).await.unwrap();
+    let sub_of = |body: &Value| -> String {
+        let payload = body["id_token"].as_str().unwrap().split('.').nth(1).unwrap();
+        use base64::Engine;
+        let claims: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims["sub"].as_str().unwrap().to_string()
+    };
     let a2 = authorize(&app, &b, "moyashkola", "ru.myschool.diary:/sferum/callback").await;
     let mut form = redeem_form(&a2);
     form.push(("client_id", "moyashkola"));
@@ -123,10 +142,15 @@ both_backends! {
     assert_eq!(status, StatusCode::OK, "{body}");
     let header = jsonwebtoken::decode_header(body["id_token"].as_str().unwrap()).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
-    let payload = body["id_token"].as_str().unwrap().split('.').nth(1).unwrap();
-    use base64::Engine;
-    let other: Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(sub_of(&body), mesh_sub, "the diary's app shares the diary's sector");
+    let a3 = authorize(&app, &b, "other-diary", "https://other.example/cb").await;
+    let mut form = redeem_form(&a3);
+    form.push(("client_id", "other-diary"));
+    let (status, other) = token(&app, None, &form).await;
+    assert_eq!(status, StatusCode::OK, "{other}");
+    let header = jsonwebtoken::decode_header(other["id_token"].as_str().unwrap()).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256, "RS256 is the default");
+    let other = serde_json::json!({ "sub": sub_of(&other) });
     assert_ne!(other["sub"].as_str().unwrap(), mesh_sub, "pairwise subjects differ between sectors");
     }
 }

@@ -154,3 +154,15 @@ error-link-taken = This Sferum educational profile is already linked to another 
 error-link-already = A Sferum educational profile is already linked to your account. To link another one, first unlink the current one in My passport → Security.
 error-sso-other-account = You are signed in to MAX with another account, not linked to this diary.
 error-link-starts = Too many link attempts this hour. Try again in { $seconds } s.
+
+# API
+error-json-required = JSON is required (Content-Type: application/json).
+error-oauth-invalid-request = The sign-in request is malformed.
+error-oauth-invalid-scope = The requested access is not allowed.
+error-oauth-account-mismatch = The diary expects another MAX account.
+error-oauth-request-unknown = The sign-in request was not found or has expired.
+error-registration-expired = The registration has expired: request a code again.
+error-unknown-app = Unknown app.
+error-reauth-required = Sign in again: unlinking is allowed within 15 minutes of signing in.
+error-not-linked = No Sferum educational profile is linked.
+error-handoff = The link has expired. Open Sferum from the app again.

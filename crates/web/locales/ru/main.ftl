@@ -154,3 +154,15 @@ error-link-taken = Этот учебный профиль Сферум уже п
 error-link-already = К вашей учетной записи уже привязан учебный профиль Сферум. Чтобы привязать другой, сначала отвяжите текущий в «Мой паспорт» → «Безопасность».
 error-sso-other-account = Вы вошли в MAX с другой учетной записью, не привязанной к этому дневнику.
 error-link-starts = Слишком много попыток привязки за час. Повторите через { $seconds } с.
+
+# API
+error-json-required = Нужен JSON (Content-Type: application/json).
+error-oauth-invalid-request = Запрос на вход составлен неверно.
+error-oauth-invalid-scope = Запрошены недопустимые права доступа.
+error-oauth-account-mismatch = Дневник ожидает другую учетную запись MAX.
+error-oauth-request-unknown = Запрос на вход не найден или устарел.
+error-registration-expired = Регистрация устарела: запросите код ещё раз.
+error-unknown-app = Неизвестное приложение.
+error-reauth-required = Войдите заново: отвязать профиль можно в течение 15 минут после входа.
+error-not-linked = Учебный профиль Сферум не привязан.
+error-handoff = Ссылка устарела. Откройте Сферум из приложения ещё раз.

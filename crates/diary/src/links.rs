@@ -1,0 +1,100 @@
+//! Making and removing a link, shared by the web pages and the apps' API: the database change and
+//! the outbox job in one transaction, then an immediate delivery attempt.
+
+use crate::outbox::{self, Job};
+use crate::repo::User;
+use crate::{DiaryState, audit, repo};
+use edulink_store::{StoreError, sqlx};
+
+/// The result of storing a verified link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Linked.
+    Linked,
+    /// This account already has a link (`error-link-already`).
+    AlreadyLinked,
+    /// The MAX account is linked to another account of this diary (`error-link-taken`).
+    Taken,
+}
+
+impl Stored {
+    /// The message id of a conflict.
+    pub fn key(self) -> &'static str {
+        match self {
+            Stored::AlreadyLinked => "error-link-already",
+            _ => "error-link-taken",
+        }
+    }
+}
+
+/// Stores the link of `user` to the verified MAX subject and provisions Сферум (through the outbox).
+/// A conflict links nothing, gives the tokens back to MAX, and says which conflict it was.
+pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &str) -> Result<Stored, StoreError> {
+    let now = st.now();
+    let refresh_enc = v.refresh_token.as_ref().map(|r| st.cipher.seal("links.refresh", r.as_bytes()));
+    let mut tx = st.db.pool().begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&user.id)
+    .bind(st.rp.issuer())
+    .bind(&v.subject)
+    .bind(now)
+    .bind(&refresh_enc)
+    .bind(&v.id_token)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from);
+    match inserted {
+        Ok(_) => {
+            let job = Job::Provision { user_id: user.id.clone(), subject: v.subject.clone() };
+            let id = outbox::enqueue(&mut tx, &job, now).await?;
+            tx.commit().await?;
+            audit::record(&st.db, now, "link", Some(&user.id), Some(&v.subject), Some(ip), None).await;
+            metrics::counter!("edulink_links_total").increment(1);
+            // Deliver now so the Сферум page is ready; if MAX is slow or down, the worker retries.
+            if let Err(e) = outbox::deliver(st, &id).await {
+                tracing::warn!(error = %e, "immediate provisioning failed; left to the outbox");
+            }
+            st.outbox_wake.notify_one();
+            Ok(Stored::Linked)
+        }
+        Err(StoreError::Conflict(constraint)) => {
+            drop(tx);
+            if let Some(enc) = refresh_enc {
+                let mut tx = st.db.pool().begin().await?;
+                outbox::enqueue(&mut tx, &Job::Revoke { refresh_enc: enc }, now).await?;
+                tx.commit().await?;
+                st.outbox_wake.notify_one();
+            }
+            audit::record(&st.db, now, "link_conflict", Some(&user.id), Some(&v.subject), Some(ip), Some(&constraint))
+                .await;
+            metrics::counter!("edulink_link_conflicts_total").increment(1);
+            Ok(if repo::link(&st.db, &user.id).await?.is_some() { Stored::AlreadyLinked } else { Stored::Taken })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the link of `user`: pending link proofs die with it, and detaching at Сферум and revoking
+/// the tokens at MAX go through the outbox in the same transaction. Returns whether there was a link.
+pub async fn remove(st: &DiaryState, user: &User, ip: &str) -> Result<bool, StoreError> {
+    let now = st.now();
+    let mut tx = st.db.pool().begin().await?;
+    let removed: Option<(String, Option<String>)> =
+        sqlx::query_as("DELETE FROM links WHERE user_id = $1 RETURNING subject, refresh_enc")
+            .bind(&user.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((subject, refresh_enc)) = removed else { return Ok(false) };
+    sqlx::query("DELETE FROM oidc_transactions WHERE user_id = $1").bind(&user.id).execute(&mut *tx).await?;
+    let id = outbox::enqueue(&mut tx, &Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
+    tx.commit().await?;
+    audit::record(&st.db, now, "unlink", Some(&user.id), Some(&subject), Some(ip), None).await;
+    metrics::counter!("edulink_unlinks_total").increment(1);
+    if let Err(e) = outbox::deliver(st, &id).await {
+        tracing::warn!(error = %e, "immediate detach failed; left to the outbox");
+    }
+    st.outbox_wake.notify_one();
+    Ok(true)
+}

@@ -1,0 +1,74 @@
+//! Shared pieces of the JSON APIs: a strict JSON body extractor, bearer tokens, and the error
+//! envelope's schema for the OpenAPI documents.
+
+use crate::error::{AppError, ErrorKind};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, header};
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+/// A JSON body: `application/json`, unknown fields and duplicate fields refused (one value per field).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
+        if !json {
+            return Err(AppError::new(ErrorKind::UnsupportedMediaType, "error-json-required"));
+        }
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::new(ErrorKind::PayloadTooLarge, "error-too-large")
+            } else {
+                AppError::bad_request("error-bad-request")
+            }
+        })?;
+        serde_json::from_slice(&body).map(ApiJson).map_err(|_| AppError::bad_request("error-bad-request"))
+    }
+}
+
+/// The bearer token of the `Authorization` header, if well-formed (43 URL-safe base64 characters).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| t.len() == 43 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+/// 401 for a missing or dead bearer token.
+pub fn unauthorized() -> AppError {
+    AppError::new(ErrorKind::Unauthorized, "error-unauthorized")
+}
+
+/// The error envelope of every API error.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// What went wrong.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (see the API documentation's list).
+    #[schema(pattern = "^[a-z_]+$", max_length = 64)]
+    pub code: String,
+    /// A message for people, in the request's language.
+    #[schema(max_length = 1000)]
+    pub message: String,
+    /// Seconds until a retry may succeed (with 429).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub retry_after: Option<i64>,
+}
