@@ -246,18 +246,13 @@ pub async fn me(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Resp
     .into_response())
 }
 
-/// The Сферум link status.
+/// The Сферум link (404 `not_linked` when there is none).
 #[utoipa::path(get, path = "/api/v1/sferum/link", tag = "sferum", security(("bearer" = [])),
-    responses((status = 200, body = LinkStatus), (status = 401, body = ErrorEnvelope)))]
+    responses((status = 200, body = LinkStatus), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn link_status(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
     let (user, _, _) = api_user(&st, &headers).await?;
-    let link = repo::link(&st.db, &user.id).await?;
-    Ok(Json(LinkStatus {
-        linked: link.is_some(),
-        account_id: link.as_ref().map(|l| l.subject.clone()),
-        linked_at: link.map(|l| l.linked_at),
-    })
-    .into_response())
+    let link = repo::link(&st.db, &user.id).await?.ok_or_else(|| AppError::new(ErrorKind::NotFound, "error-not-linked"))?;
+    Ok(Json(LinkStatus { linked: true, account_id: Some(link.subject), linked_at: Some(link.linked_at) }).into_response())
 }
 
 fn max_unavailable(e: RpError) -> AppError {

@@ -62,6 +62,30 @@ enum Command {
 enum DemoCmd {
     /// Seed the demo school and the demo MAX account (idempotent).
     Seed,
+    /// Play the diary's mobile app: link a diary login to Сферум through the JSON APIs.
+    MobileLink {
+        /// Diary login.
+        #[arg(long)]
+        login: String,
+        /// Diary password.
+        #[arg(long, default_value = "demo")]
+        password: String,
+        /// Which app: dnevnik_mesh («Дневник МЭШ») or moyashkola («Моя школа Дневник»).
+        #[arg(long, default_value = "dnevnik_mesh")]
+        app: String,
+        /// The diary's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        diary: String,
+        /// MAX's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        max: String,
+        /// Also play the MAX app with this phone (otherwise: open the printed URL yourself).
+        #[arg(long)]
+        phone: Option<String>,
+        /// With --phone: read the code from MAX's dev inbox.
+        #[arg(long)]
+        auto_code: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,6 +197,11 @@ async fn main() -> anyhow::Result<()> {
             app::max_db(&cfg).await?.close().await;
             app::diary_db(&cfg).await?.close().await;
             println!("migrations applied");
+        }
+        Command::Demo { what: DemoCmd::MobileLink { login, password, app, diary, max, phone, auto_code } } => {
+            let opts = edulink::mobile::MobileLink { diary, max, login, password, app, phone, auto_code };
+            let stdin = std::io::stdin();
+            edulink::mobile::run(&opts, &mut stdin.lock(), &mut std::io::stdout()).await?;
         }
         Command::Demo { what: DemoCmd::Seed } => {
             let cfg = cfg.with_secrets()?;

@@ -142,8 +142,8 @@ both_backends! {
         let fresh = diary_sign_in(&app, "student3").await;
         let (status, _) = call(reqwest::Method::DELETE, format!("{}/api/v1/sferum/link", app.diary), Some(&fresh), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        let (_, after) = call(reqwest::Method::GET, format!("{}/api/v1/sferum/link", app.diary), Some(&fresh), None).await;
-        assert_eq!(after["linked"], false);
+        let (status, after) = call(reqwest::Method::GET, format!("{}/api/v1/sferum/link", app.diary), Some(&fresh), None).await;
+        assert_eq!((status, after["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_linked")));
         let grants: i64 = edulink_store::sqlx::query_scalar("SELECT COUNT(*) FROM grants").fetch_one(st.db.pool()).await.unwrap();
         assert_eq!(grants, 0, "every grant of the diary's sector is gone at MAX");
         let (status, _) = call(reqwest::Method::DELETE, format!("{}/api/v1/sferum/link", app.diary), Some(&fresh), None).await;
@@ -215,4 +215,26 @@ async fn served_openapi_documents_equal_the_committed_ones() {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(served, committed, "{party}: docs/openapi/{party}.json is stale; run with EDULINK_UPDATE_OPENAPI=1");
     }
+}
+
+/// The command-line app (`edulink demo mobile-link`) links a student end to end.
+#[tokio::test]
+async fn the_command_line_app_links_a_student() {
+    let app = edulink_testkit::spawn_app().await;
+    let opts = edulink::mobile::MobileLink {
+        diary: app.diary.clone(),
+        max: app.max.clone(),
+        login: "student4".into(),
+        password: "demo".into(),
+        app: "moyashkola".into(),
+        phone: Some(PHONE.into()),
+        auto_code: true,
+    };
+    let mut input = std::io::Cursor::new(b"\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd\n\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd\xd0\xbe\xd0\xb2\n".to_vec());
+    let mut out = Vec::new();
+    let linked = edulink::mobile::run(&opts, &mut input, &mut out).await.unwrap();
+    assert_eq!(linked["linked"], true);
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("Approving the link for «Моя школа Дневник»"), "{out}");
+    assert!(out.contains("успешно привязана"), "{out}");
 }
