@@ -59,7 +59,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi_json() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], ApiDoc::openapi().to_pretty_json().unwrap_or_default())
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], edulink_web::api::render_openapi(&ApiDoc::openapi()))
         .into_response()
 }
 
@@ -184,7 +184,7 @@ async fn api_user(st: &DiaryState, headers: &HeaderMap) -> Result<(User, String,
 
 /// Sign in.
 #[utoipa::path(post, path = "/api/v1/sessions", request_body = SignIn, tag = "session",
-    responses((status = 201, body = Token), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
+    responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 201, body = Token), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
 pub async fn sign_in(
     State(st): State<DiaryState>,
     ClientIp(ip): ClientIp,
@@ -248,11 +248,14 @@ pub async fn me(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Resp
 
 /// The Сферум link (404 `not_linked` when there is none).
 #[utoipa::path(get, path = "/api/v1/sferum/link", tag = "sferum", security(("bearer" = [])),
-    responses((status = 200, body = LinkStatus), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 200, body = LinkStatus, links(("Unlink" = (operation_id = "unlink", description = "Remove this link")))),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn link_status(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
     let (user, _, _) = api_user(&st, &headers).await?;
-    let link = repo::link(&st.db, &user.id).await?.ok_or_else(|| AppError::new(ErrorKind::NotFound, "error-not-linked"))?;
-    Ok(Json(LinkStatus { linked: true, account_id: Some(link.subject), linked_at: Some(link.linked_at) }).into_response())
+    let link =
+        repo::link(&st.db, &user.id).await?.ok_or_else(|| AppError::new(ErrorKind::NotFound, "error-not-linked"))?;
+    Ok(Json(LinkStatus { linked: true, account_id: Some(link.subject), linked_at: Some(link.linked_at) })
+        .into_response())
 }
 
 fn max_unavailable(e: RpError) -> AppError {
@@ -262,7 +265,7 @@ fn max_unavailable(e: RpError) -> AppError {
 
 /// Start linking: the authorization URL for the app's client, with the app's PKCE challenge.
 #[utoipa::path(post, path = "/api/v1/sferum/link", request_body = StartLink, tag = "sferum", security(("bearer" = [])),
-    responses((status = 201, body = LinkStarted), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
+    responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 201, body = LinkStarted), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
 pub async fn start_link(
     State(st): State<DiaryState>,
     headers: HeaderMap,
@@ -297,7 +300,7 @@ pub async fn start_link(
 
 /// Complete linking with what came back to the app link.
 #[utoipa::path(post, path = "/api/v1/sferum/link/complete", request_body = CompleteLink, tag = "sferum", security(("bearer" = [])),
-    responses((status = 200, body = LinkStatus), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+    responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 200, body = LinkStatus), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 pub async fn complete_link(
     State(st): State<DiaryState>,
     ClientIp(ip): ClientIp,
@@ -335,7 +338,8 @@ pub async fn complete_link(
 
 /// Unlink (needs a sign-in no older than 15 minutes, like the web dialog).
 #[utoipa::path(delete, path = "/api/v1/sferum/link", tag = "sferum", security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 204, links(("LinkAfterUnlink" = (operation_id = "link_status", description = "The link is gone: 404")))),
+        (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn unlink(
     State(st): State<DiaryState>,
     ClientIp(ip): ClientIp,

@@ -55,7 +55,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi_json() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], ApiDoc::openapi().to_pretty_json().unwrap_or_default())
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], edulink_web::api::render_openapi(&ApiDoc::openapi()))
         .into_response()
 }
 
@@ -238,7 +238,7 @@ async fn attempt(st: &MaxState, challenge_id: &str) -> Result<(Session, repo::Ch
 
 /// Send a new code in the same attempt (no sooner than `retry_after`).
 #[utoipa::path(post, path = "/api/v1/auth/codes/resend", request_body = Resend, tag = "auth",
-    responses((status = 202, body = CodeSent), (status = 400, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
+    responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 202, body = CodeSent), (status = 400, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
 pub async fn resend(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
@@ -257,7 +257,7 @@ pub async fn resend(
 
 /// Check a code: signs in, or asks for a name for a new phone.
 #[utoipa::path(post, path = "/api/v1/auth/codes/verify", request_body = VerifyCode, tag = "auth",
-    responses((status = 200, body = VerifyResult), (status = 400, body = ErrorEnvelope)))]
+    responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 200, body = VerifyResult), (status = 400, body = ErrorEnvelope)))]
 pub async fn verify(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
@@ -281,7 +281,7 @@ pub async fn verify(
 
 /// Register a name for a new phone whose code was verified, and sign in.
 #[utoipa::path(post, path = "/api/v1/auth/register", request_body = Register, tag = "auth",
-    responses((status = 201, body = SignedIn), (status = 400, body = ErrorEnvelope)))]
+    responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 201, body = SignedIn), (status = 400, body = ErrorEnvelope)))]
 pub async fn register(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
@@ -333,7 +333,7 @@ pub async fn me(State(st): State<MaxState>, headers: HeaderMap) -> Result<Respon
 
 /// Validate an authorization request received by the app (same rules as `/oauth/authorize`).
 #[utoipa::path(post, path = "/api/v1/authorizations", request_body = CreateAuthorization, tag = "authorizations", security(("bearer" = [])),
-    responses((status = 201, body = AuthorizationCreated), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
+    responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 201, body = AuthorizationCreated), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
 pub async fn create_authorization(
     State(st): State<MaxState>,
     headers: HeaderMap,

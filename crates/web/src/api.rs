@@ -72,3 +72,27 @@ pub struct ErrorBody {
     #[schema(minimum = 1)]
     pub retry_after: Option<i64>,
 }
+
+/// Renders an OpenAPI document as served and committed. utoipa 5 writes response links'
+/// `operationId` as `operation_id`; OpenAPI 3.1 §4.8.20 spells it `operationId`, so it is renamed here.
+pub fn render_openapi(doc: &utoipa::openapi::OpenApi) -> String {
+    let mut v = serde_json::to_value(doc).unwrap_or_default();
+    fn fix(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(links)) = map.get_mut("links") {
+                    for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                        if let Some(id) = link.remove("operation_id") {
+                            link.insert("operationId".into(), id);
+                        }
+                    }
+                }
+                map.values_mut().for_each(fix);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    fix(&mut v);
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
