@@ -14,15 +14,23 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
 }
 
-/// `/healthz` (the process runs) and `/metrics` (Prometheus text format).
+/// `/healthz` (the process runs), `/metrics` (Prometheus text format), the language switch, and
+/// `/favicon.ico` (browsers ask for it on every site; an empty answer instead of a 404 in the console).
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/healthz", get(|| async { "ok" })).route("/lang/{code}", get(set_lang)).route(
-        "/metrics",
-        get(|| async {
-            let body = prometheus().map(|h| h.render()).unwrap_or_default();
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-        }),
-    )
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/lang/{code}", get(set_lang))
+        .route(
+            "/metrics",
+            get(|| async {
+                let body = prometheus().map(|h| h.render()).unwrap_or_default();
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+            }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { (StatusCode::NO_CONTENT, [(header::CACHE_CONTROL, "public, max-age=86400")]) }),
+        )
 }
 
 /// The body of `/readyz`: 200 when the database answers, 503 otherwise.

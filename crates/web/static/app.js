@@ -23,8 +23,9 @@
   });
 
   // Confirmation dialogs: a link with data-dialog="id" opens <dialog id="id"> instead of navigating
-  // to the no-JavaScript confirmation page. Focus moves into the dialog, stays there (native modal),
-  // Escape closes it, and focus returns to the link.
+  // to the no-JavaScript confirmation page. Focus moves into the dialog and stays there (the native
+  // modal makes the page inert, and Tab / Shift+Tab wrap around inside the dialog instead of leaving
+  // for the browser's toolbar), Escape closes it, and focus returns to the link.
   document.querySelectorAll("a[data-dialog]").forEach(function (opener) {
     var dialog = document.getElementById(opener.getAttribute("data-dialog"));
     if (!dialog || typeof dialog.showModal !== "function") return;
@@ -35,6 +36,16 @@
       if (first) first.focus();
     });
     dialog.addEventListener("close", function () { opener.focus(); });
+    dialog.addEventListener("keydown", function (ev) {
+      if (ev.key !== "Tab") return;
+      var items = Array.prototype.filter.call(
+        dialog.querySelectorAll("a[href], button, input:not([type=hidden]), select, textarea, [tabindex]"),
+        function (e) { return !e.disabled && e.tabIndex >= 0 && e.getClientRects().length > 0; });
+      if (!items.length) return;
+      var first = items[0], last = items[items.length - 1];
+      if (ev.shiftKey && document.activeElement === first) { ev.preventDefault(); last.focus(); }
+      else if (!ev.shiftKey && document.activeElement === last) { ev.preventDefault(); first.focus(); }
+    });
     dialog.querySelectorAll("[data-close]").forEach(function (b) {
       b.addEventListener("click", function (ev) { ev.preventDefault(); dialog.close(); });
     });
