@@ -30,7 +30,13 @@ pub struct MobileLink {
     pub auto_code: bool,
 }
 
-async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<Value> {
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let mut req = client.request(method, url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -42,7 +48,12 @@ async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, toke
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!("{} {}: {}", status.as_u16(), v["error"]["code"].as_str().unwrap_or("?"), v["error"]["message"].as_str().unwrap_or(""));
+        bail!(
+            "{} {}: {}",
+            status.as_u16(),
+            v["error"]["code"].as_str().unwrap_or("?"),
+            v["error"]["message"].as_str().unwrap_or("")
+        );
     }
     Ok(v)
 }
@@ -59,7 +70,14 @@ fn ask(input: &mut impl BufRead, out: &mut impl Write, prompt: &str) -> anyhow::
 pub async fn run(opts: &MobileLink, input: &mut impl BufRead, out: &mut impl Write) -> anyhow::Result<Value> {
     let http = reqwest::Client::new();
     let post = reqwest::Method::POST;
-    let session = call(&http, post.clone(), &format!("{}/api/v1/sessions", opts.diary), None, Some(json!({ "login": opts.login, "password": opts.password }))).await?;
+    let session = call(
+        &http,
+        post.clone(),
+        &format!("{}/api/v1/sessions", opts.diary),
+        None,
+        Some(json!({ "login": opts.login, "password": opts.password })),
+    )
+    .await?;
     let token = session["token"].as_str().context("no token")?.to_string();
     writeln!(out, "Signed in to the diary as {}.", opts.login)?;
     let verifier = edulink_domain::crypto::random_token(32);
@@ -76,16 +94,36 @@ pub async fn run(opts: &MobileLink, input: &mut impl BufRead, out: &mut impl Wri
     let redirect = match &opts.phone {
         None => {
             writeln!(out, "Open this address in a browser or the MAX app and confirm the account:\n\n  {url}\n")?;
-            ask(input, out, &format!("Then paste the address MAX sent you to ({}…): ", started["redirect_uri"].as_str().unwrap_or("")))?
+            ask(
+                input,
+                out,
+                &format!(
+                    "Then paste the address MAX sent you to ({}…): ",
+                    started["redirect_uri"].as_str().unwrap_or("")
+                ),
+            )?
         }
         Some(phone) => {
-            let sent = call(&http, post.clone(), &format!("{}/api/v1/auth/codes", opts.max), None, Some(json!({ "phone": phone }))).await?;
+            let sent = call(
+                &http,
+                post.clone(),
+                &format!("{}/api/v1/auth/codes", opts.max),
+                None,
+                Some(json!({ "phone": phone })),
+            )
+            .await?;
             writeln!(out, "MAX sent a code to {}.", sent["phone_masked"].as_str().unwrap_or(""))?;
             let code = if opts.auto_code {
                 let inbox = call(&http, reqwest::Method::GET, &format!("{}/dev/sms", opts.max), None, None).await?;
-                let e164 = edulink_domain::Phone::parse(phone, "RU", &["RU".into()]).map(|p| p.e164().to_string()).unwrap_or_default();
-                let text = inbox.as_array().and_then(|a| a.iter().rev().find(|m| m["to"] == e164.as_str())).and_then(|m| m["text"].as_str())
-                    .context("no SMS in the dev inbox")?.to_string();
+                let e164 = edulink_domain::Phone::parse(phone, "RU", &["RU".into()])
+                    .map(|p| p.e164().to_string())
+                    .unwrap_or_default();
+                let text = inbox
+                    .as_array()
+                    .and_then(|a| a.iter().rev().find(|m| m["to"] == e164.as_str()))
+                    .and_then(|m| m["text"].as_str())
+                    .context("no SMS in the dev inbox")?
+                    .to_string();
                 text.rsplit('#').next().unwrap_or("").trim().to_string()
             } else {
                 ask(input, out, "Code from the SMS: ")?
@@ -113,7 +151,14 @@ pub async fn run(opts: &MobileLink, input: &mut impl BufRead, out: &mut impl Wri
             } else {
                 verified["token"].as_str().context("no token")?.to_string()
             };
-            let created = call(&http, post.clone(), &format!("{}/api/v1/authorizations", opts.max), Some(&max_token), Some(json!({ "authorization_url": url }))).await?;
+            let created = call(
+                &http,
+                post.clone(),
+                &format!("{}/api/v1/authorizations", opts.max),
+                Some(&max_token),
+                Some(json!({ "authorization_url": url })),
+            )
+            .await?;
             writeln!(out, "Approving the link for «{}» in MAX.", created["client_name"].as_str().unwrap_or(""))?;
             let approved = call(
                 &http,
@@ -144,6 +189,10 @@ pub async fn run(opts: &MobileLink, input: &mut impl BufRead, out: &mut impl Wri
         })),
     )
     .await?;
-    writeln!(out, "Ваша учетная запись успешно привязана (account id {}).", linked["account_id"].as_str().unwrap_or(""))?;
+    writeln!(
+        out,
+        "Ваша учетная запись успешно привязана (account id {}).",
+        linked["account_id"].as_str().unwrap_or("")
+    )?;
     Ok(linked)
 }

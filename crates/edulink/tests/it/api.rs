@@ -230,7 +230,9 @@ async fn the_command_line_app_links_a_student() {
         phone: Some(PHONE.into()),
         auto_code: true,
     };
-    let mut input = std::io::Cursor::new(b"\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd\n\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd\xd0\xbe\xd0\xb2\n".to_vec());
+    let mut input = std::io::Cursor::new(
+        b"\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd\n\xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd\xd0\xbe\xd0\xb2\n".to_vec(),
+    );
     let mut out = Vec::new();
     let linked = edulink::mobile::run(&opts, &mut input, &mut out).await.unwrap();
     assert_eq!(linked["linked"], true);
