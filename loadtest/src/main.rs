@@ -50,8 +50,8 @@ struct Args {
     /// Signed-in, unlinked diary users prepared for the link scenario (one per link flow).
     #[arg(long, default_value_t = 6000)]
     link_users: usize,
-    /// Scenarios to run (comma-separated): baseline, healthz, discovery, jwks, sso, link.
-    #[arg(long, value_delimiter = ',', default_value = "baseline,healthz,discovery,jwks,sso,link")]
+    /// Scenarios to run (comma-separated): baseline, healthz, discovery, jwks, sso, link, oracle.
+    #[arg(long, value_delimiter = ',', default_value = "baseline,healthz,discovery,jwks,sso,link,oracle")]
     only: Vec<String>,
     /// Hard limit for the whole run, seconds: past it the servers are killed and the run stops.
     #[arg(long, default_value_t = 60)]
@@ -93,6 +93,8 @@ struct Outcome {
     elapsed: f64,
     server_cpu: f64,
     own_cpu: f64,
+    db_cpu: f64,
+    machine_busy: f64,
     peak_kib: u64,
     first_error: Option<String>,
     note: String,
@@ -153,6 +155,7 @@ async fn measure(
     barrier.wait().await;
     server::reset_peak(pid);
     let (cpu0, own0, t0) = (server::cpu_secs(pid), server::cpu_secs(std::process::id()), Instant::now());
+    let (db0, m0) = (server::cpu_secs_named("postgres"), server::machine_cpu());
     let mut out = Outcome { name: name.into(), unit, ..Default::default() };
     let mut end = t0;
     for w in workers {
@@ -169,6 +172,9 @@ async fn measure(
     out.elapsed = (end - t0).as_secs_f64();
     out.server_cpu = server::cpu_secs(pid) - cpu0;
     out.own_cpu = server::cpu_secs(std::process::id()) - own0;
+    out.db_cpu = server::cpu_secs_named("postgres") - db0;
+    let m1 = server::machine_cpu();
+    out.machine_busy = (m1.0 - m0.0) / (m1.1 - m0.1).max(1e-9);
     out.peak_kib = server::peak_kib(pid);
     out.lat_us.sort_unstable();
     out
@@ -319,6 +325,32 @@ async fn link(ctx: &Ctx, pid: u32, conc: usize, dur: Duration, first_user: usize
     out
 }
 
+/// The registered-phone oracle (SECURITY.md, issue 4): «Продолжить» for the demo phone, which has a
+/// MAX account, and for new phones, alternately and one at a time (no queueing noise). Returns the
+/// median latency of each, in milliseconds.
+async fn oracle(ctx: &Ctx, rounds: usize) -> Result<(f64, f64), String> {
+    let client = browser::client();
+    let (mut registered, mut new) = (Vec::new(), Vec::new());
+    for i in 0..rounds * 2 {
+        let mut b = Browser::default();
+        let login = b.get(&client, ctx.m("/login")).await?;
+        let csrf = login.csrf()?;
+        let phone = if i % 2 == 0 { "+79000000001".to_string() } else { format!("+7916{:07}", 8_000_000 + i) };
+        let s = Instant::now();
+        let p = b.post(&client, ctx.m("/login/phone"), &[("csrf", &csrf), ("phone", &phone)]).await?;
+        let t = s.elapsed().as_secs_f64() * 1e3;
+        if p.status != reqwest::StatusCode::SEE_OTHER {
+            return Err(p.err("«Продолжить» refused"));
+        }
+        if i % 2 == 0 { registered.push(t) } else { new.push(t) }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(&mut registered), median(&mut new)))
+}
+
 /// Inserts `n` extra diary students `bench0` … (password `demo`, cheap Argon2id parameters: the
 /// benchmark measures the link and sign-in flows, not password hashing).
 async fn seed_users(url: &str, schema: Option<String>, n: usize) -> anyhow::Result<()> {
@@ -433,8 +465,13 @@ fn print_report(results: &[Outcome], base: Option<f64>) {
             println!("first error [{}]: {e}", o.name);
         }
         println!(
-            "cpu [{}]: server {:.1} s, load generator {:.1} s over {:.1} s wall",
-            o.name, o.server_cpu, o.own_cpu, o.elapsed
+            "cpu [{}]: server {:.1} s, load generator {:.1} s, postgres {:.1} s over {:.1} s wall; machine {:.0}% busy",
+            o.name,
+            o.server_cpu,
+            o.own_cpu,
+            o.db_cpu,
+            o.elapsed,
+            o.machine_busy * 100.0
         );
     }
 }
@@ -548,6 +585,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             results.push(link(&ctx, srv.pid, conc, dur, sso_users, link_users).await);
         }
         print_report(&results, base_rate);
+        if want("oracle") {
+            match oracle(&ctx, 100).await {
+                Ok((reg, new)) => println!(
+                    "registered-phone oracle («Продолжить», 100 + 100 sequential): median {reg:.2} ms for a registered \
+                     phone, {new:.2} ms for a new one, difference {:.2} ms (target < 10 ms)",
+                    (reg - new).abs()
+                ),
+                Err(e) => println!("registered-phone oracle: failed: {e}"),
+            }
+        }
         println!(
             "server: idle RSS {:.1} MiB, RSS now {:.1} MiB, start to ready {} ms; baseline idle RSS {:.1} MiB",
             mib(idle),

@@ -67,9 +67,12 @@ pub fn spawn(mut cmd: Command, log: &Path, ready: &'static str) -> anyhow::Resul
         }
         let _ = out.flush();
     });
-    let proc = Proc { child, pid, start_to_ready: Duration::ZERO };
+    let mut proc = Proc { child, pid, start_to_ready: Duration::ZERO };
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(at) => Ok(Proc { start_to_ready: at - t0, ..proc }),
+        Ok(at) => {
+            proc.start_to_ready = at - t0;
+            Ok(proc)
+        }
         Err(_) => bail!("{cmd:?} did not print {ready:?}; see {}", log.display()),
     }
 }
@@ -106,6 +109,25 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // Fields after the command: state is 0, utime is 11, stime is 12.
     (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU seconds of all processes named `name` (e.g. the PostgreSQL server's backends).
+pub fn cpu_secs_named(name: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
+        .map(cpu_secs)
+        .sum()
+}
+
+/// (busy, total) CPU seconds of the whole machine so far.
+pub fn machine_cpu() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / 100.0, total / 100.0)
 }
 
 /// The bare axum "hello world" baseline (run as `edulink-bench baseline --listen ADDR`).

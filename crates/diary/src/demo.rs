@@ -30,10 +30,12 @@ pub async fn seed(db: &Db, cost: PasswordCost, now: i64) -> Result<bool, StoreEr
     if schools > 0 {
         return Ok(false);
     }
-    let hashes: Vec<String> =
-        tokio::task::spawn_blocking(move || (0..11).map(|_| passwords::hash(DEMO_PASSWORD, cost)).collect())
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    // The demo password is public: one hash (one salt) serves every demo account, which keeps the
+    // first start fast and its memory small (each Argon2id hash takes 19 MiB while it runs).
+    let hash = tokio::task::spawn_blocking(move || passwords::hash(DEMO_PASSWORD, cost))
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let hashes = vec![hash; 11];
     let mut tx = db.pool().begin().await?;
     sqlx::query("INSERT INTO schools (id, name) VALUES ('school-1', 'Школа № 1535')").execute(&mut *tx).await?;
     for (id, name) in [("class-7a", "7 А"), ("class-7b", "7 Б")] {

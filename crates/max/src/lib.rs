@@ -150,6 +150,8 @@ pub struct MaxState {
     pub clock: Arc<dyn Clock>,
     /// Cookie attributes.
     pub cookies: CookiePolicy,
+    /// The discovery document, serialised once.
+    pub discovery: Arc<str>,
 }
 
 impl MaxState {
@@ -158,7 +160,8 @@ impl MaxState {
         let secrets = Arc::new(Secrets::derive(&cfg.secret));
         let keys = keys::KeyRing::load_or_create(&db, &secrets.key_cipher, clock.now()).await?;
         let cookies = CookiePolicy { secure: cfg.https() };
-        Ok(Self { db, cfg: Arc::new(cfg), secrets, keys: Arc::new(keys), sms, clock, cookies })
+        let discovery = oidc::discovery_document(&cfg.issuer).into();
+        Ok(Self { db, cfg: Arc::new(cfg), secrets, keys: Arc::new(keys), sms, clock, cookies, discovery })
     }
 
     /// Current time, Unix seconds.

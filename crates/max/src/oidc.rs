@@ -99,10 +99,10 @@ pub fn pairwise_sub(st: &MaxState, sector: &str, account_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(st.secrets.pairwise.mac(&[sector.as_bytes(), account_id.as_bytes()]))
 }
 
-/// `GET /.well-known/openid-configuration`.
-pub async fn discovery(State(st): State<MaxState>) -> Response {
-    let i = &st.cfg.issuer;
-    let doc = json!({
+/// The discovery document of `issuer` (built once at start; it changes only with the configuration).
+pub fn discovery_document(issuer: &str) -> String {
+    let i = issuer;
+    json!({
         "issuer": i,
         "authorization_endpoint": format!("{i}/oauth/authorize"),
         "token_endpoint": format!("{i}/oauth/token"),
@@ -122,8 +122,17 @@ pub async fn discovery(State(st): State<MaxState>) -> Response {
         "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": true,
         "ui_locales_supported": ["ru", "en"],
-    });
-    ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(doc)).into_response()
+    })
+    .to_string()
+}
+
+/// `GET /.well-known/openid-configuration`.
+pub async fn discovery(State(st): State<MaxState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "public, max-age=300")],
+        st.discovery.to_string(),
+    )
+        .into_response()
 }
 
 /// `GET /oauth/jwks`.

@@ -201,6 +201,10 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.acquire_timeout)
+            // No ping before every acquire (one extra round trip per query): a connection that died
+            // fails its query, is dropped from the pool, and the request answers 503 (see
+            // `lost_database_connections_give_503_and_recover`).
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 let pg_setup = pg_setup.clone();
                 Box::pin(async move {
