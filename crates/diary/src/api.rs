@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
 use edulink_domain::crypto::{random_token, sha256_b64};
 use edulink_store::{StoreError, sqlx};
-use edulink_web::api::{ApiJson, ErrorBody, ErrorEnvelope, bearer, unauthorized};
+use edulink_web::api::{ApiJson, BearerScheme, ErrorBody, ErrorEnvelope, bearer, unauthorized};
 use edulink_web::{AppError, ClientIp, ErrorKind};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
@@ -44,23 +44,9 @@ pub fn routes() -> Router<DiaryState> {
 )]
 pub struct ApiDoc;
 
-struct BearerScheme;
-
-impl utoipa::Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi_json() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], edulink_web::api::render_openapi(&ApiDoc::openapi()))
-        .into_response()
+    edulink_web::api::openapi_response(&ApiDoc::openapi())
 }
 
 /// Credentials.

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
 use edulink_domain::{Phone, PhoneError};
-use edulink_web::api::{ApiJson, ErrorBody, ErrorEnvelope, bearer, unauthorized};
+use edulink_web::api::{ApiJson, BearerScheme, ErrorBody, ErrorEnvelope, bearer, unauthorized};
 use edulink_web::{AppError, ClientIp, ErrorKind};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
@@ -40,23 +40,9 @@ pub fn routes() -> Router<MaxState> {
 )]
 pub struct ApiDoc;
 
-struct BearerScheme;
-
-impl utoipa::Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi_json() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], edulink_web::api::render_openapi(&ApiDoc::openapi()))
-        .into_response()
+    edulink_web::api::openapi_response(&ApiDoc::openapi())
 }
 
 /// A phone number to send a code to.
@@ -295,16 +281,8 @@ pub async fn register(
     let (Some(first), Some(last)) = (valid_name(&body.first_name), valid_name(&body.last_name)) else {
         return Err(AppError::bad_request("error-name-invalid"));
     };
-    let now = st.now();
-    let account = match repo::create_account(&st.db, &hash, &enc, &first, &last, now).await {
-        Ok(a) => a,
-        Err(edulink_store::StoreError::Conflict(_)) => {
-            repo::account_by_phone(&st.db, &hash).await?.ok_or_else(|| AppError::internal("account vanished"))?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    audit::record(&st.db, now, "register", Some(&account.id), None, Some(&ip.to_string()), None).await;
-    let (token, _) = repo::sign_in(&st.db, &session, &account.id, now).await?;
+    let account = crate::login::register_account(&st, &hash, &enc, &first, &last, &ip.to_string()).await?;
+    let (token, _) = repo::sign_in(&st.db, &session, &account.id, st.now()).await?;
     Ok((StatusCode::CREATED, Json(SignedIn { token })).into_response())
 }
 

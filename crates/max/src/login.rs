@@ -430,17 +430,30 @@ pub async fn register_submit(
         };
         return Ok((StatusCode::BAD_REQUEST, html(&page)).into_response());
     };
+    let account = register_account(&st, &hash, &enc, &first, &last, &ip.to_string()).await?;
+    finish_sign_in(&st, &session, &account.id).await
+}
+
+/// Creates the account of a verified phone (audited). When another browser registered the same phone
+/// meanwhile (both verified a code), that account is the one: the phone is the same person's.
+pub async fn register_account(
+    st: &MaxState,
+    phone_hash: &str,
+    phone_enc: &str,
+    first: &str,
+    last: &str,
+    ip: &str,
+) -> Result<repo::Account, AppError> {
     let now = st.now();
-    let account = match repo::create_account(&st.db, &hash, &enc, &first, &last, now).await {
+    let account = match repo::create_account(&st.db, phone_hash, phone_enc, first, last, now).await {
         Ok(a) => a,
-        // Registered meanwhile from another browser that also verified a code: sign in to it.
         Err(edulink_store::StoreError::Conflict(_)) => {
-            repo::account_by_phone(&st.db, &hash).await?.ok_or_else(|| AppError::internal("account vanished"))?
+            repo::account_by_phone(&st.db, phone_hash).await?.ok_or_else(|| AppError::internal("account vanished"))?
         }
         Err(e) => return Err(e.into()),
     };
-    audit::record(&st.db, now, "register", Some(&account.id), None, Some(&ip.to_string()), None).await;
-    finish_sign_in(&st, &session, &account.id).await
+    audit::record(&st.db, now, "register", Some(&account.id), None, Some(ip), None).await;
+    Ok(account)
 }
 
 /// `POST /logout`: ends the session on the server.

@@ -96,3 +96,23 @@ pub fn render_openapi(doc: &utoipa::openapi::OpenApi) -> String {
     fix(&mut v);
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
+
+/// Adds the `bearer` HTTP security scheme that the operations' `security(("bearer" = []))` refer to.
+pub struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The response of `GET /api/v1/openapi.json`.
+pub fn openapi_response(doc: &utoipa::openapi::OpenApi) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(header::CONTENT_TYPE, "application/json")], render_openapi(doc)).into_response()
+}
