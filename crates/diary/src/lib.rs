@@ -169,7 +169,7 @@ pub fn router(state: DiaryState) -> Router {
         .route("/sferum/connect", post(pages::connect))
         .route("/sferum/callback", get(pages::callback))
         .route("/sferum/linked", get(pages::linked))
-        .route("/sferum/handoff", get(pages::handoff))
+        .route("/sferum/handoff", get(pages::handoff).post(pages::handoff_submit))
         .route("/passport", get(pages::passport))
         .route("/passport/security", get(pages::security))
         .route("/passport/security/unlink", get(pages::unlink_page).post(pages::unlink_submit))

@@ -434,24 +434,55 @@ pub async fn unlink_submit(
     })
 }
 
-/// Query of the handoff from an app.
+/// The handoff ticket from an app (query of the page, field of its form).
 #[derive(Debug, Deserialize)]
-pub struct HandoffQuery {
+pub struct HandoffTicket {
     ticket: String,
 }
 
-/// `GET /sferum/handoff?ticket=…`: an app's single-use ticket becomes a browser session, and the
-/// browser goes on to Сферум (as the «Сферум» button does).
+/// `GET /sferum/handoff?ticket=…`: an app's single-use ticket (60 s). The page says whose account
+/// will be opened and asks for a click, so a ticket sent to someone else cannot silently sign their
+/// browser in to the sender's account (login CSRF).
 pub async fn handoff(
     State(st): State<DiaryState>,
+    headers: HeaderMap,
+    StrictQuery(q): StrictQuery<HandoffTicket>,
+) -> Result<Response, AppError> {
+    let user: Option<String> = edulink_store::sqlx::query_scalar(
+        "SELECT user_id FROM handoff_tickets WHERE ticket_hash = $1 AND expires_at > $2",
+    )
+    .bind(edulink_domain::crypto::sha256_b64(&q.ticket))
+    .bind(st.now())
+    .fetch_optional(st.db.pool())
+    .await
+    .map_err(edulink_store::StoreError::from)?;
+    let user = match user {
+        Some(id) => repo::user(&st.db, &id).await?,
+        None => None,
+    };
+    let Some(user) = user else { return Err(AppError::bad_request("error-handoff")) };
+    let mut resp = html(&HandoffPage {
+        tr: tr(&headers),
+        name: format!("{} {}", user.first_name, user.last_name),
+        login: user.login,
+        ticket: q.ticket,
+    });
+    resp.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(resp)
+}
+
+/// `POST /sferum/handoff`: the click; the ticket (a 256-bit secret, single use) becomes a browser
+/// session and the browser goes on to Сферум as the «Сферум» button does.
+pub async fn handoff_submit(
+    State(st): State<DiaryState>,
     ClientIp(ip): ClientIp,
-    StrictQuery(q): StrictQuery<HandoffQuery>,
+    StrictForm(form): StrictForm<HandoffTicket>,
 ) -> Result<Response, AppError> {
     let now = st.now();
     let user: Option<String> = edulink_store::sqlx::query_scalar(
         "DELETE FROM handoff_tickets WHERE ticket_hash = $1 AND expires_at > $2 RETURNING user_id",
     )
-    .bind(edulink_domain::crypto::sha256_b64(&q.ticket))
+    .bind(edulink_domain::crypto::sha256_b64(&form.ticket))
     .bind(now)
     .fetch_optional(st.db.pool())
     .await
@@ -459,7 +490,5 @@ pub async fn handoff(
     let Some(user_id) = user else { return Err(AppError::bad_request("error-handoff")) };
     let (raw, _) = repo::create_session(&st.db, &user_id, now).await?;
     audit::record(&st.db, now, "login", Some(&user_id), None, Some(&ip.to_string()), Some("handoff")).await;
-    let mut resp = set_cookie(see_other("/sferum"), st.cookies.set(SESSION_COOKIE, &raw, None));
-    resp.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    Ok(resp)
+    Ok(set_cookie(see_other("/sferum"), st.cookies.set(SESSION_COOKIE, &raw, None)))
 }

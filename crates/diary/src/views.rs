@@ -112,6 +112,15 @@ pub struct ProblemPage {
 }
 
 #[derive(Template)]
+#[template(path = "handoff.html")]
+pub struct HandoffPage {
+    pub tr: Tr,
+    pub name: String,
+    pub login: String,
+    pub ticket: String,
+}
+
+#[derive(Template)]
 #[template(path = "passport.html")]
 pub struct PassportPage {
     pub tr: Tr,

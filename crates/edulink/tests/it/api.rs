@@ -124,14 +124,17 @@ both_backends! {
         let (status, open) = post(format!("{}/api/v1/sferum/open", app.diary), Some(&diary_token), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{open}");
         let b = Browser::new();
-        let phone = b.visit(open["url"].as_str().unwrap()).await;
+        let confirm = b.visit(open["url"].as_str().unwrap()).await;
+        assert!(confirm.has("Вера Кузнецова"), "the page says whose account opens: {}", confirm.body);
+        let ticket = edulink_testkit::hidden(&confirm.body, "ticket").unwrap();
+        let phone = b.submit(&format!("{}/sferum/handoff", app.diary), &[("ticket", &ticket)]).await;
         assert!(phone.url.starts_with(&format!("{}/login", app.max)), "{}", phone.url);
         app.clock.advance(61);
         let code = app.enter_phone(&b, &phone, PHONE).await;
         let sferum = b.follow(app.enter_code(&b, &code, &app.last_code(E164)).await).await;
         assert_eq!(sferum.url, format!("{}/sferum", app.max), "{}", sferum.body);
         assert!(sferum.has("Чат класса 7 А"));
-        let again = b.get(open["url"].as_str().unwrap()).await;
+        let again = b.post(&format!("{}/sferum/handoff", app.diary), &[("ticket", &ticket)]).await;
         assert_eq!(again.status, StatusCode::BAD_REQUEST, "the ticket is single use");
 
         // Unlink needs a recent sign-in.

@@ -166,3 +166,7 @@ error-unknown-app = Unknown app.
 error-reauth-required = Sign in again: unlinking is allowed within 15 minutes of signing in.
 error-not-linked = No Sferum educational profile is linked.
 error-handoff = The link has expired. Open Sferum from the app again.
+handoff-title = Open Sferum
+handoff-text = Open the Sferum educational profile of the account «{ $name }»?
+handoff-continue = Continue
+handoff-not-me = If this is not your account, close this page.
