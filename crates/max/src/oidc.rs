@@ -343,6 +343,18 @@ pub async fn authorize(
         return Ok(see_other(&url));
     }
 
+    // Signing in again where consent was given before (the «Сферум» button of a linked student):
+    // the code goes straight back, with no page and nothing stored in between.
+    if let Some(account_id) = session.as_ref().and_then(|s| s.account_id.clone())
+        && !force_login
+        && !req.consent
+        && req.hint_account_id.as_ref().is_none_or(|h| *h == account_id)
+        && has_grant_in_sector(&st.db, &client.sector, &account_id).await?
+    {
+        let url = issue_code(&st, &req, &account_id).await?;
+        return Ok(see_other(&url));
+    }
+
     store_request(&st.db, &req, now).await?;
     let (cookie, target) = match session {
         Some(s) if s.account_id.is_some() && !force_login => {
@@ -472,9 +484,12 @@ pub async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> R
     let now = st.now();
     let client = client(&st.db, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
     let subject = pairwise_sub(st, &client.sector, account_id);
-    sqlx::query(
+    let code = random_token(32);
+    // One transaction, one commit: the grant, the code, and the request it consumes.
+    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let grant_id: String = sqlx::query_scalar(
         "INSERT INTO grants (id, client_id, account_id, subject, scope, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (client_id, account_id) DO UPDATE SET scope = excluded.scope",
+         ON CONFLICT (client_id, account_id) DO UPDATE SET scope = excluded.scope RETURNING id",
     )
     .bind(new_id())
     .bind(&req.client_id)
@@ -482,12 +497,9 @@ pub async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> R
     .bind(&subject)
     .bind(&req.scope)
     .bind(now)
-    .execute(st.db.pool())
+    .fetch_one(&mut *tx)
     .await
     .map_err(StoreError::from)?;
-    let (grant_id, _) =
-        grant_of(&st.db, &req.client_id, account_id).await?.ok_or_else(|| AppError::internal("grant vanished"))?;
-    let code = random_token(32);
     sqlx::query(
         "INSERT INTO auth_codes (code_hash, grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, \
            auth_time, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -503,14 +515,15 @@ pub async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> R
     .bind(now)
     .bind(now)
     .bind(now + CODE_TTL)
-    .execute(st.db.pool())
+    .execute(&mut *tx)
     .await
     .map_err(StoreError::from)?;
     sqlx::query("DELETE FROM auth_requests WHERE id = $1")
         .bind(&req.id)
-        .execute(st.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
+    tx.commit().await.map_err(StoreError::from)?;
     let mut url = url::Url::parse(&req.redirect_uri).map_err(|_| AppError::bad_request("error-oauth-redirect"))?;
     {
         let mut q = url.query_pairs_mut();
