@@ -769,6 +769,7 @@ struct Issued {
 #[allow(clippy::too_many_arguments)]
 async fn store_tokens(
     st: &MaxState,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     client_id: &str,
     grant_id: Option<&str>,
     account_id: Option<&str>,
@@ -779,7 +780,6 @@ async fn store_tokens(
     let now = st.now();
     let access = random_token(32);
     let refresh = with_refresh.then(|| random_token(32));
-    let mut tx = st.db.pool().begin().await?;
     for (kind, tok, ttl) in
         [("access", Some(&access), st.cfg.access_token_ttl), ("refresh", refresh.as_ref(), st.cfg.refresh_token_ttl)]
     {
@@ -797,10 +797,9 @@ async fn store_tokens(
         .bind(scope)
         .bind(now)
         .bind(now + ttl)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(Issued { access, refresh })
 }
 
@@ -833,16 +832,20 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
         ));
     };
     let code_hash = sha256_b64(code);
+    // Claiming the code and storing what it issues commit together: a replay racing this request
+    // either finds the code unclaimed (and loses the claim) or finds the tokens to revoke.
+    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
     let row = sqlx::query(
         "UPDATE auth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
          RETURNING grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, auth_time, expires_at",
     )
     .bind(&code_hash)
     .bind(now)
-    .fetch_optional(st.db.pool())
+    .fetch_optional(&mut *tx)
     .await
     .map_err(StoreError::from)?;
     let Some(row) = row else {
+        tx.rollback().await.map_err(StoreError::from)?;
         let exists: Option<String> = sqlx::query_scalar("SELECT client_id FROM auth_codes WHERE code_hash = $1")
             .bind(&code_hash)
             .fetch_optional(st.db.pool())
@@ -877,19 +880,23 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
         || expires_at <= now
         || !pkce_verify(verifier, &get("code_challenge")?)
     {
+        // The code is burnt all the same: it was presented.
+        tx.commit().await.map_err(StoreError::from)?;
         return Ok(invalid_grant("the code is invalid, expired or already used"));
     }
     let subject: Option<String> = sqlx::query_scalar("SELECT subject FROM grants WHERE id = $1")
         .bind(&grant_id)
-        .fetch_optional(st.db.pool())
+        .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::from)?;
     let Some(subject) = subject else {
+        tx.commit().await.map_err(StoreError::from)?;
         return Ok(invalid_grant("the grant was revoked"));
     };
     let scopes = parse_scope(&scope);
     let issued = store_tokens(
         st,
+        &mut tx,
         &client.client_id,
         Some(&grant_id),
         Some(&account_id),
@@ -898,6 +905,7 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
         scopes.iter().any(|s| s == "offline_access"),
     )
     .await?;
+    tx.commit().await.map_err(StoreError::from)?;
     let mut claims = json!({
         "iss": st.cfg.issuer,
         "sub": subject,
@@ -984,9 +992,19 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
     if exists.is_none() {
         return Ok(invalid_grant("the grant was revoked"));
     }
-    let issued =
-        store_tokens(st, &client.client_id, Some(&grant_id), account_id.as_deref(), family.as_deref(), &scope, true)
-            .await?;
+    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let issued = store_tokens(
+        st,
+        &mut tx,
+        &client.client_id,
+        Some(&grant_id),
+        account_id.as_deref(),
+        family.as_deref(),
+        &scope,
+        true,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
     metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "refresh_token").increment(1);
     Ok(token_response(json!({
         "access_token": issued.access,
@@ -1007,7 +1025,9 @@ async fn client_credentials(st: &MaxState, client: &Client, p: &TokenParams) -> 
         ));
     }
     let scope = requested.join(" ");
-    let issued = store_tokens(st, &client.client_id, None, None, None, &scope, false).await?;
+    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let issued = store_tokens(st, &mut tx, &client.client_id, None, None, None, &scope, false).await?;
+    tx.commit().await.map_err(StoreError::from)?;
     metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "client_credentials").increment(1);
     Ok(token_response(json!({
         "access_token": issued.access,
