@@ -243,7 +243,8 @@ impl Config {
             Some(f) => fig = fig.merge(Toml::file_exact(f)),
             None => fig = fig.merge(Toml::file("edulink.toml")),
         }
-        fig = fig.merge(Env::prefixed("EDULINK_").split("__"));
+        // Only our own keys: other `EDULINK_*` variables (test and CI switches) are not configuration.
+        fig = fig.merge(Env::prefixed("EDULINK_").filter(|k| is_config_key(k.as_str())).split("__"));
         Ok(fig.extract().map_err(Box::new)?)
     }
 
@@ -368,6 +369,13 @@ impl Config {
     }
 }
 
+/// Whether an `EDULINK_*` variable (prefix stripped) names a configuration key: a top-level field or
+/// something inside the `diary` or `max` section.
+fn is_config_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    matches!(k.as_str(), "mode" | "data_dir" | "demo") || k.starts_with("diary__") || k.starts_with("max__")
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Secrets {
     diary_secret: String,
@@ -420,6 +428,16 @@ mod tests {
         };
         assert!(c.check().unwrap_err().to_string().contains("required in production"));
         assert!(c.clone().with_secrets().is_err());
+    }
+
+    #[test]
+    fn only_configuration_variables_are_read_from_the_environment() {
+        for k in ["MODE", "data_dir", "DIARY__LISTEN", "MAX__SMS__GATEWAY", "max__pool__schema"] {
+            assert!(is_config_key(k), "{k}");
+        }
+        for k in ["REQUIRE_BROWSER", "REQUIRE_POSTGRES", "TEST_POSTGRES_URL", "AXE_JS", "UPDATE_OPENAPI", "MAXIMUM"] {
+            assert!(!is_config_key(k), "{k}");
+        }
     }
 
     #[test]
