@@ -8,9 +8,9 @@
 //! `state` and its verifier to the diary; the diary redeems the code, validates the ID token fully,
 //! and stores the link exactly as the web callback does.
 
+use crate::DiaryState;
 use crate::repo::{self, User};
 use crate::rp::{ClientRef, RpError};
-use crate::{DiaryState, passwords};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +37,7 @@ pub fn routes() -> Router<DiaryState> {
 /// The OpenAPI document of this API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "МЭШ diary app API", version = "1", description = "The diary's mobile apps: sign in, link the account to a Сферум profile in MAX, unlink, open Сферум. Every error is `{\"error\": {\"code\", \"message\", \"retry_after\"?}}`; codes: bad_request, json_required, too_large, unauthorized, login, forbidden, reauth_required, not_found, not_linked, unknown_app, link_already, link_taken, link_starts, callback_state, callback_failed, max_unavailable, unavailable, internal."),
+    info(title = "МЭШ diary app API", version = "1", description = "The diary's mobile apps: sign in, link the account to a Сферум profile in MAX, unlink, open Сферум. Every error is `{\"error\": {\"code\", \"message\", \"retry_after\"?}}`; codes: bad_request, json_required, too_large, unauthorized, login, login_throttled, forbidden, reauth_required, not_found, not_linked, unknown_app, link_already, link_taken, link_starts, callback_state, callback_failed, max_unavailable, unavailable, internal."),
     paths(sign_in, sign_out, me, link_status, start_link, complete_link, unlink, open_sferum),
     components(schemas(SignIn, Token, Me, LinkStatus, StartLink, LinkStarted, CompleteLink, OpenSferum, ErrorEnvelope, ErrorBody)),
     modifiers(&BearerScheme)
@@ -176,16 +176,10 @@ pub async fn sign_in(
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, AppError> {
-    let login = body.login.trim().to_lowercase();
-    let found = if login.len() <= 64 { repo::user_by_login(&st.db, &login).await? } else { None };
-    let (user, hash) = match found {
-        Some((u, h)) => (Some(u), Some(h)),
-        None => (None, None),
-    };
-    let ok = body.password.len() <= 256 && passwords::verify(body.password, hash, st.cfg.password_cost).await;
-    let (true, Some(user)) = (ok, user) else {
-        metrics::counter!("edulink_diary_login_failures_total").increment(1);
-        return Err(AppError::new(ErrorKind::Unauthorized, "error-login"));
+    let user = match crate::signin::check(&st, &body.login, body.password, &ip.to_string()).await? {
+        crate::signin::Outcome::Ok(user) => user,
+        crate::signin::Outcome::Wrong => return Err(AppError::new(ErrorKind::Unauthorized, "error-login")),
+        crate::signin::Outcome::Throttled(wait) => return Err(AppError::too_many("error-login-throttled", wait)),
     };
     let token = random_token(32);
     let now = st.now();

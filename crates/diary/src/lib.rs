@@ -10,6 +10,7 @@ pub mod pages;
 pub mod passwords;
 pub mod repo;
 pub mod rp;
+pub mod signin;
 mod views;
 
 use axum::Router;

@@ -105,30 +105,38 @@ pub async fn login_submit(
         return Err(AppError::forbidden("error-csrf"));
     }
     let login = form.login.trim().to_lowercase();
-    let found = if login.len() <= 64 { repo::user_by_login(&st.db, &login).await? } else { None };
-    let (user, hash) = match found {
-        Some((u, h)) => (Some(u), Some(h)),
-        None => (None, None),
-    };
-    let ok = form.password.len() <= 256 && passwords::verify(form.password, hash, st.cfg.password_cost).await;
     let now = st.now();
-    let (true, Some(user)) = (ok, user) else {
-        metrics::counter!("edulink_diary_login_failures_total").increment(1);
-        let tr = tr(&headers);
-        let page = LoginPage {
-            error: Some(tr.t("error-login")),
-            tr,
-            csrf: form.csrf,
-            login: login.chars().take(64).collect(),
-        };
-        return Ok((StatusCode::UNAUTHORIZED, html(&page)).into_response());
+    let (key, status, wait) = match crate::signin::check(&st, &login, form.password, &ip.to_string()).await? {
+        crate::signin::Outcome::Ok(user) => return finish_login(&st, &headers, &user, &ip.to_string(), now).await,
+        crate::signin::Outcome::Wrong => ("error-login", StatusCode::UNAUTHORIZED, None),
+        crate::signin::Outcome::Throttled(wait) => ("error-login-throttled", StatusCode::TOO_MANY_REQUESTS, Some(wait)),
     };
+    let tr = tr(&headers);
+    let error = match wait {
+        Some(w) => tr.t1(key, "seconds", w),
+        None => tr.t(key),
+    };
+    let page = LoginPage { error: Some(error), tr, csrf: form.csrf, login: login.chars().take(64).collect() };
+    let mut resp = (status, html(&page)).into_response();
+    if let Some(w) = wait {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(w));
+    }
+    Ok(resp)
+}
+
+async fn finish_login(
+    st: &DiaryState,
+    headers: &HeaderMap,
+    user: &User,
+    ip: &str,
+    now: i64,
+) -> Result<Response, AppError> {
     // Any session this browser had is replaced: a new id on every sign-in.
     if let Some(old) = st.cookies.get(&headers, SESSION_COOKIE) {
         repo::delete_session(&st.db, &edulink_domain::crypto::sha256_b64(&old)).await?;
     }
     let (raw, _) = repo::create_session(&st.db, &user.id, now).await?;
-    audit::record(&st.db, now, "login", Some(&user.id), None, Some(&ip.to_string()), None).await;
+    audit::record(&st.db, now, "login", Some(&user.id), None, Some(ip), None).await;
     let resp = set_cookie(see_other("/"), st.cookies.set(SESSION_COOKIE, &raw, None));
     Ok(set_cookie(resp, st.cookies.clear(PRE_COOKIE)))
 }

@@ -371,3 +371,14 @@ pub async fn count_hourly(db: &Db, bucket: &str, cap: i64, now: i64) -> Result<R
     .await?;
     Ok(if count > cap { Err(hour + 3600 - now) } else { Ok(()) })
 }
+
+/// The count of `bucket` in the current hour.
+pub async fn hourly_count(db: &Db, bucket: &str, now: i64) -> Result<i64, StoreError> {
+    let count: Option<i64> =
+        sqlx::query_scalar("SELECT count FROM rate_counters WHERE bucket = $1 AND window_start = $2")
+            .bind(bucket)
+            .bind(now - now.rem_euclid(3600))
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(count.unwrap_or(0))
+}

@@ -294,6 +294,33 @@ both_backends! {
         assert_eq!(p.status, StatusCode::BAD_REQUEST);
     }
 
+    /// ASVS 5.0 V6.3.1 / 800-63B §3.2.2: diary passwords cannot be guessed at speed — ten failures for
+    /// a login in an hour stop sign-in to it (even with the right password) until the hour ends, on the
+    /// web and in the apps' API alike; other logins are unaffected.
+    async fn repeated_wrong_passwords_throttle_the_login(app) {
+        let b = Browser::new();
+        for _ in 0..10 {
+            let page = b.get(&format!("{}/login", app.diary)).await;
+            let p = b.post(&format!("{}/login", app.diary), &[("csrf", &page.csrf()), ("login", "student8"), ("password", "guess")]).await;
+            assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+        }
+        let page = b.get(&format!("{}/login", app.diary)).await;
+        let p = b.post(&format!("{}/login", app.diary), &[("csrf", &page.csrf()), ("login", "student8"), ("password", "demo")]).await;
+        assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS, "{}", p.body);
+        assert!(p.has("Слишком много неверных попыток входа"));
+        assert!(p.headers.contains_key("retry-after"));
+        let api = reqwest::Client::new()
+            .post(format!("{}/api/v1/sessions", app.diary))
+            .json(&serde_json::json!({ "login": "student8", "password": "demo" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(api.status(), StatusCode::TOO_MANY_REQUESTS);
+        app.diary_login(&Browser::new(), "student9").await;
+        app.clock.advance(3600);
+        app.diary_login(&Browser::new(), "student8").await;
+    }
+
     /// A per-diary-account cap on link attempts bounds the SMS one account can cause.
     async fn link_attempts_per_diary_account_are_capped(app) {
         let b = Browser::new();

@@ -170,3 +170,4 @@ handoff-title = Open Sferum
 handoff-text = Open the Sferum educational profile of the account «{ $name }»?
 handoff-continue = Continue
 handoff-not-me = If this is not your account, close this page.
+error-login-throttled = Too many failed sign-in attempts. Try again in { $seconds } s.
