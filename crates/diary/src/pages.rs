@@ -132,7 +132,7 @@ async fn finish_login(
     now: i64,
 ) -> Result<Response, AppError> {
     // Any session this browser had is replaced: a new id on every sign-in.
-    if let Some(old) = st.cookies.get(&headers, SESSION_COOKIE) {
+    if let Some(old) = st.cookies.get(headers, SESSION_COOKIE) {
         repo::delete_session(&st.db, &edulink_domain::crypto::sha256_b64(&old)).await?;
     }
     let (raw, _) = repo::create_session(&st.db, &user.id, now).await?;
