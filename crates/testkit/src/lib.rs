@@ -160,25 +160,7 @@ impl Drop for TestApp {
 #[macro_export]
 macro_rules! both_backends {
     ($($(#[$meta:meta])* async fn $name:ident($app:ident) $body:block)*) => {$(
-        $(#[$meta])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            async fn run($app: $crate::TestApp) $body
-
-            #[tokio::test]
-            async fn sqlite() {
-                run($crate::spawn_app_on($crate::Backend::Sqlite, |_| {}).await.expect("SQLite")).await
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                if let Some(app) = $crate::spawn_app_on($crate::Backend::Postgres, |_| {}).await {
-                    run(app).await
-                }
-            }
-        }
+        $crate::both_backends_with! { |_| {}; $(#[$meta])* async fn $name($app) $body }
     )*};
 }
 
