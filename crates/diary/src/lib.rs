@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audit;
 pub mod demo;
+pub mod lessons;
 pub mod links;
 pub mod outbox;
 pub mod pages;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 
 /// The diary's tables.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons"];
     own.to_vec()
 }
 
@@ -73,6 +74,9 @@ pub struct DiaryConfig {
     pub apps: Vec<AppClient>,
     /// Lifetime of an app's bearer token, seconds.
     pub api_token_ttl: i64,
+    /// Base URL of the school's conferencing rooms: a distance lesson without a call link set by its
+    /// teacher gets `<base>/<room>`, the room derived from the lesson.
+    pub call_base_url: String,
 }
 
 /// A mobile app of the diary, registered at MAX as a public client.
@@ -109,6 +113,7 @@ impl DiaryConfig {
             link_starts_per_hour: 10,
             apps: Vec::new(),
             api_token_ttl: 12 * 3600,
+            call_base_url: "https://call.sferum.example/room".into(),
         }
     }
 
@@ -171,6 +176,9 @@ pub fn router(state: DiaryState) -> Router {
         .route("/sferum/callback", get(pages::callback))
         .route("/sferum/linked", get(pages::linked))
         .route("/sferum/handoff", get(pages::handoff).post(pages::handoff_submit))
+        .route("/sferum/lessons/{id}", get(pages::join_lesson))
+        .route("/lessons/{id}", get(pages::lesson_page).post(pages::lesson_submit))
+        .route("/lessons/{id}/cancel", post(pages::lesson_cancel))
         .route("/passport", get(pages::passport))
         .route("/passport/security", get(pages::security))
         .route("/passport/security/unlink", get(pages::unlink_page).post(pages::unlink_submit))

@@ -37,6 +37,11 @@ pub enum Job {
         /// Encrypted refresh token.
         refresh_enc: String,
     },
+    /// Tell Сферум a distance lesson's current state (created, moved, changed, cancelled).
+    Lesson {
+        /// The diary's lesson id.
+        lesson_id: String,
+    },
 }
 
 impl Job {
@@ -45,6 +50,7 @@ impl Job {
             Job::Provision { .. } => "provision",
             Job::Unlink { .. } => "unlink",
             Job::Revoke { .. } => "revoke",
+            Job::Lesson { .. } => "lesson",
         }
     }
 }
@@ -185,6 +191,18 @@ async fn run(st: &DiaryState, job: &Job) -> Result<(), RpError> {
             Ok(())
         }
         Job::Revoke { refresh_enc } => st.rp.revoke(&open(refresh_enc)?).await,
+        Job::Lesson { lesson_id } => {
+            // Sent as the lesson is at delivery time, under its current revision: a job delivered
+            // twice, or after a later one, changes nothing at Сферум.
+            let Some(lesson) =
+                repo::lesson(&st.db, lesson_id).await.map_err(|e| RpError::Unavailable(e.to_string()))?
+            else {
+                return Ok(());
+            };
+            let push =
+                crate::lessons::push_of(st, &lesson).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
+            st.rp.push_lesson(&push).await.map(|_| ())
+        }
     }
 }
 
@@ -203,16 +221,9 @@ pub async fn profile_of(st: &DiaryState, user_id: &str) -> Result<ProvisionProfi
         school: provisioning::School { id: user.school_id, name: school },
         classes: classes.into_iter().map(|(id, name)| provisioning::Class { id, name }).collect(),
         lessons: lessons
-            .into_iter()
-            .filter(|l| l.distance)
-            .map(|l| provisioning::Lesson {
-                id: l.id,
-                class_id: l.class_id,
-                subject: l.subject,
-                teacher: l.teacher,
-                starts_at: l.starts_at,
-                ends_at: l.ends_at,
-            })
+            .iter()
+            .filter(|l| l.distance && !l.cancelled)
+            .map(|l| crate::lessons::sferum_lesson(st, l))
             .collect(),
     })
 }

@@ -72,6 +72,7 @@ pub async fn home(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Re
         nav: Nav::new(&session, &user, "home"),
         days: views::group_by_day(&lessons),
         linked,
+        now,
     }))
 }
 
@@ -165,17 +166,20 @@ fn max_unavailable(e: RpError) -> AppError {
     AppError::new(edulink_web::ErrorKind::Unavailable, "error-max-unavailable")
 }
 
+/// Starts an authorization request at MAX for `purpose`: `link`, `sso` (land on «Сферум в MAX»),
+/// or `join:<lesson id>` (land in that lesson's room through «Подключиться»).
 async fn start(
     st: &DiaryState,
     session: &Session,
     user: &User,
-    link: bool,
+    purpose: &str,
     hint: Option<&str>,
 ) -> Result<Response, AppError> {
+    let link = purpose == "link";
     let started = st.rp.start(st.rp.web(), link, hint, None).await.map_err(max_unavailable)?;
     let t = repo::Transaction {
         user_id: user.id.clone(),
-        purpose: if link { "link" } else { "sso" }.into(),
+        purpose: purpose.into(),
         nonce: started.nonce,
         verifier_enc: st.cipher.seal("oidc.verifier", started.verifier.as_bytes()),
     };
@@ -188,7 +192,7 @@ async fn start(
 pub async fn sferum(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
     if let Some(link) = repo::link(&st.db, &user.id).await? {
-        return start(&st, &session, &user, false, link.id_token.as_deref()).await;
+        return start(&st, &session, &user, "sso", link.id_token.as_deref()).await;
     }
     Ok(html(&ConnectPage { tr: tr(&headers), nav: Nav::new(&session, &user, "sferum") }))
 }
@@ -210,7 +214,7 @@ pub async fn connect(
         metrics::counter!("edulink_link_starts_refused_total").increment(1);
         return Err(AppError::too_many("error-link-starts", wait));
     }
-    start(&st, &session, &user, true, None).await
+    start(&st, &session, &user, "link", None).await
 }
 
 /// Parameters of the authorization response.
@@ -292,8 +296,12 @@ async fn callback_inner(
             return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-failed"));
         }
     };
-    if t.purpose == "sso" {
-        return finish_sso(st, headers, &user, verified).await;
+    if t.purpose == "sso" || t.purpose.starts_with("join:") {
+        let landing = match t.purpose.strip_prefix("join:") {
+            Some(lesson) => format!("{}/sferum/lessons/{}/{}/join", st.rp.issuer(), st.cfg.client_id, lesson),
+            None => format!("{}/sferum", st.rp.issuer()),
+        };
+        return finish_sso(st, headers, &user, verified, &landing).await;
     }
     finish_link(st, ip, headers, &session, &user, verified).await
 }
@@ -303,11 +311,12 @@ async fn finish_sso(
     headers: &HeaderMap,
     user: &User,
     v: crate::rp::Verified,
+    landing: &str,
 ) -> Result<Response, AppError> {
     match repo::link(&st.db, &user.id).await? {
         Some(link) if link.subject == v.subject => {
             repo::set_link_id_token(&st.db, &user.id, &v.id_token).await?;
-            Ok(see_other(&format!("{}/sferum", st.rp.issuer())))
+            Ok(see_other(landing))
         }
         _ => Ok(callback_problem(headers, StatusCode::CONFLICT, "error-sso-other-account")),
     }
@@ -499,4 +508,131 @@ pub async fn handoff_submit(
     let (raw, _) = repo::create_session(&st.db, &user_id, now).await?;
     audit::record(&st.db, now, "login", Some(&user_id), None, Some(&ip.to_string()), Some("handoff")).await;
     Ok(set_cookie(see_other("/sferum"), st.cookies.set(SESSION_COOKIE, &raw, None)))
+}
+
+/// `GET /sferum/lessons/{id}`: «Подключиться» next to a distance lesson. Signs in to Сферум (SSO,
+/// as «Сферум» does) and lands in the lesson's room, where Сферум checks the time window and records
+/// attendance. Not linked yet: the connection page.
+pub async fn join_lesson(
+    State(st): State<DiaryState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    let Some(lesson) = crate::lessons::visible(&st, &user, &id).await? else {
+        return Err(AppError::not_found());
+    };
+    if !lesson.distance || lesson.cancelled {
+        return Ok(see_other(&format!("/lessons/{}", lesson.id)));
+    }
+    match repo::link(&st.db, &user.id).await? {
+        Some(link) => start(&st, &session, &user, &format!("join:{}", lesson.id), link.id_token.as_deref()).await,
+        None => Ok(see_other("/sferum")),
+    }
+}
+
+async fn render_lesson(
+    st: &DiaryState,
+    headers: &HeaderMap,
+    session: &Session,
+    user: &User,
+    lesson: crate::repo::Lesson,
+    error: Option<&'static str>,
+) -> Result<Response, AppError> {
+    let teacher = crate::lessons::teaches(st, user, &lesson).await?;
+    let (attendance, fresh) = if teacher && lesson.distance {
+        crate::lessons::attendance(st, &lesson).await?
+    } else {
+        (Vec::new(), true)
+    };
+    let linked = repo::link(&st.db, &user.id).await?.is_some();
+    let (date, time) = crate::lessons::msk_fields(lesson.starts_at);
+    let now = st.now();
+    let page = LessonPage {
+        tr: tr(headers),
+        nav: Nav::new(session, user, "home"),
+        call_url: crate::lessons::call_url(st, &lesson),
+        join_open: edulink_domain::sferum::JoinWindow::at(lesson.starts_at, lesson.ends_at, now).is_open(),
+        lesson,
+        teacher,
+        linked,
+        date,
+        time,
+        attendance,
+        attendance_fresh: fresh,
+        error,
+    };
+    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    Ok((status, html(&page)).into_response())
+}
+
+/// `GET /lessons/{id}`: a lesson; for its teacher, the distance-lesson settings and who joined.
+pub async fn lesson_page(
+    State(st): State<DiaryState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    let Some(lesson) = crate::lessons::visible(&st, &user, &id).await? else {
+        return Err(AppError::not_found());
+    };
+    render_lesson(&st, &headers, &session, &user, lesson, None).await
+}
+
+/// The teacher's lesson form.
+#[derive(Debug, Deserialize)]
+pub struct LessonForm {
+    csrf: String,
+    distance: Option<String>,
+    call_url: String,
+    date: String,
+    time: String,
+}
+
+/// `POST /lessons/{id}`: the teacher marks the lesson as distance (or not), sets the call link,
+/// moves it. Сферум hears of it through the outbox.
+pub async fn lesson_submit(
+    State(st): State<DiaryState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    StrictForm(form): StrictForm<LessonForm>,
+) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    check_csrf(&session, &form.csrf)?;
+    let Some(lesson) = crate::lessons::visible(&st, &user, &id).await? else {
+        return Err(AppError::not_found());
+    };
+    if !crate::lessons::teaches(&st, &user, &lesson).await? {
+        return Err(AppError::forbidden("error-forbidden"));
+    }
+    if lesson.cancelled {
+        return render_lesson(&st, &headers, &session, &user, lesson, Some("lesson-error-cancelled")).await;
+    }
+    let edit = match crate::lessons::parse_edit(form.distance.is_some(), &form.call_url, &form.date, &form.time) {
+        Ok(e) => e,
+        Err(e) => return render_lesson(&st, &headers, &session, &user, lesson, Some(e.key())).await,
+    };
+    crate::lessons::apply(&st, &lesson, &edit).await?;
+    audit::record(&st.db, st.now(), "lesson_changed", Some(&user.id), None, None, Some(&lesson.id)).await;
+    Ok(see_other(&format!("/lessons/{}", lesson.id)))
+}
+
+/// `POST /lessons/{id}/cancel`: the teacher cancels the lesson.
+pub async fn lesson_cancel(
+    State(st): State<DiaryState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    check_csrf(&session, &form.csrf)?;
+    let Some(lesson) = crate::lessons::visible(&st, &user, &id).await? else {
+        return Err(AppError::not_found());
+    };
+    if !crate::lessons::teaches(&st, &user, &lesson).await? {
+        return Err(AppError::forbidden("error-forbidden"));
+    }
+    crate::lessons::cancel(&st, &lesson).await?;
+    audit::record(&st.db, st.now(), "lesson_cancelled", Some(&user.id), None, None, Some(&lesson.id)).await;
+    Ok(see_other(&format!("/lessons/{}", lesson.id)))
 }

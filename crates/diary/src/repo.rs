@@ -193,6 +193,8 @@ pub struct Lesson {
     pub class_name: String,
     /// Subject.
     pub subject: String,
+    /// The teacher's id.
+    pub teacher_id: String,
     /// Teacher's name.
     pub teacher: String,
     /// Start.
@@ -201,39 +203,57 @@ pub struct Lesson {
     pub ends_at: i64,
     /// A distance lesson (in Сферум).
     pub distance: bool,
+    /// The call link the teacher set.
+    pub call_url: Option<String>,
+    /// Cancelled.
+    pub cancelled: bool,
+    /// Grows with every change.
+    pub revision: i64,
+}
+
+const LESSON_SELECT: &str = "SELECT l.id, l.class_id, c.name, l.subject, l.teacher_id, u.first_name, u.last_name, \
+       l.starts_at, l.ends_at, l.distance, l.call_url, l.cancelled, l.revision \
+     FROM lessons l JOIN classes c ON c.id = l.class_id JOIN users u ON u.id = l.teacher_id";
+
+fn lesson_from(r: &sqlx::any::AnyRow) -> Result<Lesson, sqlx::Error> {
+    let first: String = r.try_get(5)?;
+    let last: String = r.try_get(6)?;
+    Ok(Lesson {
+        id: r.try_get(0)?,
+        class_id: r.try_get(1)?,
+        class_name: r.try_get(2)?,
+        subject: r.try_get(3)?,
+        teacher_id: r.try_get(4)?,
+        teacher: format!("{first} {last}"),
+        starts_at: r.try_get(7)?,
+        ends_at: r.try_get(8)?,
+        distance: r.try_get::<i64, _>(9)? != 0,
+        call_url: r.try_get(10)?,
+        cancelled: r.try_get::<i64, _>(11)? != 0,
+        revision: r.try_get(12)?,
+    })
 }
 
 /// Lessons of the given classes that end after `from` and start before `to`, in time order.
 pub async fn lessons(db: &Db, class_ids: &[String], from: i64, to: i64) -> Result<Vec<Lesson>, StoreError> {
     let mut out = Vec::new();
+    let sql = format!("{LESSON_SELECT} WHERE l.class_id = $1 AND l.ends_at > $2 AND l.starts_at < $3 ORDER BY l.starts_at");
     for class_id in class_ids {
-        let rows = sqlx::query(
-            "SELECT l.id, l.class_id, c.name, l.subject, u.first_name, u.last_name, l.starts_at, l.ends_at, l.distance \
-             FROM lessons l JOIN classes c ON c.id = l.class_id JOIN users u ON u.id = l.teacher_id \
-             WHERE l.class_id = $1 AND l.ends_at > $2 AND l.starts_at < $3 ORDER BY l.starts_at",
-        )
-        .bind(class_id)
-        .bind(from)
-        .bind(to)
-        .fetch_all(db.pool())
-        .await?;
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(class_id).bind(from).bind(to).fetch_all(db.pool()).await?;
         for r in rows {
-            let first: String = r.try_get(4)?;
-            let last: String = r.try_get(5)?;
-            out.push(Lesson {
-                id: r.try_get(0)?,
-                class_id: r.try_get(1)?,
-                class_name: r.try_get(2)?,
-                subject: r.try_get(3)?,
-                teacher: format!("{first} {last}"),
-                starts_at: r.try_get(6)?,
-                ends_at: r.try_get(7)?,
-                distance: r.try_get::<i64, _>(8)? != 0,
-            });
+            out.push(lesson_from(&r)?);
         }
     }
     out.sort_by_key(|l| l.starts_at);
     Ok(out)
+}
+
+/// One lesson.
+pub async fn lesson(db: &Db, id: &str) -> Result<Option<Lesson>, StoreError> {
+    let sql = format!("{LESSON_SELECT} WHERE l.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db.pool()).await?;
+    Ok(row.as_ref().map(lesson_from).transpose()?)
 }
 
 /// The classes of a user: a student's own, or every class a teacher teaches, as `(id, name)`.

@@ -4,7 +4,7 @@
 //! credentials, provisioning, revocation).
 
 use crate::DiaryConfig;
-use edulink_domain::provisioning::ProvisionProfile;
+use edulink_domain::provisioning::{Attendance, LessonPush, LessonPushResult, ProvisionProfile};
 use openidconnect::core::{
     CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
 };
@@ -324,6 +324,32 @@ impl RelyingParty {
             404 => Err(RpError::Refused("no grant for this subject".into())),
             s if s >= 500 || s == 401 => Err(RpError::Unavailable(format!("provisioning: {s}"))),
             s => Err(RpError::Refused(format!("provisioning: {s}"))),
+        }
+    }
+
+    /// `PUT` a distance lesson's current state to Сферум. Returns whether Сферум applied it (false
+    /// when it had this revision already).
+    pub async fn push_lesson(&self, push: &LessonPush) -> Result<bool, RpError> {
+        let url = format!("{}/sferum/api/v1/lessons/{}", self.issuer, urlenc(&push.lesson.id));
+        let resp = self.with_service_token(|t| self.http.put(&url).bearer_auth(t).json(push)).await?;
+        match resp.status().as_u16() {
+            200..=299 => {
+                let r: LessonPushResult =
+                    resp.json().await.map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+                Ok(r.applied)
+            }
+            s if s >= 500 || s == 401 => Err(RpError::Unavailable(format!("lesson push: {s}"))),
+            s => Err(RpError::Refused(format!("lesson push: {s}"))),
+        }
+    }
+
+    /// `GET` who joined a lesson, by our subjects.
+    pub async fn attendance(&self, lesson_id: &str) -> Result<Attendance, RpError> {
+        let url = format!("{}/sferum/api/v1/lessons/{}/attendance", self.issuer, urlenc(lesson_id));
+        let resp = self.with_service_token(|t| self.http.get(&url).bearer_auth(t)).await?;
+        match resp.status().as_u16() {
+            200..=299 => resp.json().await.map_err(|e| RpError::Unavailable(e.without_url().to_string())),
+            s => Err(RpError::Unavailable(format!("attendance: {s}"))),
         }
     }
 

@@ -12,8 +12,8 @@ fn msk(ts: i64) -> time::OffsetDateTime {
 }
 
 /// A date and time for people.
-pub fn when(ts: i64) -> String {
-    let t = msk(ts);
+pub fn when(ts: impl std::borrow::Borrow<i64>) -> String {
+    let t = msk(*ts.borrow());
     format!("{:02}.{:02}.{} {:02}:{:02}", t.day(), u8::from(t.month()), t.year(), t.hour(), t.minute())
 }
 
@@ -88,6 +88,29 @@ pub struct HomePage {
     pub nav: Nav,
     pub days: Vec<Day>,
     pub linked: bool,
+    pub now: i64,
+}
+
+#[derive(Template)]
+#[template(path = "lesson.html")]
+pub struct LessonPage {
+    pub tr: Tr,
+    pub nav: Nav,
+    pub lesson: crate::repo::Lesson,
+    pub teacher: bool,
+    pub linked: bool,
+    pub join_open: bool,
+    pub call_url: String,
+    pub date: String,
+    pub time: String,
+    pub attendance: Vec<crate::lessons::Attendee>,
+    pub attendance_fresh: bool,
+    pub error: Option<&'static str>,
+}
+
+/// «Подключиться» is open for the lesson now.
+pub fn join_open(l: &crate::repo::Lesson, now: &i64) -> bool {
+    l.distance && !l.cancelled && edulink_domain::sferum::JoinWindow::at(l.starts_at, l.ends_at, *now).is_open()
 }
 
 #[derive(Template)]

@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod otp;
 pub mod phone;
 pub mod provisioning;
+pub mod sferum;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{Cipher, SecretKey};

@@ -68,6 +68,88 @@ pub struct Lesson {
     pub starts_at: i64,
     /// End, Unix seconds.
     pub ends_at: i64,
+    /// The diary's revision of the lesson: it grows with every change, so a delivery that arrives
+    /// twice, or late after a newer one, changes nothing.
+    #[serde(default)]
+    pub revision: i64,
+    /// The call link of the school's conferencing service.
+    #[serde(default)]
+    pub call_url: Option<String>,
+    /// Cancelled (or no longer a distance lesson).
+    #[serde(default)]
+    pub cancelled: bool,
+}
+
+/// The longest call link.
+pub const MAX_URL_LEN: usize = 500;
+
+/// True for an absolute `https://` (or, for local runs, `http://`) URL of reasonable length.
+pub fn valid_call_url(s: &str) -> bool {
+    s.len() <= MAX_URL_LEN
+        && url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some())
+}
+
+impl Lesson {
+    fn check(&self) -> Result<(), &'static str> {
+        let short = |s: &str| !s.trim().is_empty() && s.chars().count() <= MAX_NAME_LEN;
+        if !short(&self.id) || !short(&self.subject) || !short(&self.teacher) || self.ends_at <= self.starts_at {
+            return Err("lessons");
+        }
+        if self.revision < 0 || self.call_url.as_deref().is_some_and(|u| !valid_call_url(u)) {
+            return Err("lessons");
+        }
+        Ok(())
+    }
+}
+
+/// `PUT /sferum/api/v1/lessons/{id}`: the diary's current state of one distance lesson (created,
+/// moved, changed or cancelled). Idempotent by `lesson.revision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LessonPush {
+    /// The school of the class.
+    pub school: School,
+    /// The class.
+    pub class: Class,
+    /// The lesson.
+    pub lesson: Lesson,
+}
+
+impl LessonPush {
+    /// Checks the fields before anything is stored.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let short = |s: &str| !s.trim().is_empty() && s.chars().count() <= MAX_NAME_LEN;
+        if !short(&self.school.id) || !short(&self.school.name) || !short(&self.class.id) || !short(&self.class.name) {
+            return Err("class");
+        }
+        if self.lesson.class_id != self.class.id {
+            return Err("lessons");
+        }
+        self.lesson.check()
+    }
+}
+
+/// The answer to a lesson push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LessonPushResult {
+    /// False when Сферум already had this revision or a newer one.
+    pub applied: bool,
+}
+
+/// One member's «Подключиться» to a lesson, as the diary's sector knows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttendanceEntry {
+    /// The member's subject for the calling client.
+    pub sub: String,
+    /// When they first joined, Unix seconds.
+    pub joined_at: i64,
+}
+
+/// `GET /sferum/api/v1/lessons/{id}/attendance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attendance {
+    /// Who joined, in order of joining.
+    pub attendance: Vec<AttendanceEntry>,
 }
 
 /// `PUT /sferum/api/v1/profiles/{sub}`: attach verified school data to the profile of the MAX
@@ -119,9 +201,7 @@ impl ProvisionProfile {
             return Err("lessons");
         }
         for l in &self.lessons {
-            if !short(&l.id) || !short(&l.subject) || !short(&l.teacher) || l.ends_at <= l.starts_at {
-                return Err("lessons");
-            }
+            l.check()?;
             if !self.classes.iter().any(|c| c.id == l.class_id) {
                 return Err("lessons");
             }

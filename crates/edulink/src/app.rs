@@ -242,6 +242,9 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
             dc.password_cost = cost;
         }
         dc.link_starts_per_hour = cfg.diary.link_starts_per_hour;
+        if let Some(base) = &cfg.diary.call_base_url {
+            dc.call_base_url = base.clone();
+        }
         dc.apps = vec![
             edulink_diary::AppClient {
                 key: "dnevnik_mesh".into(),

@@ -57,6 +57,8 @@ pub struct DiarySection {
     pub client_secret: Option<String>,
     /// Link attempts one diary account may start per hour (each may cause an SMS).
     pub link_starts_per_hour: i64,
+    /// Base URL of the school's conferencing rooms for distance lessons without a teacher's call link.
+    pub call_base_url: Option<String>,
     /// Connection pool and PostgreSQL schema.
     pub pool: PoolSection,
 }
@@ -202,6 +204,7 @@ impl Default for Config {
                 client_id: "mesh".into(),
                 client_secret: None,
                 link_starts_per_hour: 10,
+                call_base_url: None,
                 pool: PoolSection::new("diary"),
             },
             max: MaxSection {

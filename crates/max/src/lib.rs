@@ -7,14 +7,16 @@
 
 pub mod api;
 pub mod audit;
+pub mod chat_web;
 pub mod demo;
+pub mod hub;
 pub mod keys;
 pub mod limits;
 pub mod login;
 pub mod oidc;
 pub mod repo;
 pub mod sferum_web;
-mod views;
+pub mod views;
 
 use axum::Router;
 use axum::routing::{get, post, put};
@@ -152,6 +154,8 @@ pub struct MaxState {
     pub cookies: CookiePolicy,
     /// The discovery document, serialised once.
     pub discovery: Arc<str>,
+    /// Live delivery of chat messages inside this instance.
+    pub hub: hub::Hub,
 }
 
 impl MaxState {
@@ -161,7 +165,17 @@ impl MaxState {
         let keys = keys::KeyRing::load_or_create(&db, &secrets.key_cipher, clock.now()).await?;
         let cookies = CookiePolicy { secure: cfg.https() };
         let discovery = oidc::discovery_document(&cfg.issuer).into();
-        Ok(Self { db, cfg: Arc::new(cfg), secrets, keys: Arc::new(keys), sms, clock, cookies, discovery })
+        Ok(Self {
+            db,
+            cfg: Arc::new(cfg),
+            secrets,
+            keys: Arc::new(keys),
+            sms,
+            clock,
+            cookies,
+            discovery,
+            hub: hub::Hub::default(),
+        })
     }
 
     /// Current time, Unix seconds.
@@ -206,6 +220,14 @@ pub fn router(state: MaxState) -> Router {
         .route("/oauth/revoke", post(oidc::revoke))
         .route("/sferum", get(sferum_web::page))
         .route("/sferum/api/v1/profiles/{sub}", put(sferum_web::provision).delete(sferum_web::detach))
+        .route("/sferum/api/v1/lessons/{lesson}", put(sferum_web::push_lesson))
+        .route("/sferum/api/v1/lessons/{lesson}/attendance", get(sferum_web::attendance))
+        .route("/sferum/chats/{id}", get(chat_web::chat))
+        .route("/sferum/chats/{id}/messages", post(chat_web::post))
+        .route("/sferum/chats/{id}/events", get(chat_web::events))
+        .route("/sferum/people", get(chat_web::people))
+        .route("/sferum/people/{account}/message", post(chat_web::message_person))
+        .route("/sferum/lessons/{client}/{lesson}/join", get(chat_web::join))
         .route(
             "/readyz",
             get(|axum::extract::State(s): axum::extract::State<MaxState>| async move {

@@ -364,3 +364,12 @@ pub async fn notifications(db: &Db, account_id: &str) -> Result<Vec<Notification
         .collect::<Result<_, _>>()
         .map_err(Into::into)
 }
+
+/// True while the session `id_hash` exists and is signed in (sign-out and expiry delete it).
+pub async fn session_alive(db: &Db, id_hash: &str) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE id_hash = $1 AND account_id IS NOT NULL")
+        .bind(id_hash)
+        .fetch_one(db.pool())
+        .await?;
+    Ok(n > 0)
+}

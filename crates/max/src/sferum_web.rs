@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use edulink_domain::provisioning::ProvisionProfile;
+use edulink_domain::provisioning::{Attendance, AttendanceEntry, LessonPush, LessonPushResult, ProvisionProfile};
 use edulink_store::{StoreError, sqlx};
 use edulink_web::{AppError, ClientIp, ErrorKind, Lang, Tr, html, see_other};
 
@@ -29,11 +29,59 @@ pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
     };
     Ok(html(&SferumPage {
         tr: Tr::new(Lang::from_headers(&headers)),
+        now: st.now(),
         csrf: session.csrf,
         masked: crate::views::masked_phone(&st, &account.phone_enc),
         overview,
         confirmed_by,
     }))
+}
+
+/// A client calling the provisioning API with a valid `sferum.provision` token (not a user's token).
+async fn service_client(st: &MaxState, headers: &HeaderMap) -> Result<String, AppError> {
+    let token =
+        bearer(st, headers).await?.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
+    if token.grant_id.is_some() || !token.scope.iter().any(|s| s == "sferum.provision") {
+        return Err(AppError::forbidden("error-forbidden"));
+    }
+    Ok(token.client_id)
+}
+
+/// `PUT /sferum/api/v1/lessons/{lesson}`: one distance lesson as the diary has it now (created,
+/// moved, changed, cancelled). Applied once per revision; the class chat hears of it once.
+pub async fn push_lesson(
+    State(st): State<MaxState>,
+    Path(lesson_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    let client_id = service_client(&st, &headers).await?;
+    let push: LessonPush = serde_json::from_slice(&body).map_err(|_| AppError::bad_request("error-bad-request"))?;
+    if push.validate().is_err() || push.lesson.id != lesson_id {
+        return Err(AppError::bad_request("error-bad-request"));
+    }
+    let outcome = edulink_sferum::push_lesson(&st.db, &client_id, &push, st.now()).await?;
+    if let Some(chat) = outcome.announced_in {
+        st.hub.publish(crate::hub::Event::Posted(chat.into()));
+    }
+    metrics::counter!("edulink_lesson_pushes_total", "applied" => outcome.applied.to_string()).increment(1);
+    Ok(Json(LessonPushResult { applied: outcome.applied }).into_response())
+}
+
+/// `GET /sferum/api/v1/lessons/{lesson}/attendance`: who pressed «Подключиться», and when, by the
+/// calling diary's subjects.
+pub async fn attendance(
+    State(st): State<MaxState>,
+    Path(lesson_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let client_id = service_client(&st, &headers).await?;
+    let sector = oidc::client(&st.db, &client_id).await?.map(|c| c.sector).ok_or_else(AppError::not_found)?;
+    let rows = edulink_sferum::attendance(&st.db, &edulink_sferum::key(&client_id, &lesson_id), &sector).await?;
+    Ok(Json(Attendance {
+        attendance: rows.into_iter().map(|(sub, joined_at)| AttendanceEntry { sub, joined_at }).collect(),
+    })
+    .into_response())
 }
 
 /// The provisioning caller: a client holding a valid `sferum.provision` token, and the account
@@ -44,17 +92,13 @@ async fn caller(
     headers: &HeaderMap,
     sub: &str,
 ) -> Result<(String, Option<(Vec<String>, String)>), AppError> {
-    let token =
-        bearer(st, headers).await?.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
-    if token.grant_id.is_some() || !token.scope.iter().any(|s| s == "sferum.provision") {
-        return Err(AppError::forbidden("error-forbidden"));
-    }
+    let client_id = service_client(st, headers).await?;
     let grants: Vec<(String, String)> = sqlx::query_as(
         "SELECT g.id, g.account_id FROM grants g JOIN clients c ON c.client_id = g.client_id \
          WHERE g.subject = $1 AND c.sector = (SELECT sector FROM clients WHERE client_id = $2)",
     )
     .bind(sub)
-    .bind(&token.client_id)
+    .bind(&client_id)
     .fetch_all(st.db.pool())
     .await
     .map_err(StoreError::from)?;
@@ -62,7 +106,7 @@ async fn caller(
         .first()
         .map(|(_, account)| account.clone())
         .map(|account| (grants.into_iter().map(|(g, _)| g).collect(), account));
-    Ok((token.client_id, found))
+    Ok((client_id, found))
 }
 
 /// `PUT /sferum/api/v1/profiles/{sub}`: attach verified school data (idempotent).
@@ -119,6 +163,8 @@ pub async fn detach(
             .await
             .map_err(StoreError::from)?;
     }
+    // Open live streams of this account end now (other instances notice within a poll).
+    st.hub.publish(crate::hub::Event::Left(account_id.as_str().into()));
     let name = oidc::client(&st.db, &client_id).await?.map(|c| c.name).unwrap_or_default();
     repo::notify(&st.db, &account_id, "unlink", &name, now).await?;
     audit::record(

@@ -39,6 +39,21 @@ pub fn hm(ts: impl std::borrow::Borrow<i64>) -> String {
     format!("{:02}:{:02}", t.hour(), t.minute())
 }
 
+/// True for the teacher role.
+pub fn is_teacher(role: &Option<edulink_domain::provisioning::Role>) -> bool {
+    *role == Some(edulink_domain::provisioning::Role::Teacher)
+}
+
+/// «Подключиться» is open for the lesson now.
+pub fn join_open(l: &edulink_sferum::Lesson, now: &i64) -> bool {
+    edulink_domain::sferum::JoinWindow::at(l.starts_at, l.ends_at, *now).is_open()
+}
+
+/// When «Подключиться» opens for the lesson.
+pub fn opens_at(l: &edulink_sferum::Lesson) -> String {
+    hm(l.starts_at - edulink_domain::sferum::JOIN_EARLY_SECS)
+}
+
 /// A notification as shown.
 pub struct NotificationView {
     /// `link` or `unlink`.
@@ -121,10 +136,67 @@ pub struct MismatchPage {
 #[template(path = "sferum.html")]
 pub struct SferumPage {
     pub tr: Tr,
+    pub now: i64,
     pub csrf: String,
     pub masked: String,
     pub overview: Overview,
     pub confirmed_by: Option<String>,
+}
+
+/// A chat message as a page (or the live stream) shows it.
+#[derive(Debug, Clone)]
+pub struct MessageView {
+    /// Id (anchor and cursor).
+    pub id: i64,
+    /// The author's name, or a neutral label.
+    pub author: String,
+    /// Written by the reader.
+    pub mine: bool,
+    /// Written by a teacher.
+    pub teacher: bool,
+    /// Written by somebody who left.
+    pub former: bool,
+    /// A system message.
+    pub system: bool,
+    /// The text (escaped by the template).
+    pub text: String,
+    /// When.
+    pub at: String,
+}
+
+#[derive(Template)]
+#[template(path = "chat.html")]
+pub struct ChatPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub access: edulink_sferum::ChatAccess,
+    pub messages: Vec<MessageView>,
+    pub older: Option<i64>,
+    pub newer: Option<i64>,
+    pub live: bool,
+    pub after: i64,
+    pub can_post: bool,
+    pub members: Vec<edulink_sferum::Member>,
+    pub lesson: Option<edulink_sferum::Lesson>,
+    pub lesson_open: bool,
+}
+
+#[derive(Template)]
+#[template(path = "people.html")]
+pub struct PeoplePage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub query: String,
+    pub searched: bool,
+    pub found: Vec<edulink_sferum::Found>,
+}
+
+#[derive(Template)]
+#[template(path = "lesson_closed.html")]
+pub struct LessonClosedPage {
+    pub tr: Tr,
+    pub message: String,
+    pub lesson: edulink_sferum::Lesson,
 }
 
 #[derive(Template)]

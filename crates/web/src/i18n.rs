@@ -93,6 +93,19 @@ impl Tr {
         LOCALES.lookup_with_args(&self.id, key, &args)
     }
 
+    /// The message `key` with two named arguments.
+    pub fn t2(
+        &self,
+        key: &str,
+        (n1, v1): (&'static str, &dyn std::fmt::Display),
+        (n2, v2): (&'static str, &dyn std::fmt::Display),
+    ) -> String {
+        let mut args: HashMap<Cow<'static, str>, FluentValue> = HashMap::new();
+        args.insert(Cow::Borrowed(n1), FluentValue::from(v1.to_string()));
+        args.insert(Cow::Borrowed(n2), FluentValue::from(v2.to_string()));
+        LOCALES.lookup_with_args(&self.id, key, &args)
+    }
+
     /// The language tag, for `<html lang>`.
     pub fn tag(&self) -> &'static str {
         self.lang.tag()

@@ -50,4 +50,43 @@
       b.addEventListener("click", function (ev) { ev.preventDefault(); dialog.close(); });
     });
   });
+
+  // Live chat: new messages arrive by Server-Sent Events and are inserted as text (never as HTML).
+  // Without this the chat still works: the page shows new messages when reloaded.
+  var list = document.querySelector("[data-live]");
+  if (list && window.EventSource) {
+    var url = list.getAttribute("data-live") + "?after=" + encodeURIComponent(list.getAttribute("data-after") || "0");
+    var source = new EventSource(url);
+    source.addEventListener("message", function (ev) {
+      var m;
+      try { m = JSON.parse(ev.data); } catch (e) { return; }
+      if (document.getElementById("m" + m.id)) return;
+      var empty = document.getElementById("no-messages");
+      if (empty) empty.hidden = true;
+      var li = document.createElement("li");
+      li.id = "m" + m.id;
+      li.className = "msg" + (m.mine ? " mine" : "") + (m.system ? " system" : "") + (m.former ? " former" : "");
+      var author = document.createElement("span");
+      author.className = "author";
+      author.textContent = m.author;
+      var at = document.createElement("span");
+      at.className = "at";
+      at.textContent = m.at;
+      var text = document.createElement("p");
+      text.className = "text";
+      text.textContent = m.text;
+      li.appendChild(author);
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(at);
+      li.appendChild(text);
+      list.appendChild(li);
+    });
+    source.addEventListener("end", function () {
+      source.close();
+      var note = document.querySelector("[data-ended]");
+      if (note) note.hidden = false;
+      var composer = document.getElementById("composer");
+      if (composer) composer.hidden = true;
+    });
+  }
 })();

@@ -1,0 +1,261 @@
+//! Distance lessons on the diary's side: who may see and manage a lesson, a teacher's changes (mark
+//! as distance, call link, move, cancel) with the push to Сферум written to the outbox in the same
+//! transaction, the call link, and the attendance that comes back from Сферум.
+
+use crate::outbox::{self, Job};
+use crate::repo::{self, Lesson, User};
+use crate::rp::RpError;
+use crate::DiaryState;
+use edulink_domain::provisioning::{self, LessonPush};
+use edulink_store::{Row, StoreError, sqlx};
+
+/// Moscow time, where the diary's schools are (UTC+3, no daylight saving).
+const MSK: i64 = 3 * 3600;
+
+/// Whether `user` teaches the lesson's class (and so may change it and see its attendance).
+pub async fn teaches(st: &DiaryState, user: &User, lesson: &Lesson) -> Result<bool, StoreError> {
+    if user.role != "teacher" {
+        return Ok(false);
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM teacher_classes WHERE teacher_id = $1 AND class_id = $2")
+        .bind(&user.id)
+        .bind(&lesson.class_id)
+        .fetch_one(st.db.pool())
+        .await?;
+    Ok(n > 0)
+}
+
+/// Whether `user` may see the lesson: a pupil of its class or a teacher of it.
+pub async fn may_view(st: &DiaryState, user: &User, lesson: &Lesson) -> Result<bool, StoreError> {
+    Ok(user.class_id.as_deref() == Some(lesson.class_id.as_str()) || teaches(st, user, lesson).await?)
+}
+
+/// A start time typed as a date and a time of day in Moscow, e.g. `2026-11-25` and `10:20`.
+pub fn parse_msk(date: &str, hm: &str) -> Option<i64> {
+    let d = time::Date::parse(date.trim(), time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+    let t = time::Time::parse(hm.trim(), time::macros::format_description!("[hour]:[minute]")).ok()?;
+    Some(time::PrimitiveDateTime::new(d, t).assume_utc().unix_timestamp() - MSK)
+}
+
+/// The date and time fields of an instant, in Moscow time.
+pub fn msk_fields(ts: i64) -> (String, String) {
+    let t = time::OffsetDateTime::from_unix_timestamp(ts + MSK).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    (format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()), format!("{:02}:{:02}", t.hour(), t.minute()))
+}
+
+/// What a teacher may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// A distance lesson.
+    pub distance: bool,
+    /// The conferencing link; `None` to use the school's own room address.
+    pub call_url: Option<String>,
+    /// New start (the duration stays).
+    pub starts_at: i64,
+}
+
+/// Why an edit was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditError {
+    /// Not an `https://` link.
+    CallUrl,
+    /// Not a date and time.
+    When,
+    /// The lesson is cancelled.
+    Cancelled,
+}
+
+impl EditError {
+    /// The message id.
+    pub fn key(self) -> &'static str {
+        match self {
+            EditError::CallUrl => "lesson-error-url",
+            EditError::When => "lesson-error-when",
+            EditError::Cancelled => "lesson-error-cancelled",
+        }
+    }
+}
+
+/// Parses the teacher's form at the edge.
+pub fn parse_edit(distance: bool, call_url: &str, date: &str, hm: &str) -> Result<Edit, EditError> {
+    let call_url = match call_url.trim() {
+        "" => None,
+        u if provisioning::valid_call_url(u) => Some(u.to_owned()),
+        _ => return Err(EditError::CallUrl),
+    };
+    let starts_at = parse_msk(date, hm).ok_or(EditError::When)?;
+    Ok(Edit { distance, call_url, starts_at })
+}
+
+/// Applies a teacher's change: the lesson's revision grows, and when Сферум has (or should have) the
+/// lesson, a push goes into the outbox in the same transaction, then is tried at once.
+pub async fn apply(st: &DiaryState, lesson: &Lesson, edit: &Edit) -> Result<(), StoreError> {
+    if lesson.cancelled {
+        return Err(StoreError::Conflict("cancelled".into()));
+    }
+    let ends_at = edit.starts_at + (lesson.ends_at - lesson.starts_at);
+    let push = lesson.distance || edit.distance;
+    change(st, lesson, push, |q| {
+        q.bind(i64::from(edit.distance)).bind(edit.call_url.clone()).bind(edit.starts_at).bind(ends_at)
+    }, "UPDATE lessons SET distance = $2, call_url = $3, starts_at = $4, ends_at = $5, revision = revision + 1 WHERE id = $1")
+    .await
+}
+
+/// Cancels the lesson (pushed to Сферум when it is a distance lesson).
+pub async fn cancel(st: &DiaryState, lesson: &Lesson) -> Result<(), StoreError> {
+    if lesson.cancelled {
+        return Ok(());
+    }
+    change(st, lesson, lesson.distance, |q| q, "UPDATE lessons SET cancelled = 1, revision = revision + 1 WHERE id = $1")
+        .await
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+async fn change(
+    st: &DiaryState,
+    lesson: &Lesson,
+    push: bool,
+    bind: impl for<'q> FnOnce(Query<'q>) -> Query<'q>,
+    sql: &'static str,
+) -> Result<(), StoreError> {
+    let now = st.now();
+    let mut tx = st.db.pool().begin().await?;
+    bind(sqlx::query(sql).bind(&lesson.id)).execute(&mut *tx).await?;
+    let job = if push { Some(outbox::enqueue(&mut tx, &Job::Lesson { lesson_id: lesson.id.clone() }, now).await?) } else { None };
+    tx.commit().await?;
+    if let Some(id) = job {
+        if let Err(e) = outbox::deliver(st, &id).await {
+            tracing::warn!(error = %e, "immediate lesson push failed; left to the outbox");
+        }
+        st.outbox_wake.notify_one();
+    }
+    Ok(())
+}
+
+/// The call link of a lesson: the teacher's, or the school's room derived from the configured base
+/// URL and a keyed hash of the lesson (unguessable, stable across changes).
+pub fn call_url(st: &DiaryState, lesson: &Lesson) -> String {
+    match &lesson.call_url {
+        Some(u) => u.clone(),
+        None => {
+            let room = st.cfg.secret.derive("diary/call-room").keyed_hash("room", &lesson.id);
+            format!("{}/{}", st.cfg.call_base_url.trim_end_matches('/'), &room[..22])
+        }
+    }
+}
+
+/// What Сферум is told of a lesson: its current state, under its current revision. A lesson that is
+/// no longer a distance lesson is, for Сферум, cancelled.
+pub async fn push_of(st: &DiaryState, lesson: &Lesson) -> Result<LessonPush, StoreError> {
+    let (school_id, school_name): (String, String) = sqlx::query_as(
+        "SELECT s.id, s.name FROM classes c JOIN schools s ON s.id = c.school_id WHERE c.id = $1",
+    )
+    .bind(&lesson.class_id)
+    .fetch_one(st.db.pool())
+    .await?;
+    Ok(LessonPush {
+        school: provisioning::School { id: school_id, name: school_name },
+        class: provisioning::Class { id: lesson.class_id.clone(), name: lesson.class_name.clone() },
+        lesson: sferum_lesson(st, lesson),
+    })
+}
+
+/// A lesson in Сферум's terms.
+pub fn sferum_lesson(st: &DiaryState, l: &Lesson) -> provisioning::Lesson {
+    provisioning::Lesson {
+        id: l.id.clone(),
+        class_id: l.class_id.clone(),
+        subject: l.subject.clone(),
+        teacher: l.teacher.clone(),
+        starts_at: l.starts_at,
+        ends_at: l.ends_at,
+        revision: l.revision,
+        call_url: Some(call_url(st, l)),
+        cancelled: l.cancelled || !l.distance,
+    }
+}
+
+/// One attendee as the teacher sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attendee {
+    /// Name.
+    pub name: String,
+    /// When they joined, Unix seconds.
+    pub joined_at: i64,
+}
+
+/// Who joined the lesson: fetched from Сферум and kept (so the list stays when MAX is away).
+/// Returns the list and whether it is fresh.
+pub async fn attendance(st: &DiaryState, lesson: &Lesson) -> Result<(Vec<Attendee>, bool), StoreError> {
+    let fresh = match st.rp.attendance(&lesson.id).await {
+        Ok(list) => {
+            let mut tx = st.db.pool().begin().await?;
+            for entry in list.attendance {
+                sqlx::query(
+                    "INSERT INTO attendance (lesson_id, user_id, joined_at) \
+                     SELECT $1, user_id, $3 FROM links WHERE issuer = $4 AND subject = $2 \
+                     ON CONFLICT (lesson_id, user_id) DO NOTHING",
+                )
+                .bind(&lesson.id)
+                .bind(&entry.sub)
+                .bind(entry.joined_at)
+                .bind(st.rp.issuer())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            true
+        }
+        Err(RpError::Unavailable(e)) | Err(RpError::Refused(e)) | Err(RpError::Invalid(e)) | Err(RpError::CodeRefused(e)) => {
+            tracing::warn!(error = %e, "attendance not fetched; showing what the diary has");
+            false
+        }
+    };
+    let rows = sqlx::query(
+        "SELECT u.first_name, u.last_name, a.joined_at FROM attendance a JOIN users u ON u.id = a.user_id \
+         WHERE a.lesson_id = $1 ORDER BY a.joined_at, u.last_name",
+    )
+    .bind(&lesson.id)
+    .fetch_all(st.db.pool())
+    .await?;
+    let list = rows
+        .iter()
+        .map(|r| -> Result<Attendee, StoreError> {
+            let (first, last): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            Ok(Attendee { name: format!("{first} {last}"), joined_at: r.try_get(2)? })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((list, fresh))
+}
+
+/// A lesson of the user's classes by id, if they may see it.
+pub async fn visible(st: &DiaryState, user: &User, id: &str) -> Result<Option<Lesson>, StoreError> {
+    match repo::lesson(&st.db, id).await? {
+        Some(l) if may_view(st, user, &l).await? => Ok(Some(l)),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moscow_times_round_trip() {
+        let ts = parse_msk("2026-11-25", "10:20").unwrap();
+        assert_eq!(ts, 1_764_055_200);
+        assert_eq!(msk_fields(ts), ("2026-11-25".to_string(), "10:20".to_string()));
+        assert!(parse_msk("2026-13-01", "10:20").is_none());
+        assert!(parse_msk("2026-11-25", "25:00").is_none());
+    }
+
+    #[test]
+    fn an_edit_takes_only_web_call_links() {
+        assert_eq!(parse_edit(true, "javascript:alert(1)", "2026-11-25", "10:20"), Err(EditError::CallUrl));
+        assert_eq!(parse_edit(true, "https://", "2026-11-25", "10:20"), Err(EditError::CallUrl));
+        assert_eq!(parse_edit(true, "", "25.11.2026", "10:20"), Err(EditError::When));
+        let e = parse_edit(true, " https://call.example/r/1 ", "2026-11-25", "10:20").unwrap();
+        assert_eq!(e.call_url.as_deref(), Some("https://call.example/r/1"));
+    }
+}

@@ -1,0 +1,44 @@
+//! Live delivery inside one MAX instance: a post wakes the open streams of its chat at once, an
+//! unlink ends the streams of the account at once. Other instances notice the same changes through
+//! the database within [`POLL`], so the hub is an accelerator, never the source of truth.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// How often an open stream re-reads the database when nothing woke it.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message was posted to a chat.
+    Posted(Arc<str>),
+    /// An account left chats (unlink): its streams re-check membership.
+    Left(Arc<str>),
+}
+
+/// The in-process event bus.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self { tx: broadcast::channel(1024).0 }
+    }
+}
+
+impl Hub {
+    /// Tells the open streams.
+    pub fn publish(&self, event: Event) {
+        // No subscriber is fine: nobody is watching.
+        let _ = self.tx.send(event);
+    }
+
+    /// A new receiver.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
