@@ -2,10 +2,10 @@
 //! as distance, call link, move, cancel) with the push to Сферум written to the outbox in the same
 //! transaction, the call link, and the attendance that comes back from Сферум.
 
+use crate::DiaryState;
 use crate::outbox::{self, Job};
 use crate::repo::{self, Lesson, User};
 use crate::rp::RpError;
-use crate::DiaryState;
 use edulink_domain::provisioning::{self, LessonPush};
 use edulink_store::{Row, StoreError, sqlx};
 
@@ -106,8 +106,14 @@ pub async fn cancel(st: &DiaryState, lesson: &Lesson) -> Result<(), StoreError> 
     if lesson.cancelled {
         return Ok(());
     }
-    change(st, lesson, lesson.distance, |q| q, "UPDATE lessons SET cancelled = 1, revision = revision + 1 WHERE id = $1")
-        .await
+    change(
+        st,
+        lesson,
+        lesson.distance,
+        |q| q,
+        "UPDATE lessons SET cancelled = 1, revision = revision + 1 WHERE id = $1",
+    )
+    .await
 }
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
@@ -122,7 +128,11 @@ async fn change(
     let now = st.now();
     let mut tx = st.db.pool().begin().await?;
     bind(sqlx::query(sql).bind(&lesson.id)).execute(&mut *tx).await?;
-    let job = if push { Some(outbox::enqueue(&mut tx, &Job::Lesson { lesson_id: lesson.id.clone() }, now).await?) } else { None };
+    let job = if push {
+        Some(outbox::enqueue(&mut tx, &Job::Lesson { lesson_id: lesson.id.clone() }, now).await?)
+    } else {
+        None
+    };
     tx.commit().await?;
     if let Some(id) = job {
         if let Err(e) = outbox::deliver(st, &id).await {
@@ -148,12 +158,11 @@ pub fn call_url(st: &DiaryState, lesson: &Lesson) -> String {
 /// What Сферум is told of a lesson: its current state, under its current revision. A lesson that is
 /// no longer a distance lesson is, for Сферум, cancelled.
 pub async fn push_of(st: &DiaryState, lesson: &Lesson) -> Result<LessonPush, StoreError> {
-    let (school_id, school_name): (String, String) = sqlx::query_as(
-        "SELECT s.id, s.name FROM classes c JOIN schools s ON s.id = c.school_id WHERE c.id = $1",
-    )
-    .bind(&lesson.class_id)
-    .fetch_one(st.db.pool())
-    .await?;
+    let (school_id, school_name): (String, String) =
+        sqlx::query_as("SELECT s.id, s.name FROM classes c JOIN schools s ON s.id = c.school_id WHERE c.id = $1")
+            .bind(&lesson.class_id)
+            .fetch_one(st.db.pool())
+            .await?;
     Ok(LessonPush {
         school: provisioning::School { id: school_id, name: school_name },
         class: provisioning::Class { id: lesson.class_id.clone(), name: lesson.class_name.clone() },
@@ -207,7 +216,10 @@ pub async fn attendance(st: &DiaryState, lesson: &Lesson) -> Result<(Vec<Attende
             tx.commit().await?;
             true
         }
-        Err(RpError::Unavailable(e)) | Err(RpError::Refused(e)) | Err(RpError::Invalid(e)) | Err(RpError::CodeRefused(e)) => {
+        Err(RpError::Unavailable(e))
+        | Err(RpError::Refused(e))
+        | Err(RpError::Invalid(e))
+        | Err(RpError::CodeRefused(e)) => {
             tracing::warn!(error = %e, "attendance not fetched; showing what the diary has");
             false
         }
@@ -244,7 +256,7 @@ mod tests {
     #[test]
     fn moscow_times_round_trip() {
         let ts = parse_msk("2026-11-25", "10:20").unwrap();
-        assert_eq!(ts, 1_764_055_200);
+        assert_eq!(ts, 1_795_591_200); // 07:20 UTC
         assert_eq!(msk_fields(ts), ("2026-11-25".to_string(), "10:20".to_string()));
         assert!(parse_msk("2026-13-01", "10:20").is_none());
         assert!(parse_msk("2026-11-25", "25:00").is_none());

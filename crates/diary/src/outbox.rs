@@ -199,8 +199,7 @@ async fn run(st: &DiaryState, job: &Job) -> Result<(), RpError> {
             else {
                 return Ok(());
             };
-            let push =
-                crate::lessons::push_of(st, &lesson).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
+            let push = crate::lessons::push_of(st, &lesson).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
             st.rp.push_lesson(&push).await.map(|_| ())
         }
     }

@@ -540,11 +540,8 @@ async fn render_lesson(
     error: Option<&'static str>,
 ) -> Result<Response, AppError> {
     let teacher = crate::lessons::teaches(st, user, &lesson).await?;
-    let (attendance, fresh) = if teacher && lesson.distance {
-        crate::lessons::attendance(st, &lesson).await?
-    } else {
-        (Vec::new(), true)
-    };
+    let (attendance, fresh) =
+        if teacher && lesson.distance { crate::lessons::attendance(st, &lesson).await? } else { (Vec::new(), true) };
     let linked = repo::link(&st.db, &user.id).await?.is_some();
     let (date, time) = crate::lessons::msk_fields(lesson.starts_at);
     let now = st.now();

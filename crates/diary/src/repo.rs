@@ -237,10 +237,15 @@ fn lesson_from(r: &sqlx::any::AnyRow) -> Result<Lesson, sqlx::Error> {
 /// Lessons of the given classes that end after `from` and start before `to`, in time order.
 pub async fn lessons(db: &Db, class_ids: &[String], from: i64, to: i64) -> Result<Vec<Lesson>, StoreError> {
     let mut out = Vec::new();
-    let sql = format!("{LESSON_SELECT} WHERE l.class_id = $1 AND l.ends_at > $2 AND l.starts_at < $3 ORDER BY l.starts_at");
+    let sql =
+        format!("{LESSON_SELECT} WHERE l.class_id = $1 AND l.ends_at > $2 AND l.starts_at < $3 ORDER BY l.starts_at");
     for class_id in class_ids {
-        let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(class_id).bind(from).bind(to).fetch_all(db.pool()).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(class_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(db.pool())
+            .await?;
         for r in rows {
             out.push(lesson_from(&r)?);
         }

@@ -49,11 +49,9 @@ pub fn view(tr: &Tr, m: &Message, me: &str) -> MessageView {
     let system = m.kind != "text";
     let text = match (m.kind.as_str(), m.at_ref) {
         ("text", _) => m.body.clone(),
-        (kind, Some(at)) => tr.t2(
-            &format!("chat-{}", kind.replace('_', "-")),
-            ("subject", &m.body),
-            ("when", &views::when(at)),
-        ),
+        (kind, Some(at)) => {
+            tr.t2(&format!("chat-{}", kind.replace('_', "-")), ("subject", &m.body), ("when", &views::when(at)))
+        }
         _ => m.body.clone(),
     };
     MessageView { id: m.id, author, mine, teacher, former, system, text, at: views::when(m.created_at) }
@@ -99,7 +97,9 @@ pub async fn chat(
         messages: messages.iter().map(|m| view(&tr, m, &me)).collect(),
         older,
         newer,
-        lesson_open: lesson.as_ref().is_some_and(|l| !l.cancelled && JoinWindow::at(l.starts_at, l.ends_at, now).is_open()),
+        lesson_open: lesson
+            .as_ref()
+            .is_some_and(|l| !l.cancelled && JoinWindow::at(l.starts_at, l.ends_at, now).is_open()),
         lesson,
         members,
         access,

@@ -249,8 +249,7 @@ async fn found_rows(rows: Vec<sqlx::any::AnyRow>, viewer: &Facts, limit: usize) 
     for r in rows {
         let role: String = r.try_get("role")?;
         let school_key: Option<String> = r.try_get("school_key")?;
-        let target =
-            Facts { role: Role::parse(&role), school_key, safe_mode: r.try_get::<i64, _>("safe_mode")? != 0 };
+        let target = Facts { role: Role::parse(&role), school_key, safe_mode: r.try_get::<i64, _>("safe_mode")? != 0 };
         // The rule decides; the query only narrows.
         if !can_see(&viewer.person(), &target.person()) {
             continue;
@@ -322,7 +321,8 @@ pub async fn open_direct(db: &Db, sender: &str, target: &str, now: i64) -> Resul
         return Ok(None);
     }
     let (s, t) = (facts(db, sender).await?, facts(db, target).await?);
-    let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE id = $1").bind(target).fetch_one(db.pool()).await?;
+    let exists: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE id = $1").bind(target).fetch_one(db.pool()).await?;
     if exists == 0 || !can_message(&s.person(), &t.person(), share_class(db, sender, target).await?) {
         return Ok(None);
     }

@@ -14,8 +14,7 @@ mod chats;
 pub use chats::*;
 
 /// Сферум's tables, applied to the MAX database after MAX's own.
-pub const MIGRATIONS: &[Migration] =
-    edulink_store::migrations![1001 => "1001_sferum", 1002 => "1002_chats_lessons"];
+pub const MIGRATIONS: &[Migration] = edulink_store::migrations![1001 => "1001_sferum", 1002 => "1002_chats_lessons"];
 
 /// An educational profile as the Сферум page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -354,6 +354,11 @@ impl Browser {
         self.page(url.to_string(), resp).await
     }
 
+    /// `GET url` as a stream (Server-Sent Events): the response with its body still arriving.
+    pub async fn stream(&self, url: &str) -> reqwest::Response {
+        self.client.get(self.route(url)).header("accept", "text/event-stream").send().await.expect("GET stream")
+    }
+
     /// Follows redirects from `page` (at most 15), returning the final page.
     pub async fn follow(&self, mut page: Page) -> Page {
         for _ in 0..15 {

@@ -9,3 +9,4 @@ mod rp;
 mod rules;
 mod scale;
 mod security;
+mod sferum;
