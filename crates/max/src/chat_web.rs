@@ -252,42 +252,54 @@ pub async fn events(
     Ok(resp)
 }
 
-/// The search box.
-#[derive(Debug, Deserialize)]
-pub struct PeopleQuery {
-    q: Option<String>,
+/// `GET /sferum/people`: the search form.
+pub async fn people(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let Some((session, _)) = signed_in(&st, &headers).await? else {
+        return Ok(see_other("/login"));
+    };
+    Ok(html(&PeoplePage {
+        tr: Tr::new(Lang::from_headers(&headers)),
+        csrf: session.csrf,
+        query: String::new(),
+        searched: None,
+        found: Vec::new(),
+    }))
 }
 
-/// `GET /sferum/people?q=`: find people by phone or by name. Safe mode decides who appears.
-pub async fn people(
+/// The search box: a phone number or a name.
+#[derive(Debug, Deserialize)]
+pub struct SearchForm {
+    csrf: String,
+    q: String,
+}
+
+/// `POST /sferum/people`: find people by phone or by name; safe mode decides who appears. A POST so
+/// that a phone number never sits in a URL (history, logs, Referer); a phone is echoed only masked.
+pub async fn search(
     State(st): State<MaxState>,
     headers: HeaderMap,
-    StrictQuery(q): StrictQuery<PeopleQuery>,
+    StrictForm(form): StrictForm<SearchForm>,
 ) -> Result<Response, AppError> {
     let Some((session, me)) = signed_in(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    let query = q.q.unwrap_or_default().chars().take(100).collect::<String>();
-    let query = query.trim().to_owned();
-    let found = if query.is_empty() {
-        Vec::new()
+    check_csrf(&session, &form.csrf)?;
+    let query = form.q.chars().take(100).collect::<String>().trim().to_owned();
+    let (found, query, searched) = if query.is_empty() {
+        (Vec::new(), String::new(), None)
     } else if let Ok(phone) = Phone::parse(&query, &st.cfg.default_region, &st.cfg.allowed_countries) {
         let hash = st.secrets.phone_hash.keyed_hash("phone", phone.e164());
-        match repo::account_by_phone(&st.db, &hash).await? {
+        let found = match repo::account_by_phone(&st.db, &hash).await? {
             Some(a) if a.id != me => edulink_sferum::find_account(&st.db, &me, &a.id).await?.into_iter().collect(),
             _ => Vec::new(),
-        }
+        };
+        (found, String::new(), Some(phone.masked().replace(' ', "\u{a0}")))
     } else {
-        edulink_sferum::search_by_name(&st.db, &me, &query).await?
+        let found = edulink_sferum::search_by_name(&st.db, &me, &query).await?;
+        (found, query.clone(), Some(query))
     };
     metrics::counter!("edulink_people_searches_total").increment(1);
-    Ok(html(&PeoplePage {
-        tr: Tr::new(Lang::from_headers(&headers)),
-        csrf: session.csrf,
-        searched: !query.is_empty(),
-        query,
-        found,
-    }))
+    Ok(html(&PeoplePage { tr: Tr::new(Lang::from_headers(&headers)), csrf: session.csrf, query, searched, found }))
 }
 
 /// A form with only the CSRF token.

@@ -225,7 +225,7 @@ pub fn router(state: MaxState) -> Router {
         .route("/sferum/chats/{id}", get(chat_web::chat))
         .route("/sferum/chats/{id}/messages", post(chat_web::post))
         .route("/sferum/chats/{id}/events", get(chat_web::events))
-        .route("/sferum/people", get(chat_web::people))
+        .route("/sferum/people", get(chat_web::people).post(chat_web::search))
         .route("/sferum/people/{account}/message", post(chat_web::message_person))
         .route("/sferum/lessons/{client}/{lesson}/join", get(chat_web::join))
         .route(

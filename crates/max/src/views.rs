@@ -187,7 +187,7 @@ pub struct PeoplePage {
     pub tr: Tr,
     pub csrf: String,
     pub query: String,
-    pub searched: bool,
+    pub searched: Option<String>,
     pub found: Vec<edulink_sferum::Found>,
 }
 

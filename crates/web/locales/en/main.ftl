@@ -227,3 +227,4 @@ lesson-attendance-stale = Сферум is unavailable now: showing what the diar
 lesson-error-url = The video call link must start with https://.
 lesson-error-when = Enter the lesson's date and start time.
 lesson-error-cancelled = The lesson is cancelled and cannot be changed.
+people-results = Results for { $query }

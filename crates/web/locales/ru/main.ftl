@@ -227,3 +227,4 @@ lesson-attendance-stale = Сферум сейчас недоступен: пок
 lesson-error-url = Ссылка на видеосвязь должна начинаться с https://.
 lesson-error-when = Укажите дату и время начала урока.
 lesson-error-cancelled = Урок отменён, изменить его нельзя.
+people-results = Результаты поиска: { $query }
