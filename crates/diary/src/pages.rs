@@ -614,15 +614,25 @@ pub async fn lesson_submit(
     Ok(see_other(&format!("/lessons/{}", lesson.id)))
 }
 
+/// The cancellation form: the teacher ticks that they mean it.
+#[derive(Debug, Deserialize)]
+pub struct CancelForm {
+    csrf: String,
+    confirm: Option<String>,
+}
+
 /// `POST /lessons/{id}/cancel`: the teacher cancels the lesson.
 pub async fn lesson_cancel(
     State(st): State<DiaryState>,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
-    StrictForm(form): StrictForm<CsrfForm>,
+    StrictForm(form): StrictForm<CancelForm>,
 ) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
     check_csrf(&session, &form.csrf)?;
+    if form.confirm.as_deref() != Some("yes") {
+        return Err(AppError::bad_request("lesson-error-confirm"));
+    }
     let Some(lesson) = crate::lessons::visible(&st, &user, &id).await? else {
         return Err(AppError::not_found());
     };

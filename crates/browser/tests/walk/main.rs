@@ -398,3 +398,93 @@ async fn the_walk_without_javascript() {
     p.sees("Аккаунт «Сферум» отвязан").await;
     p.close().await;
 }
+
+/// Сферум in use: the class chat receives a classmate's message live (inserted as text, never as
+/// markup), a post from the composer, the people search, «Подключиться» from the diary's lesson
+/// list into the lesson room, and the teacher's lesson page with who joined.
+#[tokio::test]
+async fn class_chat_live_and_a_distance_lesson_from_the_diary() {
+    let Some(mut driver) = Driver::start("class_chat_live_and_a_distance_lesson_from_the_diary").await else {
+        return;
+    };
+    let app = spawn_app().await;
+    // Five minutes before the next distance lesson of 7 А (sessions are made after the move).
+    let diary = app.running.diary.as_ref().unwrap();
+    let (lesson, starts): (String, i64) = edulink_store::sqlx::query_as(
+        "SELECT id, starts_at FROM lessons WHERE class_id = 'class-7a' AND distance = 1 AND starts_at > $1 \
+         ORDER BY starts_at LIMIT 1",
+    )
+    .bind(diary.now() + 3600)
+    .fetch_one(diary.db.pool())
+    .await
+    .unwrap();
+    app.clock.advance(starts - 5 * 60 - diary.now());
+
+    // A classmate, linked over HTTP.
+    let b = edulink_testkit::Browser::new();
+    app.diary_login(&b, "student2").await;
+    app.link(&b, NEW_PHONE, NEW_E164).await;
+
+    let p = driver.open(View::DESKTOP).await;
+    diary_login(&p, &app, "student1", None).await;
+    p.click("nav .sferum-link").await;
+    p.press("Перейти к подключению").await;
+    p.fill("#phone", DEMO_PHONE).await;
+    p.press("Продолжить").await;
+    p.fill("#code", &app.last_code(DEMO_E164)).await;
+    p.press("Перейти в MAX").await;
+    p.press("Привязать и вернуться").await;
+    p.press("Перейти в Сферум").await;
+    assert_eq!(p.url().await, format!("{}/sferum", app.max));
+    p.sees("Безопасный режим включён").await;
+    p.sees("Объявления: Школа № 1535").await;
+    p.sees("Подключиться").await;
+    p.check("sferum-1-overview").await;
+
+    // The class chat, live.
+    p.click("li.chat-class a").await;
+    let chat = p.url().await;
+    p.sees("Сообщений пока нет").await;
+    p.check("sferum-2-chat-empty").await;
+    let page = b.get(&chat).await;
+    let posted =
+        b.post(&format!("{chat}/messages"), &[("csrf", &page.csrf()), ("text", "<b>Живое</b> сообщение")]).await;
+    assert_eq!(posted.status.as_u16(), 303);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !p.text().await.contains("<b>Живое</b> сообщение") {
+        assert!(std::time::Instant::now() < deadline, "the message did not arrive live: {}", p.text().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(p.js("return document.querySelectorAll('#messages b').length;").await, serde_json::json!(0));
+    p.sees("Борис Смирнов").await;
+    p.fill("#text", "Привет, Борис!").await;
+    p.press("Отправить").await;
+    p.sees("Привет, Борис!").await;
+    p.check("sferum-3-chat").await;
+    assert!(b.get(&chat).await.has("Привет, Борис!"));
+
+    // People search: a classmate by name.
+    p.goto(&format!("{}/sferum/people", app.max)).await;
+    p.fill("#q", "Борис").await;
+    p.press("Найти").await;
+    p.sees("Борис Смирнов").await;
+    p.check("sferum-4-people").await;
+
+    // «Подключиться» from the diary's lesson list lands in the lesson room.
+    p.goto(&format!("{}/", app.diary)).await;
+    p.check("sferum-5-diary-join").await;
+    p.click(&format!("a.join[href='/sferum/lessons/{lesson}']")).await;
+    assert!(p.url().await.starts_with(&format!("{}/sferum/chats/", app.max)), "{}", p.url().await);
+    p.sees("Открыть видеосвязь").await;
+    p.check("sferum-6-lesson-room").await;
+    p.close().await;
+
+    // The teacher sees who joined.
+    let t = driver.open(View::DESKTOP).await;
+    diary_login(&t, &app, "teacher", None).await;
+    t.goto(&format!("{}/lessons/{lesson}", app.diary)).await;
+    t.sees("Кто подключился").await;
+    t.sees("Алиса Иванова").await;
+    t.check("sferum-7-teacher-lesson").await;
+    t.close().await;
+}

@@ -376,6 +376,11 @@ both_backends! {
     // Cancel the moved lesson.
     let form = t.get(&format!("{}/lessons/{lesson}", app.diary)).await;
     let cancelled = t.post(&format!("{}/lessons/{lesson}/cancel", app.diary), &[("csrf", &form.csrf())]).await;
+    assert_eq!(cancelled.status, StatusCode::BAD_REQUEST, "not without the confirmation");
+    assert_eq!(max_messages(&app, "lesson_cancelled").await, 0);
+    let cancelled = t
+        .post(&format!("{}/lessons/{lesson}/cancel", app.diary), &[("csrf", &form.csrf()), ("confirm", "yes")])
+        .await;
     assert_eq!(cancelled.status, StatusCode::SEE_OTHER);
     assert_eq!(max_messages(&app, "lesson_cancelled").await, 1);
     redeliver_last_lesson_job(&app).await;

@@ -228,3 +228,5 @@ lesson-error-url = The video call link must start with https://.
 lesson-error-when = Enter the lesson's date and start time.
 lesson-error-cancelled = The lesson is cancelled and cannot be changed.
 people-results = Results for { $query }
+lesson-cancel-confirm = Yes, cancel the lesson for the whole class
+lesson-error-confirm = Confirm the cancellation.

@@ -228,3 +228,5 @@ lesson-error-url = Ссылка на видеосвязь должна начи�
 lesson-error-when = Укажите дату и время начала урока.
 lesson-error-cancelled = Урок отменён, изменить его нельзя.
 people-results = Результаты поиска: { $query }
+lesson-cancel-confirm = Да, отменить урок для всего класса
+lesson-error-confirm = Подтвердите отмену урока.
