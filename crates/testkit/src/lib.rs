@@ -354,6 +354,12 @@ impl Browser {
         self.page(url.to_string(), resp).await
     }
 
+    /// `GET url` with one extra request header (one request, no redirects followed).
+    pub async fn get_with(&self, url: &str, name: &str, value: &str) -> Page {
+        let resp = self.client.get(self.route(url)).header(name, value).send().await.expect("GET");
+        self.page(url.to_string(), resp).await
+    }
+
     /// `GET url` as a stream (Server-Sent Events): the response with its body still arriving.
     pub async fn stream(&self, url: &str) -> reqwest::Response {
         self.client.get(self.route(url)).header("accept", "text/event-stream").send().await.expect("GET stream")

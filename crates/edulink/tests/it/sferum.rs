@@ -453,6 +453,15 @@ both_backends! {
     let home = a.get(&format!("{}/", app.diary)).await;
     let button = format!("/sferum/lessons/{lesson}");
     assert!(home.has(&button) && home.has("Подключиться"), "{}", home.body);
+    // A browser's speculative prefetch of «Подключиться» records nothing.
+    let prefetch = a.get_with(&join, "sec-purpose", "prefetch").await;
+    assert_eq!(prefetch.status, StatusCode::NO_CONTENT);
+    let max = app.running.max.as_ref().unwrap();
+    let none: i64 = edulink_store::sqlx::query_scalar("SELECT COUNT(*) FROM sferum_attendance")
+        .fetch_one(max.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
     let room = a.visit(&format!("{}{button}", app.diary)).await;
     assert!(room.url.starts_with(&format!("{}/sferum/chats/", app.max)), "{}: {}", room.url, room.body);
     assert!(room.has("Открыть видеосвязь") && room.has("https://call.sferum.example/room/"), "{}", room.body);
@@ -471,6 +480,12 @@ both_backends! {
     };
     app.clock.advance(60);
     assert_eq!(a.get(&join).await.status, StatusCode::SEE_OTHER);
+    let rows: Vec<(i64,)> = edulink_store::sqlx::query_as("SELECT joined_at FROM sferum_attendance WHERE lesson_id = $1")
+        .bind(format!("mesh:{lesson}"))
+        .fetch_all(max.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(joined_at,)], "one row, the first join");
 
     // The teacher sees who joined and when, in the diary.
     let t = Browser::new();
