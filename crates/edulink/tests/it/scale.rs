@@ -350,3 +350,50 @@ async fn lost_database_connections_give_503_and_recover() {
     assert!(recovered, "the parties recover once the database is back");
     admin.close().await;
 }
+
+/// The href of the class chat on a «Сферум в MAX» page.
+fn class_chat_path(body: &str) -> String {
+    let i = body.find("chat-class").expect("a class chat");
+    let rest = &body[i..];
+    let start = rest.find("href=\"").unwrap() + 6;
+    rest[start..start + rest[start..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn live_chat_crosses_instances_and_an_unlink_at_either_ends_the_stream() {
+    let Some(c) = Cluster::start().await else { return };
+    let (a, b) = (Browser::new(), Browser::new());
+    for (br, login, phone, e164) in [(&a, "student1", PHONE_A, E164_A), (&b, "student2", PHONE_B, E164_B)] {
+        c.app.diary_login(br, login).await;
+        let done = c.app.link(br, phone, e164).await;
+        assert!(done.has("Ваша учетная запись успешно привязана"), "{}", done.body);
+    }
+    let page = a.visit(&format!("{}/sferum", c.app.diary)).await;
+    let path = class_chat_path(&page.body);
+    // B listens at instance 0; A posts at instance 1.
+    let mut stream = b.stream(&format!("{}{path}/events", c.max_instances[0])).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let chat1 = format!("{}{path}", c.max_instances[1]);
+    let form = a.get(&chat1).await;
+    let sent = a.post(&format!("{chat1}/messages"), &[("csrf", &form.csrf()), ("text", "через балансировщик")]).await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER);
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains("через балансировщик") {
+        assert!(std::time::Instant::now() < deadline, "not delivered across instances: {seen}");
+        if let Ok(Ok(Some(bytes))) = tokio::time::timeout(std::time::Duration::from_secs(1), stream.chunk()).await {
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    // B unlinks; whichever MAX instance detaches, the stream at instance 0 ends within a poll.
+    let confirm = b.visit(&format!("{}/passport/security/unlink", c.app.diary)).await;
+    b.submit(&format!("{}/passport/security/unlink", c.app.diary), &[("csrf", &confirm.csrf())]).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(bytes)) = stream.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    })
+    .await;
+    assert!(ended.is_ok() && seen.contains("event: end"), "{seen}");
+    c.stop().await;
+}
