@@ -218,9 +218,12 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         tasks.push(tokio::spawn(reload_keys(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(watch_conversion(st.clone(), shutdown_rx.clone())));
         let mut rx = shutdown_rx.clone();
+        let hub = st.hub.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.changed().await;
+                // Open chat streams end now, or the graceful shutdown would wait for them.
+                hub.shut_down();
             };
             if let Err(e) = edulink_web::ops::serve(max_listener, router, stop).await {
                 tracing::error!(error = %e, "MAX server failed");

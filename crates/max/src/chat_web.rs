@@ -188,6 +188,7 @@ impl Live {
                 ev = self.rx.recv() => match ev {
                     Ok(Event::Posted(c)) if *c == *self.chat_id => return,
                     Ok(Event::Left(a)) if *a == *self.me => return,
+                    Ok(Event::Shutdown) => return,
                     Ok(_) => continue,
                     // Missed events or a closed hub: re-read the database.
                     Err(_) => return,
@@ -231,7 +232,7 @@ pub async fn events(
             if let Some(ev) = live.queue.pop_front() {
                 return Some((Ok::<_, Infallible>(ev), live));
             }
-            if live.ended {
+            if live.ended || live.st.hub.stopping() {
                 metrics::gauge!("edulink_chat_streams").decrement(1.0);
                 return None;
             }

@@ -16,17 +16,20 @@ pub enum Event {
     Posted(Arc<str>),
     /// An account left chats (unlink): its streams re-check membership.
     Left(Arc<str>),
+    /// The instance is stopping: streams close (without `end`, so browsers reconnect elsewhere).
+    Shutdown,
 }
 
 /// The in-process event bus.
 #[derive(Debug, Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Event>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { tx: broadcast::channel(1024).0 }
+        Self { tx: broadcast::channel(1024).0, stopping: Arc::default() }
     }
 }
 
@@ -35,6 +38,17 @@ impl Hub {
     pub fn publish(&self, event: Event) {
         // No subscriber is fine: nobody is watching.
         let _ = self.tx.send(event);
+    }
+
+    /// Ends every open stream: a graceful shutdown would otherwise wait for them forever.
+    pub fn shut_down(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.publish(Event::Shutdown);
+    }
+
+    /// True once [`Hub::shut_down`] was called.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A new receiver.

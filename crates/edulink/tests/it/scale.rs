@@ -395,5 +395,13 @@ async fn live_chat_crosses_instances_and_an_unlink_at_either_ends_the_stream() {
     })
     .await;
     assert!(ended.is_ok() && seen.contains("event: end"), "{seen}");
-    c.stop().await;
+    // A stream still open does not hold up a graceful shutdown.
+    let mut open = a.stream(&format!("{}{path}/events", c.max_instances[0])).await;
+    assert_eq!(open.status(), StatusCode::OK);
+    assert!(tokio::time::timeout(std::time::Duration::from_secs(10), c.stop()).await.is_ok(), "stopped");
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Ok(Some(_)) = open.chunk().await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the open stream was closed");
 }
