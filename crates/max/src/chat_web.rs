@@ -129,11 +129,18 @@ pub async fn post(
     if !access.role.is_none_or(|r| can_post(&access.kind, r)) {
         return Err(AppError::forbidden("error-announcements-readonly"));
     }
+    let now = st.now();
+    if let Err(wait) =
+        crate::limits::count_in_window(&st.db, &format!("chat:{me}"), 60, crate::limits::MESSAGES_PER_MINUTE, now)
+            .await?
+    {
+        return Err(AppError::too_many("error-chat-flood", wait));
+    }
     let text = edulink_sferum::parse_message(&form.text).map_err(|e| match e {
         MessageError::Empty => AppError::bad_request("error-message-empty"),
         MessageError::TooLong => AppError::bad_request("error-message-too-long"),
     })?;
-    edulink_sferum::post(&st.db, &chat_id, &me, &text, st.now()).await?;
+    edulink_sferum::post(&st.db, &chat_id, &me, &text, now).await?;
     metrics::counter!("edulink_chat_messages_total").increment(1);
     st.hub.publish(Event::Posted(chat_id.as_str().into()));
     Ok(see_other(&format!("/sferum/chats/{chat_id}#composer")))
@@ -286,6 +293,14 @@ pub async fn search(
     };
     check_csrf(&session, &form.csrf)?;
     let query = form.q.chars().take(100).collect::<String>().trim().to_owned();
+    if !query.is_empty() {
+        let bucket = format!("search:{me}");
+        if let Err(wait) =
+            crate::limits::count_in_window(&st.db, &bucket, 3600, crate::limits::SEARCHES_PER_HOUR, st.now()).await?
+        {
+            return Err(AppError::too_many("error-search-flood", wait));
+        }
+    }
     let (found, query, searched) = if query.is_empty() {
         (Vec::new(), String::new(), None)
     } else if let Ok(phone) = Phone::parse(&query, &st.cfg.default_region, &st.cfg.allowed_countries) {

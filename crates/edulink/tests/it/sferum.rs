@@ -101,6 +101,9 @@ both_backends! {
 
     // History pages by cursor: 35 more messages; the newest page holds 30, the older page the rest.
     for i in 1..=35 {
+        if i % 15 == 0 {
+            app.clock.advance(61); // under the per-minute cap
+        }
         assert_eq!(post_message(&b, &class_a, &format!("сообщение №{i}")).await.status, StatusCode::SEE_OTHER);
     }
     let newest = a.get(&class_a).await;
@@ -111,6 +114,16 @@ both_backends! {
     assert_eq!(page2.status, StatusCode::OK);
     assert!(page2.has("сообщение №5<") && page2.has("сообщение №1<") && page2.has("Привет!"), "{}", page2.body);
     assert!(!page2.has("сообщение №6<"), "no overlap between pages");
+    // A flood: the 21st message within a minute waits (from the start of a fresh minute window).
+    let now = app.running.max.as_ref().unwrap().now();
+    app.clock.advance(60 - now.rem_euclid(60) + 1);
+    for i in 1..=20 {
+        assert_eq!(post_message(&t, &class_a, &format!("поток {i}")).await.status, StatusCode::SEE_OTHER);
+    }
+    let flood = post_message(&t, &class_a, "поток 21").await;
+    assert_eq!(flood.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(flood.headers.contains_key("retry-after"));
+    assert!(!a.get(&class_a).await.has("поток 21"));
     // An unknown chat is 404; a chat of another class is 403 for a pupil.
     assert_eq!(a.get(&format!("{}/sferum/chats/nope", app.max)).await.status, StatusCode::NOT_FOUND);
     let class_b = chat_url(&app, &page_t, "Чат класса 7 Б");

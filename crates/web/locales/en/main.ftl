@@ -230,3 +230,5 @@ lesson-error-cancelled = The lesson is cancelled and cannot be changed.
 people-results = Results for { $query }
 lesson-cancel-confirm = Yes, cancel the lesson for the whole class
 lesson-error-confirm = Confirm the cancellation.
+error-chat-flood = Too many messages in a row. Wait a minute.
+error-search-flood = Too many searches this hour. Try again later.

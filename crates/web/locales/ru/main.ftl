@@ -230,3 +230,5 @@ lesson-error-cancelled = Урок отменён, изменить его нел
 people-results = Результаты поиска: { $query }
 lesson-cancel-confirm = Да, отменить урок для всего класса
 lesson-error-confirm = Подтвердите отмену урока.
+error-chat-flood = Слишком много сообщений подряд. Подождите минуту.
+error-search-flood = Слишком много поисков за час. Попробуйте позже.
