@@ -170,7 +170,7 @@ async fn api_user(st: &DiaryState, headers: &HeaderMap) -> Result<(User, String,
 
 /// Sign in.
 #[utoipa::path(post, path = "/api/v1/sessions", request_body = SignIn, tag = "session",
-    responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 201, body = Token), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
+    responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 201, body = Token), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
 pub async fn sign_in(
     State(st): State<DiaryState>,
     ClientIp(ip): ClientIp,

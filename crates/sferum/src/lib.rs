@@ -213,14 +213,22 @@ async fn upsert_lesson(
     now: i64,
 ) -> Result<Option<LessonChange>, StoreError> {
     let lesson_key = key(client_id, &l.id);
-    let prev: Option<(i64, i64, i64)> =
-        sqlx::query_as("SELECT starts_at, ends_at, cancelled FROM sferum_lessons WHERE id = $1")
+    let prev: Option<(i64, i64, i64, i64, Option<String>)> =
+        sqlx::query_as("SELECT starts_at, ends_at, cancelled, revision, chat_id FROM sferum_lessons WHERE id = $1")
             .bind(&lesson_key)
             .fetch_optional(&mut **tx)
             .await?;
-    let chat_id =
-        ensure_chat(tx, school_key, &format!("{lesson_key}#lesson"), "lesson", &l.subject, Some(class_chat), now)
-            .await?;
+    if prev.as_ref().is_some_and(|p| p.3 >= l.revision) {
+        // Seen already: no write at all (the guard in the upsert below settles races).
+        return Ok(None);
+    }
+    let chat_id = match prev.as_ref().and_then(|p| p.4.clone()) {
+        Some(id) => id,
+        None => {
+            ensure_chat(tx, school_key, &format!("{lesson_key}#lesson"), "lesson", &l.subject, Some(class_chat), now)
+                .await?
+        }
+    };
     let applied = sqlx::query(
         "INSERT INTO sferum_lessons (id, class_key, subject, teacher, starts_at, ends_at, updated_at, chat_id, \
            call_url, cancelled, revision) \
@@ -252,9 +260,9 @@ async fn upsert_lesson(
     Ok(Some(match prev {
         None if l.cancelled => LessonChange::Updated,
         None => LessonChange::Created,
-        Some((_, _, was_cancelled)) if l.cancelled && was_cancelled == 0 => LessonChange::Cancelled,
-        Some((_, _, was_cancelled)) if !l.cancelled && was_cancelled != 0 => LessonChange::Created,
-        Some((s, e, _)) if !l.cancelled && (s, e) != (l.starts_at, l.ends_at) => LessonChange::Moved,
+        Some((_, _, was_cancelled, _, _)) if l.cancelled && was_cancelled == 0 => LessonChange::Cancelled,
+        Some((_, _, was_cancelled, _, _)) if !l.cancelled && was_cancelled != 0 => LessonChange::Created,
+        Some((s, e, _, _, _)) if !l.cancelled && (s, e) != (l.starts_at, l.ends_at) => LessonChange::Moved,
         Some(_) => LessonChange::Updated,
     }))
 }
@@ -305,7 +313,18 @@ pub async fn provision(
         join_chat(&mut tx, &chat_id, account_id, p.role.as_str(), now).await?;
         // Lessons this call brings are the class's current state; changes later arrive one by one
         // (`push_lesson`), each announced in the class chat. These are not: the class has seen them.
+        // One read per class: in the steady state every lesson is known and nothing is written.
+        let known: std::collections::HashMap<String, i64> =
+            sqlx::query_as::<_, (String, i64)>("SELECT id, revision FROM sferum_lessons WHERE class_key = $1")
+                .bind(&class_key)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
         for l in p.lessons.iter().filter(|l| l.class_id == class.id) {
+            if known.get(&key(client_id, &l.id)).is_some_and(|r| *r >= l.revision) {
+                continue;
+            }
             upsert_lesson(&mut tx, client_id, &school_key, &class_key, &chat_id, l, now).await?;
         }
         chat_ids.push(chat_id);
