@@ -25,15 +25,7 @@ async fn current(st: &DiaryState, headers: &HeaderMap) -> Result<Option<(Session
     let Some(raw) = st.cookies.get(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Some(s) =
-        repo::load_session(&st.db, &raw, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await?
-    else {
-        return Ok(None);
-    };
-    let Some(u) = repo::user(&st.db, &s.user_id).await? else {
-        return Ok(None);
-    };
-    Ok(Some((s, u)))
+    Ok(repo::load_session_user(&st.db, &raw, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await?)
 }
 
 fn check_csrf(session: &Session, presented: &str) -> Result<(), AppError> {
@@ -315,7 +307,13 @@ async fn finish_sso(
 ) -> Result<Response, AppError> {
     match repo::link(&st.db, &user.id).await? {
         Some(link) if link.subject == v.subject => {
-            repo::set_link_id_token(&st.db, &user.id, &v.id_token).await?;
+            // The stored ID token is only a hint for the next sign-in: refresh it once a day rather
+            // than on every sign-in (a write and a commit per flow for nothing).
+            let fresh =
+                link.id_token.as_deref().and_then(crate::rp::issued_at).is_some_and(|iat| st.now() - iat < 86_400);
+            if !fresh {
+                repo::set_link_id_token(&st.db, &user.id, &v.id_token).await?;
+            }
             Ok(see_other(landing))
         }
         _ => Ok(callback_problem(headers, StatusCode::CONFLICT, "error-sso-other-account")),

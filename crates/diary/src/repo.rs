@@ -144,34 +144,52 @@ pub async fn load_session(
     idle: i64,
     absolute: i64,
 ) -> Result<Option<Session>, StoreError> {
+    Ok(load_session_user(db, raw, now, idle, absolute).await?.map(|(s, _)| s))
+}
+
+/// The session of cookie value `raw` with its user, in one query (every page needs both); ends it
+/// when it expired.
+pub async fn load_session_user(
+    db: &Db,
+    raw: &str,
+    now: i64,
+    idle: i64,
+    absolute: i64,
+) -> Result<Option<(Session, User)>, StoreError> {
     if raw.len() != 43 {
         return Ok(None);
     }
     let hash = sha256_b64(raw);
-    let row: Option<SessionRow> = sqlx::query_as(
-        "SELECT family, user_id, csrf, last_seen_at, auth_at, created_at, replaced_at FROM sessions WHERE id_hash = $1",
+    let row = sqlx::query(
+        "SELECT s.family, s.user_id, s.csrf, s.last_seen_at, s.auth_at, s.created_at, s.replaced_at, \
+           u.id, u.login, u.role, u.first_name, u.last_name, u.school_id, u.class_id \
+         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1",
     )
     .bind(&hash)
     .fetch_optional(db.pool())
     .await?;
-    let Some((family, user_id, csrf, last_seen_at, auth_at, created_at, replaced_at)) = row else { return Ok(None) };
+    let Some(row) = row else { return Ok(None) };
+    let user = user_from(&row)?;
+    let (family, user_id, csrf): (String, String, String) =
+        (row.try_get("family")?, row.try_get("user_id")?, row.try_get("csrf")?);
+    let (last_seen_at, auth_at, created_at): (i64, i64, i64) =
+        (row.try_get("last_seen_at")?, row.try_get("auth_at")?, row.try_get("created_at")?);
+    let replaced_at: Option<i64> = row.try_get("replaced_at")?;
     let replaced_long_ago = replaced_at.is_some_and(|r| now - r > ROTATION_GRACE_SECS);
     if last_seen_at + idle < now || created_at + absolute < now || replaced_long_ago {
         sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&hash).execute(db.pool()).await?;
         return Ok(None);
     }
     if now - last_seen_at >= 60 && replaced_at.is_none() {
+        // Touch at most once a minute: a write per request would bound throughput for nothing.
         sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
             .bind(now)
             .bind(&hash)
             .execute(db.pool())
             .await?;
     }
-    Ok(Some(Session { id_hash: hash, family, user_id, csrf, last_seen_at, auth_at }))
+    Ok(Some((Session { id_hash: hash, family, user_id, csrf, last_seen_at, auth_at }, user)))
 }
-
-/// `(family, user_id, csrf, last_seen_at, auth_at, created_at, replaced_at)`.
-type SessionRow = (String, String, String, i64, i64, i64, Option<i64>);
 
 /// Ends a session and every id of its family (sign-out is server-side).
 pub async fn delete_session(db: &Db, id_hash: &str) -> Result<(), StoreError> {

@@ -383,6 +383,15 @@ impl RelyingParty {
     }
 }
 
+/// The `iat` of a JWT we stored ourselves after validating it (read without checking the signature
+/// again: it only decides when the stored hint is refreshed).
+pub fn issued_at(jwt: &str) -> Option<i64> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?.get("iat")?.as_i64()
+}
+
 fn urlenc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -158,11 +158,21 @@ pub struct PoolSection {
     pub acquire_timeout_ms: u64,
     /// PostgreSQL statement timeout, milliseconds.
     pub statement_timeout_ms: u64,
+    /// SQLite `synchronous`: `FULL` (default: every commit durable, as security state must be) or
+    /// `NORMAL` (commits reach the disk at checkpoints; a power cut may lose the last ones). Production
+    /// refuses `NORMAL`.
+    pub sqlite_synchronous: String,
 }
 
 impl PoolSection {
     fn new(schema: &str) -> Self {
-        Self { schema: schema.into(), max_connections: 8, acquire_timeout_ms: 5000, statement_timeout_ms: 5000 }
+        Self {
+            schema: schema.into(),
+            max_connections: 8,
+            acquire_timeout_ms: 5000,
+            statement_timeout_ms: 5000,
+            sqlite_synchronous: "FULL".into(),
+        }
     }
 
     /// The storage layer's pool configuration.
@@ -172,7 +182,7 @@ impl PoolSection {
             acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
             statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms),
             schema: Some(self.schema.clone()),
-            ..Default::default()
+            sqlite_synchronous: self.sqlite_synchronous.clone(),
         }
     }
 }
@@ -289,6 +299,14 @@ impl Config {
             }
             if self.max.limits.resend_gap_secs < 60 {
                 return bad("max.limits.resend_gap_secs below 60 is for benchmarks only, never production");
+            }
+            if [&self.diary.pool, &self.max.pool].iter().any(|p| !p.sqlite_synchronous.eq_ignore_ascii_case("FULL")) {
+                return bad("pool.sqlite_synchronous must be FULL in production (durable security state)");
+            }
+        }
+        for p in [&self.diary.pool, &self.max.pool] {
+            if !["FULL", "NORMAL"].iter().any(|v| p.sqlite_synchronous.eq_ignore_ascii_case(v)) {
+                return bad("pool.sqlite_synchronous: FULL or NORMAL");
             }
         }
         for s in [&self.diary.secret, &self.max.secret].into_iter().flatten() {
@@ -431,6 +449,26 @@ mod tests {
         };
         assert!(c.check().unwrap_err().to_string().contains("required in production"));
         assert!(c.clone().with_secrets().is_err());
+    }
+
+    #[test]
+    fn sqlite_durability_is_full_unless_chosen_and_always_in_production() {
+        let mut c = Config::default();
+        assert_eq!(c.diary.pool.to_pool_config().sqlite_synchronous, "FULL");
+        c.max.pool.sqlite_synchronous = "NORMAL".into();
+        c.check().unwrap();
+        c.max.pool.sqlite_synchronous = "OFF".into();
+        assert!(c.check().unwrap_err().to_string().contains("FULL or NORMAL"));
+        let mut p = Config { mode: Mode::Production, ..Config::default() };
+        p.max.sms =
+            SmsSection { gateway: "http".into(), url: Some("https://sms.example/s".into()), token: Some("t".into()) };
+        for v in [&mut p.diary.secret, &mut p.max.secret, &mut p.diary.client_secret] {
+            *v = Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into());
+        }
+        p.diary.public_url = Some("https://diary.example".into());
+        p.max.public_url = Some("https://max.example".into());
+        p.diary.pool.sqlite_synchronous = "NORMAL".into();
+        assert!(p.check().unwrap_err().to_string().contains("must be FULL in production"), "{:?}", p.check());
     }
 
     #[test]

@@ -25,5 +25,7 @@ pub async fn seed(st: &MaxState) -> Result<bool, StoreError> {
 
 /// Registers (or updates) a client.
 pub async fn register(st: &MaxState, c: &Client) -> Result<(), StoreError> {
-    upsert_client(&st.db, c, st.now()).await
+    upsert_client(&st.db, c, st.now()).await?;
+    st.clients.forget(&c.client_id);
+    Ok(())
 }

@@ -156,6 +156,8 @@ pub struct MaxState {
     pub discovery: Arc<str>,
     /// Live delivery of chat messages inside this instance.
     pub hub: hub::Hub,
+    /// Client registrations read recently.
+    pub clients: Arc<oidc::ClientCache>,
 }
 
 impl MaxState {
@@ -175,6 +177,7 @@ impl MaxState {
             cookies,
             discovery,
             hub: hub::Hub::default(),
+            clients: Arc::default(),
         })
     }
 

@@ -66,6 +66,46 @@ pub async fn upsert_client(db: &Db, c: &Client, now: i64) -> Result<(), StoreErr
     Ok(())
 }
 
+/// How long a cached client registration is trusted. Registrations change rarely (`max client add`,
+/// configuration at start); a change made by another process reaches this one within this time.
+pub const CLIENT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Client registrations read by this instance: a flow reads its client four or five times.
+#[derive(Debug, Default)]
+pub struct ClientCache {
+    map: std::sync::Mutex<std::collections::HashMap<String, (Client, std::time::Instant)>>,
+}
+
+impl ClientCache {
+    fn get(&self, id: &str) -> Option<Client> {
+        let map = self.map.lock().expect("client cache");
+        map.get(id).filter(|(_, at)| at.elapsed() < CLIENT_CACHE_TTL).map(|(c, _)| c.clone())
+    }
+
+    fn put(&self, c: &Client) {
+        let mut map = self.map.lock().expect("client cache");
+        // Bounded by the number of registered clients: unknown ids are never cached.
+        map.insert(c.client_id.clone(), (c.clone(), std::time::Instant::now()));
+    }
+
+    /// Forgets a client (after this instance changed it).
+    pub fn forget(&self, id: &str) {
+        self.map.lock().expect("client cache").remove(id);
+    }
+}
+
+/// Looks a client up through this instance's cache (see [`CLIENT_CACHE_TTL`]).
+pub async fn cached_client(st: &MaxState, client_id: &str) -> Result<Option<Client>, StoreError> {
+    if let Some(c) = st.clients.get(client_id) {
+        return Ok(Some(c));
+    }
+    let found = client(&st.db, client_id).await?;
+    if let Some(c) = &found {
+        st.clients.put(c);
+    }
+    Ok(found)
+}
+
 /// Looks a client up.
 pub async fn client(db: &Db, client_id: &str) -> Result<Option<Client>, StoreError> {
     if client_id.len() > 100 {
@@ -179,6 +219,8 @@ pub struct AuthRequest {
     /// The account the client expects (from `id_token_hint`).
     pub hint_account_id: Option<String>,
     consent: bool,
+    /// Kept in `auth_requests` (the sign-in pages in between); a request answered at once never is.
+    stored: bool,
 }
 
 /// Authorization requests expire after this long.
@@ -246,7 +288,7 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams) -> Result<Validated, R
     // Until client and redirect URI are known good, errors are shown here and never redirected.
     let no_client = || RequestError::NoRedirect(AppError::bad_request("error-oauth-client"));
     let client_id = p.client_id.as_deref().ok_or_else(no_client)?;
-    let client = client(&st.db, client_id).await.map_err(store)?.ok_or_else(no_client)?;
+    let client = cached_client(st, client_id).await.map_err(store)?.ok_or_else(no_client)?;
     let redirect_uri = p.redirect_uri.clone().unwrap_or_default();
     if !redirect_uri_matches(&client.redirect_uris, &redirect_uri) {
         metrics::counter!("edulink_oauth_redirect_mismatch_total").increment(1);
@@ -305,6 +347,7 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams) -> Result<Validated, R
         code_challenge: challenge.to_string(),
         hint_account_id,
         consent: prompts.contains(&"consent"),
+        stored: false,
     };
     Ok(Validated { client, req, silent: prompts.contains(&"none"), force_login: prompts.contains(&"login") })
 }
@@ -450,6 +493,7 @@ pub async fn load_request(db: &Db, id: &str, now: i64) -> Result<Option<AuthRequ
             code_challenge: r.try_get("code_challenge")?,
             hint_account_id: r.try_get("hint_account_id")?,
             consent: r.try_get::<i64, _>("prompt_none")? != 0,
+            stored: true,
         })
     })
     .transpose()
@@ -482,7 +526,7 @@ pub async fn grant_of(db: &Db, client_id: &str, account_id: &str) -> Result<Opti
 /// authorization response.
 pub async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> Result<String, AppError> {
     let now = st.now();
-    let client = client(&st.db, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
+    let client = cached_client(st, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
     let subject = pairwise_sub(st, &client.sector, account_id);
     let code = random_token(32);
     // One transaction, one commit: the grant, the code, and the request it consumes.
@@ -518,11 +562,13 @@ pub async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> R
     .execute(&mut *tx)
     .await
     .map_err(StoreError::from)?;
-    sqlx::query("DELETE FROM auth_requests WHERE id = $1")
-        .bind(&req.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+    if req.stored {
+        sqlx::query("DELETE FROM auth_requests WHERE id = $1")
+            .bind(&req.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+    }
     tx.commit().await.map_err(StoreError::from)?;
     let mut url = url::Url::parse(&req.redirect_uri).map_err(|_| AppError::bad_request("error-oauth-redirect"))?;
     {
@@ -560,7 +606,8 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
         return Ok(see_other("/login"));
     };
     let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
-    let client = client(&st.db, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
+    let client =
+        cached_client(&st, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
     let tr = Tr::new(Lang::from_headers(&headers));
     if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
         return Ok(html(&MismatchPage {
@@ -719,7 +766,7 @@ async fn authenticate(
         },
     };
     let bad = || Ok(Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")));
-    let Some(client) = client(&st.db, &id).await? else {
+    let Some(client) = cached_client(st, &id).await? else {
         return bad();
     };
     match (&client.secret_hash, secret) {

@@ -24,7 +24,7 @@ pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
     let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
     let overview = edulink_sferum::overview(&st.db, &account_id, st.now()).await?;
     let confirmed_by = match overview.profile.as_ref().and_then(|p| p.confirmed_by.clone()) {
-        Some(id) => oidc::client(&st.db, &id).await?.map(|c| c.name),
+        Some(id) => oidc::cached_client(&st, &id).await?.map(|c| c.name),
         None => None,
     };
     Ok(html(&SferumPage {
@@ -76,7 +76,7 @@ pub async fn attendance(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let client_id = service_client(&st, &headers).await?;
-    let sector = oidc::client(&st.db, &client_id).await?.map(|c| c.sector).ok_or_else(AppError::not_found)?;
+    let sector = oidc::cached_client(&st, &client_id).await?.map(|c| c.sector).ok_or_else(AppError::not_found)?;
     let rows = edulink_sferum::attendance(&st.db, &edulink_sferum::key(&client_id, &lesson_id), &sector).await?;
     Ok(Json(Attendance {
         attendance: rows.into_iter().map(|(sub, joined_at)| AttendanceEntry { sub, joined_at }).collect(),
@@ -132,7 +132,7 @@ pub async fn provision(
             .map_err(StoreError::from)?;
     let result = edulink_sferum::provision(&st.db, &client_id, &account_id, &p, now).await?;
     if was_confirmed.flatten().as_deref() != Some(client_id.as_str()) {
-        let name = oidc::client(&st.db, &client_id).await?.map(|c| c.name).unwrap_or_default();
+        let name = oidc::cached_client(&st, &client_id).await?.map(|c| c.name).unwrap_or_default();
         repo::notify(&st.db, &account_id, "link", &name, now).await?;
         audit::record(&st.db, now, "sferum_attached", Some(&account_id), Some(&client_id), Some(&ip.to_string()), None)
             .await;
@@ -165,7 +165,7 @@ pub async fn detach(
     }
     // Open live streams of this account end now (other instances notice within a poll).
     st.hub.publish(crate::hub::Event::Left(account_id.as_str().into()));
-    let name = oidc::client(&st.db, &client_id).await?.map(|c| c.name).unwrap_or_default();
+    let name = oidc::cached_client(&st, &client_id).await?.map(|c| c.name).unwrap_or_default();
     repo::notify(&st.db, &account_id, "unlink", &name, now).await?;
     audit::record(
         &st.db,
