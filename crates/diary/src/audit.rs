@@ -4,6 +4,32 @@ use edulink_domain::crypto::new_id;
 use edulink_store::{Db, Row, StoreError, sqlx};
 
 /// Writes one record (failure is logged, not raised: the action it records already happened).
+/// Writes one audit record inside the caller's transaction: it commits with the change it records
+/// (one commit instead of two), and a failure fails the change.
+pub async fn record_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: i64,
+    event: &str,
+    user_id: Option<&str>,
+    subject: Option<&str>,
+    ip: Option<&str>,
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO audit (id, at, event, user_id, subject, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(new_id())
+        .bind(now)
+        .bind(event)
+        .bind(user_id)
+        .bind(subject)
+        .bind(ip)
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
+    tracing::info!(event, user = user_id, "audit");
+    Ok(())
+}
+
+/// Writes one audit record on its own.
 pub async fn record(
     db: &Db,
     now: i64,

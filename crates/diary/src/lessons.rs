@@ -128,14 +128,11 @@ async fn change(
     let now = st.now();
     let mut tx = st.db.pool().begin().await?;
     bind(sqlx::query(sql).bind(&lesson.id)).execute(&mut *tx).await?;
-    let job = if push {
-        Some(outbox::enqueue(&mut tx, &Job::Lesson { lesson_id: lesson.id.clone() }, now).await?)
-    } else {
-        None
-    };
+    let job = Job::Lesson { lesson_id: lesson.id.clone() };
+    let id = if push { Some(outbox::enqueue_claimed(&mut tx, &job, now).await?) } else { None };
     tx.commit().await?;
-    if let Some(id) = job {
-        if let Err(e) = outbox::deliver(st, &id).await {
+    if let Some(id) = id {
+        if let Err(e) = outbox::deliver_claimed(st, &id, &job).await {
             tracing::warn!(error = %e, "immediate lesson push failed; left to the outbox");
         }
         st.outbox_wake.notify_one();

@@ -48,12 +48,14 @@ pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &s
     match inserted {
         Ok(_) => {
             let job = Job::Provision { user_id: user.id.clone(), subject: v.subject.clone() };
-            let id = outbox::enqueue(&mut tx, &job, now).await?;
+            // The link, its audit record and the provisioning job commit together; the job is
+            // leased to this request, which delivers it at once.
+            let id = outbox::enqueue_claimed(&mut tx, &job, now).await?;
+            audit::record_in(&mut tx, now, "link", Some(&user.id), Some(&v.subject), Some(ip), None).await?;
             tx.commit().await?;
-            audit::record(&st.db, now, "link", Some(&user.id), Some(&v.subject), Some(ip), None).await;
             metrics::counter!("edulink_links_total").increment(1);
             // Deliver now so the Сферум page is ready; if MAX is slow or down, the worker retries.
-            if let Err(e) = outbox::deliver(st, &id).await {
+            if let Err(e) = outbox::deliver_claimed(st, &id, &job).await {
                 tracing::warn!(error = %e, "immediate provisioning failed; left to the outbox");
             }
             st.outbox_wake.notify_one();

@@ -72,6 +72,34 @@ pub async fn enqueue(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &Job, now: 
     Ok(id)
 }
 
+/// Writes a job inside the caller's transaction already claimed by the caller (its first attempt
+/// leased), for [`deliver_claimed`] right after the commit: one write fewer than enqueue + claim. If
+/// the caller never delivers (a crash), the worker takes the job when the lease ends.
+pub async fn enqueue_claimed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job: &Job,
+    now: i64,
+) -> Result<String, StoreError> {
+    let id = format!("{:012x}-{}", now, random_token(9));
+    sqlx::query(
+        "INSERT INTO outbox (id, kind, payload, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, 1, $4, $5)",
+    )
+    .bind(&id)
+    .bind(job.kind())
+    .bind(serde_json::to_string(job).expect("jobs serialize"))
+    .bind(now + LEASE_SECS)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+/// Delivers a job written by [`enqueue_claimed`] (the caller holds its lease).
+pub async fn deliver_claimed(st: &DiaryState, id: &str, job: &Job) -> Result<bool, StoreError> {
+    let outcome = run(st, job).await;
+    finish(st, id, 1, outcome).await
+}
+
 /// Claims and delivers job `id` now, if it is due and nobody else holds it. Returns whether it was
 /// delivered.
 pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
@@ -92,6 +120,11 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
         Ok(job) => run(st, &job).await,
         Err(e) => Err(RpError::Refused(format!("unreadable job: {e}"))),
     };
+    finish(st, id, attempts, outcome).await
+}
+
+/// Records the outcome of an attempt: done, refused for good, or retried with backoff.
+async fn finish(st: &DiaryState, id: &str, attempts: i64, outcome: Result<(), RpError>) -> Result<bool, StoreError> {
     let now = st.now();
     match outcome {
         Ok(()) => {

@@ -2,10 +2,10 @@
 //! finishing an authorization request in the app instead of the browser. The same rules and limits
 //! as the web pages apply (the handlers share their logic); errors are the JSON envelope.
 
+use crate::MaxState;
 use crate::login::{Verified, challenge_of, send_code, valid_name, verify_code};
 use crate::oidc::{self, AuthorizeParams, RequestError, Validated};
 use crate::repo::{self, Session};
-use crate::{MaxState, audit};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -360,16 +360,8 @@ pub async fn approve(
     if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
         return Err(AppError::conflict("error-oauth-account-mismatch"));
     }
-    let url = oidc::issue_code(&st, &req, &account_id).await?;
-    audit::record(
-        &st.db,
-        st.now(),
-        "authorize",
-        Some(&account_id),
-        Some(&req.client_id),
-        Some(&ip.to_string()),
-        Some("app"),
-    )
-    .await;
+    let ip = ip.to_string();
+    let url =
+        oidc::issue_code_audited(&st, &req, &account_id, Some(oidc::Consent { ip: &ip, detail: Some("app") })).await?;
     Ok(Json(Approved { redirect_url: url }).into_response())
 }

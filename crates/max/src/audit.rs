@@ -4,6 +4,33 @@
 use edulink_domain::crypto::new_id;
 use edulink_store::{Db, StoreError, sqlx};
 
+/// Writes one audit record inside the caller's transaction: it commits with the change it records
+/// (one commit instead of two), and a failure fails the change.
+pub async fn record_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: i64,
+    event: &str,
+    account: Option<&str>,
+    client: Option<&str>,
+    ip: Option<&str>,
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (id, at, event, account, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new_id())
+    .bind(now)
+    .bind(event)
+    .bind(account)
+    .bind(client)
+    .bind(ip)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    tracing::info!(event, account, client, "audit");
+    Ok(())
+}
+
 /// Writes one audit record. A failure is logged and swallowed: auditing must not turn a completed
 /// security action into an error for the user, but it is alerted on through the log.
 pub async fn record(

@@ -525,6 +525,25 @@ pub async fn grant_of(db: &Db, client_id: &str, account_id: &str) -> Result<Opti
 /// Creates the grant if needed, stores a fresh code, consumes the request, and returns the URL of the
 /// authorization response.
 pub async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> Result<String, AppError> {
+    issue_code_audited(st, req, account_id, None).await
+}
+
+/// The consent behind an issued code, audited in the transaction that issues it.
+#[derive(Debug, Clone, Copy)]
+pub struct Consent<'a> {
+    /// Client IP.
+    pub ip: &'a str,
+    /// Where it was given (`None` for the web, `Some("app")` for the MAX app).
+    pub detail: Option<&'a str>,
+}
+
+/// [`issue_code`] with an `authorize` audit record committed together with the code.
+pub async fn issue_code_audited(
+    st: &MaxState,
+    req: &AuthRequest,
+    account_id: &str,
+    consent: Option<Consent<'_>>,
+) -> Result<String, AppError> {
     let now = st.now();
     let client = cached_client(st, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
     let subject = pairwise_sub(st, &client.sector, account_id);
@@ -568,6 +587,10 @@ pub async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> R
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
+    }
+    if let Some(c) = consent {
+        audit::record_in(&mut tx, now, "authorize", Some(account_id), Some(&req.client_id), Some(c.ip), c.detail)
+            .await?;
     }
     tx.commit().await.map_err(StoreError::from)?;
     let mut url = url::Url::parse(&req.redirect_uri).map_err(|_| AppError::bad_request("error-oauth-redirect"))?;
@@ -652,9 +675,8 @@ pub async fn confirm(
         return Ok(see_other("/authorize/continue"));
     }
     repo::set_pending_request(&st.db, &session.id_hash, None).await?;
-    let url = issue_code(&st, &req, &account_id).await?;
-    audit::record(&st.db, st.now(), "authorize", Some(&account_id), Some(&req.client_id), Some(&ip.to_string()), None)
-        .await;
+    let ip = ip.to_string();
+    let url = issue_code_audited(&st, &req, &account_id, Some(Consent { ip: &ip, detail: None })).await?;
     Ok(see_other(&url))
 }
 

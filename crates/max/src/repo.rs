@@ -326,6 +326,25 @@ pub async fn use_challenge(db: &Db, id: &str, now: i64) -> Result<bool, StoreErr
 }
 
 /// Adds a message to the account's MAX notifications (e.g. a link or unlink by a diary).
+pub async fn notify_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    account_id: &str,
+    kind: &str,
+    client: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO notifications (id, account_id, kind, client, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(new_id())
+        .bind(account_id)
+        .bind(kind)
+        .bind(client)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Adds a notification for the account (on its own).
 pub async fn notify(db: &Db, account_id: &str, kind: &str, client: &str, now: i64) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO notifications (id, account_id, kind, client, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(new_id())

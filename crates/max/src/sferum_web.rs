@@ -124,19 +124,31 @@ pub async fn provision(
     let p: ProvisionProfile = serde_json::from_slice(&body).map_err(|_| AppError::bad_request("error-bad-request"))?;
     p.validate().map_err(|_| AppError::bad_request("error-bad-request"))?;
     let now = st.now();
+    let name = oidc::cached_client(&st, &client_id).await?.map(|c| c.name).unwrap_or_default();
+    // One transaction: the profile, its chats and lessons, and (on the first attach) the notification
+    // and the audit record commit together.
+    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
     let was_confirmed: Option<Option<String>> =
         sqlx::query_scalar("SELECT confirmed_by FROM sferum_profiles WHERE account_id = $1")
             .bind(&account_id)
-            .fetch_optional(st.db.pool())
+            .fetch_optional(&mut *tx)
             .await
             .map_err(StoreError::from)?;
-    let result = edulink_sferum::provision(&st.db, &client_id, &account_id, &p, now).await?;
+    let result = edulink_sferum::provision_in(&mut tx, &client_id, &account_id, &p, now).await?;
     if was_confirmed.flatten().as_deref() != Some(client_id.as_str()) {
-        let name = oidc::cached_client(&st, &client_id).await?.map(|c| c.name).unwrap_or_default();
-        repo::notify(&st.db, &account_id, "link", &name, now).await?;
-        audit::record(&st.db, now, "sferum_attached", Some(&account_id), Some(&client_id), Some(&ip.to_string()), None)
-            .await;
+        repo::notify_in(&mut tx, &account_id, "link", &name, now).await?;
+        audit::record_in(
+            &mut tx,
+            now,
+            "sferum_attached",
+            Some(&account_id),
+            Some(&client_id),
+            Some(&ip.to_string()),
+            None,
+        )
+        .await?;
     }
+    tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(result).into_response())
 }
 

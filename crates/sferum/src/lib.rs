@@ -278,8 +278,21 @@ pub async fn provision(
     p: &ProvisionProfile,
     now: i64,
 ) -> Result<ProvisionResult, StoreError> {
-    let school_key = key(client_id, &p.school.id);
     let mut tx = db.pool().begin().await?;
+    let result = provision_in(&mut tx, client_id, account_id, p, now).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// [`provision`] inside the caller's transaction (which may also record the audit and notification).
+pub async fn provision_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    client_id: &str,
+    account_id: &str,
+    p: &ProvisionProfile,
+    now: i64,
+) -> Result<ProvisionResult, StoreError> {
+    let school_key = key(client_id, &p.school.id);
     sqlx::query(
         "INSERT INTO sferum_profiles (account_id, role, first_name, last_name, school_key, school_name, \
            confirmed_by, confirmed_at, created_at, updated_at, safe_mode, search_name) \
@@ -299,25 +312,25 @@ pub async fn provision(
     .bind(now)
     .bind(i64::from(p.role == Role::Student))
     .bind(search_name(&p.first_name, &p.last_name))
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
 
     let channel =
-        ensure_chat(&mut tx, &school_key, &announcements_key(&school_key), "announcements", &p.school.name, None, now)
+        ensure_chat(tx, &school_key, &announcements_key(&school_key), "announcements", &p.school.name, None, now)
             .await?;
-    join_chat(&mut tx, &channel, account_id, p.role.as_str(), now).await?;
+    join_chat(tx, &channel, account_id, p.role.as_str(), now).await?;
     let mut chat_ids = vec![channel];
     for class in &p.classes {
         let class_key = key(client_id, &class.id);
-        let chat_id = ensure_chat(&mut tx, &school_key, &class_key, "class", &class.name, None, now).await?;
-        join_chat(&mut tx, &chat_id, account_id, p.role.as_str(), now).await?;
+        let chat_id = ensure_chat(tx, &school_key, &class_key, "class", &class.name, None, now).await?;
+        join_chat(tx, &chat_id, account_id, p.role.as_str(), now).await?;
         // Lessons this call brings are the class's current state; changes later arrive one by one
         // (`push_lesson`), each announced in the class chat. These are not: the class has seen them.
         // One read per class: in the steady state every lesson is known and nothing is written.
         let known: std::collections::HashMap<String, i64> =
             sqlx::query_as::<_, (String, i64)>("SELECT id, revision FROM sferum_lessons WHERE class_key = $1")
                 .bind(&class_key)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?
                 .into_iter()
                 .collect();
@@ -325,7 +338,7 @@ pub async fn provision(
             if known.get(&key(client_id, &l.id)).is_some_and(|r| *r >= l.revision) {
                 continue;
             }
-            upsert_lesson(&mut tx, client_id, &school_key, &class_key, &chat_id, l, now).await?;
+            upsert_lesson(tx, client_id, &school_key, &class_key, &chat_id, l, now).await?;
         }
         chat_ids.push(chat_id);
     }
@@ -337,16 +350,15 @@ pub async fn provision(
     )
     .bind(account_id)
     .bind(format!("{client_id}:%"))
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     for chat in current.iter().filter(|c| !chat_ids.contains(c)) {
         sqlx::query("DELETE FROM sferum_members WHERE chat_id = $1 AND account_id = $2")
             .bind(chat)
             .bind(account_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(ProvisionResult { chats: chat_ids })
 }
 
