@@ -64,7 +64,18 @@ async fn walk(app: &TestApp, b: &Browser) {
     b.submit(&format!("{}/passport/security/unlink", app.diary), &[("csrf", &unlink.csrf())]).await;
     app.clock.advance(61);
     app.link(b, PHONE, E164).await;
-    b.visit(&format!("{}/sferum", app.diary)).await;
+    let sferum = b.visit(&format!("{}/sferum", app.diary)).await;
+    // Сферум in use: the class chat with a post, and the people search by phone (own and other).
+    let i = sferum.body.find("chat-class").expect("class chat");
+    let start = sferum.body[i..].find("href=\"").unwrap() + i + 6;
+    let chat = format!("{}{}", app.max, &sferum.body[start..start + sferum.body[start..].find('"').unwrap()]);
+    let page = b.visit(&chat).await;
+    b.submit(&format!("{chat}/messages"), &[("csrf", &page.csrf()), ("text", "Всем привет")]).await;
+    let people = b.visit(&format!("{}/sferum/people", app.max)).await;
+    for q in [PHONE, "+7 900 000-00-01"] {
+        let found = b.post(&format!("{}/sferum/people", app.max), &[("csrf", &people.csrf()), ("q", q)]).await;
+        assert_eq!(found.status, reqwest::StatusCode::OK);
+    }
 }
 
 #[tokio::test]
