@@ -472,7 +472,7 @@ pub async fn overview(db: &Db, account_id: &str, now: i64) -> Result<Overview, S
          FROM sferum_lessons l \
          JOIN sferum_chats c ON c.class_key = l.class_key AND c.kind = 'class' \
          JOIN sferum_members m ON m.chat_id = c.id \
-         WHERE m.account_id = $1 AND l.ends_at > $2 ORDER BY l.starts_at LIMIT 20",
+         WHERE m.account_id = $1 AND l.ends_at > $2 ORDER BY l.starts_at LIMIT 10",
     )
     .bind(account_id)
     .bind(now)
