@@ -152,8 +152,8 @@ pub fn call_url(st: &DiaryState, lesson: &Lesson) -> String {
     }
 }
 
-/// What Сферум is told of a lesson: its current state, under its current revision. A lesson that is
-/// no longer a distance lesson is, for Сферум, cancelled.
+/// What Сферум is told of a lesson: its current state, under its current revision (a lesson that is
+/// no longer a distance lesson is «held in class», not cancelled).
 pub async fn push_of(st: &DiaryState, lesson: &Lesson) -> Result<LessonPush, StoreError> {
     let (school_id, school_name): (String, String) =
         sqlx::query_as("SELECT s.id, s.name FROM classes c JOIN schools s ON s.id = c.school_id WHERE c.id = $1")
@@ -178,7 +178,8 @@ pub fn sferum_lesson(st: &DiaryState, l: &Lesson) -> provisioning::Lesson {
         ends_at: l.ends_at,
         revision: l.revision,
         call_url: Some(call_url(st, l)),
-        cancelled: l.cancelled || !l.distance,
+        cancelled: l.cancelled,
+        in_class: !l.cancelled && !l.distance,
     }
 }
 

@@ -75,9 +75,25 @@ pub struct Lesson {
     /// The call link of the school's conferencing service.
     #[serde(default)]
     pub call_url: Option<String>,
-    /// Cancelled (or no longer a distance lesson).
+    /// Cancelled.
     #[serde(default)]
     pub cancelled: bool,
+    /// No longer a distance lesson: it takes place in the classroom.
+    #[serde(default)]
+    pub in_class: bool,
+}
+
+impl Lesson {
+    /// How Сферум stores the lesson's state: 0 held remotely, 1 cancelled, 2 held in class.
+    pub fn state(&self) -> i64 {
+        if self.cancelled {
+            1
+        } else if self.in_class {
+            2
+        } else {
+            0
+        }
+    }
 }
 
 /// The longest call link.

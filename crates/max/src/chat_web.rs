@@ -99,7 +99,7 @@ pub async fn chat(
         newer,
         lesson_open: lesson
             .as_ref()
-            .is_some_and(|l| !l.cancelled && JoinWindow::at(l.starts_at, l.ends_at, now).is_open()),
+            .is_some_and(|l| !l.cancelled && !l.in_class && JoinWindow::at(l.starts_at, l.ends_at, now).is_open()),
         lesson,
         members,
         access,
@@ -372,6 +372,9 @@ pub async fn join(
     };
     if lesson.cancelled {
         return Ok(closed(tr.t("lesson-cancelled")));
+    }
+    if lesson.in_class {
+        return Ok(closed(tr.t("lesson-in-class")));
     }
     match JoinWindow::at(lesson.starts_at, lesson.ends_at, st.now()) {
         JoinWindow::NotYet { opens_at } => return Ok(closed(tr.t1("lesson-not-yet", "time", views::when(opens_at)))),

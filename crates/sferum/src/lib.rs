@@ -65,6 +65,8 @@ pub struct Lesson {
     pub call_url: Option<String>,
     /// Cancelled by the school.
     pub cancelled: bool,
+    /// No longer a distance lesson: held in the classroom.
+    pub in_class: bool,
     /// The lesson's own chat.
     pub chat_id: Option<String>,
     /// This profile has joined it («Подключиться»).
@@ -184,6 +186,8 @@ pub enum LessonChange {
     Moved,
     /// Cancelled.
     Cancelled,
+    /// Held in the classroom instead.
+    InClass,
     /// Details changed (subject, teacher, call link).
     Updated,
 }
@@ -195,6 +199,7 @@ impl LessonChange {
             LessonChange::Created => Some("lesson_created"),
             LessonChange::Moved => Some("lesson_moved"),
             LessonChange::Cancelled => Some("lesson_cancelled"),
+            LessonChange::InClass => Some("lesson_in_class"),
             LessonChange::Updated => None,
         }
     }
@@ -248,7 +253,7 @@ async fn upsert_lesson(
     .bind(now)
     .bind(&chat_id)
     .bind(&l.call_url)
-    .bind(i64::from(l.cancelled))
+    .bind(l.state())
     .bind(l.revision)
     .execute(&mut **tx)
     .await?
@@ -257,12 +262,14 @@ async fn upsert_lesson(
     if !applied {
         return Ok(None);
     }
+    let state = l.state();
     Ok(Some(match prev {
-        None if l.cancelled => LessonChange::Updated,
+        None if state != 0 => LessonChange::Updated,
         None => LessonChange::Created,
-        Some((_, _, was_cancelled, _, _)) if l.cancelled && was_cancelled == 0 => LessonChange::Cancelled,
-        Some((_, _, was_cancelled, _, _)) if !l.cancelled && was_cancelled != 0 => LessonChange::Created,
-        Some((s, e, _, _, _)) if !l.cancelled && (s, e) != (l.starts_at, l.ends_at) => LessonChange::Moved,
+        Some((_, _, was, _, _)) if state == 1 && was != 1 => LessonChange::Cancelled,
+        Some((_, _, was, _, _)) if state == 2 && was != 2 => LessonChange::InClass,
+        Some((_, _, was, _, _)) if state == 0 && was != 0 => LessonChange::Created,
+        Some((s, e, _, _, _)) if state == 0 && (s, e) != (l.starts_at, l.ends_at) => LessonChange::Moved,
         Some(_) => LessonChange::Updated,
     }))
 }
@@ -472,7 +479,7 @@ pub async fn overview(db: &Db, account_id: &str, now: i64) -> Result<Overview, S
          FROM sferum_lessons l \
          JOIN sferum_chats c ON c.class_key = l.class_key AND c.kind = 'class' \
          JOIN sferum_members m ON m.chat_id = c.id \
-         WHERE m.account_id = $1 AND l.ends_at > $2 ORDER BY l.starts_at LIMIT 10",
+         WHERE m.account_id = $1 AND l.ends_at > $2 AND l.cancelled <> 2 ORDER BY l.starts_at LIMIT 10",
     )
     .bind(account_id)
     .bind(now)
@@ -493,7 +500,8 @@ fn lesson_row(r: &sqlx::any::AnyRow) -> Result<Lesson, sqlx::Error> {
         starts_at: r.try_get(4)?,
         ends_at: r.try_get(5)?,
         call_url: r.try_get(6)?,
-        cancelled: r.try_get::<i64, _>(7)? != 0,
+        cancelled: r.try_get::<i64, _>(7)? == 1,
+        in_class: r.try_get::<i64, _>(7)? == 2,
         chat_id: r.try_get(8)?,
         joined: r.try_get::<i64, _>(9)? != 0,
     })

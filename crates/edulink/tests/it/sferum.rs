@@ -386,6 +386,25 @@ both_backends! {
     redeliver_last_lesson_job(&app).await;
     assert_eq!(max_messages(&app, "lesson_created").await, 1);
 
+    // No longer a distance lesson: the class hears it is held in class (not that it is cancelled).
+    let form = t.get(&format!("{}/lessons/{plain}", app.diary)).await;
+    let saved = t
+        .post(
+            &format!("{}/lessons/{plain}", app.diary),
+            &[("csrf", &form.csrf()), ("call_url", ""), ("date", &pdate), ("time", &ptime)],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(max_messages(&app, "lesson_in_class").await, 1);
+    redeliver_last_lesson_job(&app).await;
+    assert_eq!(max_messages(&app, "lesson_in_class").await, 1);
+    assert_eq!(max_messages(&app, "lesson_cancelled").await, 0);
+    let chat = a.get(&class).await;
+    assert!(chat.has("пройдёт в классе"), "{}", chat.body);
+    let join = a.get(&format!("{}/sferum/lessons/mesh/{plain}/join", app.max)).await;
+    assert_eq!(join.status, StatusCode::FORBIDDEN);
+    assert!(join.has("Урок пройдёт в классе"), "{}", join.body);
+
     // Cancel the moved lesson.
     let form = t.get(&format!("{}/lessons/{lesson}", app.diary)).await;
     let cancelled = t.post(&format!("{}/lessons/{lesson}/cancel", app.diary), &[("csrf", &form.csrf())]).await;

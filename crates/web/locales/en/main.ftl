@@ -232,3 +232,5 @@ lesson-cancel-confirm = Yes, cancel the lesson for the whole class
 lesson-error-confirm = Confirm the cancellation.
 error-chat-flood = Too many messages in a row. Wait a minute.
 error-search-flood = Too many searches this hour. Try again later.
+lesson-in-class = The lesson takes place in the classroom, not in Сферум.
+chat-lesson-in-class = The lesson “{ $subject }” on { $when } takes place in the classroom, not remotely.

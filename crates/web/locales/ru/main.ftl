@@ -232,3 +232,5 @@ lesson-cancel-confirm = Да, отменить урок для всего кла
 lesson-error-confirm = Подтвердите отмену урока.
 error-chat-flood = Слишком много сообщений подряд. Подождите минуту.
 error-search-flood = Слишком много поисков за час. Попробуйте позже.
+lesson-in-class = Урок пройдёт в классе, а не в Сферуме.
+chat-lesson-in-class = Урок «{ $subject }» { $when } пройдёт в классе, не дистанционно.
