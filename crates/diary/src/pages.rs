@@ -574,6 +574,15 @@ pub async fn lesson_page(
     render_lesson(&st, &headers, &session, &user, lesson, None).await
 }
 
+/// The lesson `id` for a change by `user`: 404 when they cannot see it, 403 when they do not teach it.
+async fn taught_lesson(st: &DiaryState, user: &User, id: &str) -> Result<crate::repo::Lesson, AppError> {
+    let lesson = crate::lessons::visible(st, user, id).await?.ok_or_else(AppError::not_found)?;
+    if !crate::lessons::teaches(st, user, &lesson).await? {
+        return Err(AppError::forbidden("error-forbidden"));
+    }
+    Ok(lesson)
+}
+
 /// The teacher's lesson form.
 #[derive(Debug, Deserialize)]
 pub struct LessonForm {
@@ -594,12 +603,7 @@ pub async fn lesson_submit(
 ) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
     check_csrf(&session, &form.csrf)?;
-    let Some(lesson) = crate::lessons::visible(&st, &user, &id).await? else {
-        return Err(AppError::not_found());
-    };
-    if !crate::lessons::teaches(&st, &user, &lesson).await? {
-        return Err(AppError::forbidden("error-forbidden"));
-    }
+    let lesson = taught_lesson(&st, &user, &id).await?;
     if lesson.cancelled {
         return render_lesson(&st, &headers, &session, &user, lesson, Some("lesson-error-cancelled")).await;
     }
@@ -631,12 +635,7 @@ pub async fn lesson_cancel(
     if form.confirm.as_deref() != Some("yes") {
         return Err(AppError::bad_request("lesson-error-confirm"));
     }
-    let Some(lesson) = crate::lessons::visible(&st, &user, &id).await? else {
-        return Err(AppError::not_found());
-    };
-    if !crate::lessons::teaches(&st, &user, &lesson).await? {
-        return Err(AppError::forbidden("error-forbidden"));
-    }
+    let lesson = taught_lesson(&st, &user, &id).await?;
     crate::lessons::cancel(&st, &lesson).await?;
     audit::record(&st.db, st.now(), "lesson_cancelled", Some(&user.id), None, None, Some(&lesson.id)).await;
     Ok(see_other(&format!("/lessons/{}", lesson.id)))

@@ -403,16 +403,7 @@ pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> R
 /// the check are one statement, so concurrent requests (on any instance) cannot both slip under.
 /// Returns the seconds until the window ends when over the cap.
 pub async fn count_hourly(db: &Db, bucket: &str, cap: i64, now: i64) -> Result<Result<(), i64>, StoreError> {
-    let hour = now - now.rem_euclid(3600);
-    let count: i64 = sqlx::query_scalar(
-        "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) \
-         ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count",
-    )
-    .bind(bucket)
-    .bind(hour)
-    .fetch_one(db.pool())
-    .await?;
-    Ok(if count > cap { Err(hour + 3600 - now) } else { Ok(()) })
+    edulink_store::count_in_window(db, bucket, 3600, cap, now).await
 }
 
 /// The count of `bucket` in the current hour.

@@ -4,6 +4,25 @@
 use edulink_domain::crypto::new_id;
 use edulink_store::{Db, StoreError, sqlx};
 
+/// The audit insert, for either executor.
+fn insert<'q>(
+    now: i64,
+    event: &'q str,
+    account: Option<&'q str>,
+    client: Option<&'q str>,
+    ip: Option<&'q str>,
+    detail: Option<&'q str>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query("INSERT INTO audit (id, at, event, account, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(new_id())
+        .bind(now)
+        .bind(event)
+        .bind(account)
+        .bind(client)
+        .bind(ip)
+        .bind(detail)
+}
+
 /// Writes one audit record inside the caller's transaction: it commits with the change it records
 /// (one commit instead of two), and a failure fails the change.
 pub async fn record_in(
@@ -15,18 +34,7 @@ pub async fn record_in(
     ip: Option<&str>,
     detail: Option<&str>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit (id, at, event, account, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(new_id())
-    .bind(now)
-    .bind(event)
-    .bind(account)
-    .bind(client)
-    .bind(ip)
-    .bind(detail)
-    .execute(&mut **tx)
-    .await?;
+    insert(now, event, account, client, ip, detail).execute(&mut **tx).await?;
     tracing::info!(event, account, client, "audit");
     Ok(())
 }
@@ -42,19 +50,8 @@ pub async fn record(
     ip: Option<&str>,
     detail: Option<&str>,
 ) {
-    let r: Result<_, StoreError> = sqlx::query(
-        "INSERT INTO audit (id, at, event, account, client_id, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(new_id())
-    .bind(now)
-    .bind(event)
-    .bind(account)
-    .bind(client)
-    .bind(ip)
-    .bind(detail)
-    .execute(db.pool())
-    .await
-    .map_err(Into::into);
+    let r: Result<_, StoreError> =
+        insert(now, event, account, client, ip, detail).execute(db.pool()).await.map_err(Into::into);
     match r {
         Ok(_) => tracing::info!(event, account, client, "audit"),
         Err(e) => tracing::error!(event, error = %e, "audit record not written"),

@@ -13,7 +13,7 @@ use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use edulink_domain::Phone;
 use edulink_domain::provisioning::Role;
-use edulink_domain::sferum::{JoinWindow, MessageError, can_post};
+use edulink_domain::sferum::{JoinWindow, MessageError, MessageText, can_post};
 use edulink_sferum::{Author, ChatAccess, Denied, Message};
 use edulink_web::{AppError, Lang, StrictForm, StrictQuery, Tr, html, see_other};
 use serde::Deserialize;
@@ -75,12 +75,13 @@ pub async fn chat(
     };
     let access = reach(&st, &chat_id, &me).await?;
     let tr = Tr::new(Lang::from_headers(&headers));
-    let messages = edulink_sferum::history(&st.db, &chat_id, q.before, PAGE).await?;
-    let older = match messages.first() {
-        Some(first) if !edulink_sferum::history(&st.db, &chat_id, Some(first.id), 1).await?.is_empty() => {
-            Some(first.id)
-        }
-        _ => None,
+    // One row more than a page tells whether there is an older page, without another query.
+    let mut messages = edulink_sferum::history(&st.db, &chat_id, q.before, PAGE + 1).await?;
+    let older = if messages.len() as i64 > PAGE {
+        messages.remove(0);
+        messages.first().map(|m| m.id)
+    } else {
+        None
     };
     let newer = match (q.before, messages.last()) {
         (Some(_), Some(last)) if edulink_sferum::last_id(&st.db, &chat_id).await? > last.id => Some(last.id + PAGE + 1),
@@ -131,12 +132,12 @@ pub async fn post(
     }
     let now = st.now();
     if let Err(wait) =
-        crate::limits::count_in_window(&st.db, &format!("chat:{me}"), 60, crate::limits::MESSAGES_PER_MINUTE, now)
+        edulink_store::count_in_window(&st.db, &format!("chat:{me}"), 60, crate::limits::MESSAGES_PER_MINUTE, now)
             .await?
     {
         return Err(AppError::too_many("error-chat-flood", wait));
     }
-    let text = edulink_sferum::parse_message(&form.text).map_err(|e| match e {
+    let text = MessageText::parse(&form.text).map_err(|e| match e {
         MessageError::Empty => AppError::bad_request("error-message-empty"),
         MessageError::TooLong => AppError::bad_request("error-message-too-long"),
     })?;
@@ -296,7 +297,7 @@ pub async fn search(
     if !query.is_empty() {
         let bucket = format!("search:{me}");
         if let Err(wait) =
-            crate::limits::count_in_window(&st.db, &bucket, 3600, crate::limits::SEARCHES_PER_HOUR, st.now()).await?
+            edulink_store::count_in_window(&st.db, &bucket, 3600, crate::limits::SEARCHES_PER_HOUR, st.now()).await?
         {
             return Err(AppError::too_many("error-search-flood", wait));
         }
@@ -318,18 +319,12 @@ pub async fn search(
     Ok(html(&PeoplePage { tr: Tr::new(Lang::from_headers(&headers)), csrf: session.csrf, query, searched, found }))
 }
 
-/// A form with only the CSRF token.
-#[derive(Debug, Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 /// `POST /sferum/people/{account}/message`: open the direct conversation, if safe mode allows it.
 pub async fn message_person(
     State(st): State<MaxState>,
     headers: HeaderMap,
     Path(target): Path<String>,
-    StrictForm(form): StrictForm<CsrfOnly>,
+    StrictForm(form): StrictForm<crate::login::CsrfForm>,
 ) -> Result<Response, AppError> {
     let Some((session, me)) = signed_in(&st, &headers).await? else {
         return Ok(see_other("/login"));

@@ -217,28 +217,6 @@ pub async fn check_conversion(db: &Db, now: i64, alert: &crate::ConversionAlert)
     Ok(Conversion { sent, verified, alert: low })
 }
 
-/// Counts one event in `bucket`'s fixed window of `window` seconds; `Err(wait)` once more than `cap`
-/// happened in it (the refused event counts too, so hammering does not help). Atomic in the database,
-/// so the cap holds across instances.
-pub async fn count_in_window(
-    db: &Db,
-    bucket: &str,
-    window: i64,
-    cap: i64,
-    now: i64,
-) -> Result<Result<(), i64>, StoreError> {
-    let start = now - now.rem_euclid(window);
-    let count: i64 = sqlx::query_scalar(
-        "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) \
-         ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count",
-    )
-    .bind(bucket)
-    .bind(start)
-    .fetch_one(db.pool())
-    .await?;
-    Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
-}
-
 /// Chat messages one account may post per minute (a child's flood, a stuck script).
 pub const MESSAGES_PER_MINUTE: i64 = 20;
 /// People searches one account may run per hour: a phone search tells whether a number is in MAX.

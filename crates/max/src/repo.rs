@@ -333,27 +333,27 @@ pub async fn notify_in(
     client: &str,
     now: i64,
 ) -> Result<(), StoreError> {
+    notification(account_id, kind, client, now).execute(&mut **tx).await?;
+    Ok(())
+}
+
+fn notification<'q>(
+    account_id: &'q str,
+    kind: &'q str,
+    client: &'q str,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query("INSERT INTO notifications (id, account_id, kind, client, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(new_id())
         .bind(account_id)
         .bind(kind)
         .bind(client)
         .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// Adds a notification for the account (on its own).
 pub async fn notify(db: &Db, account_id: &str, kind: &str, client: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO notifications (id, account_id, kind, client, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(new_id())
-        .bind(account_id)
-        .bind(kind)
-        .bind(client)
-        .bind(now)
-        .execute(db.pool())
-        .await?;
+    notification(account_id, kind, client, now).execute(db.pool()).await?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 
 use edulink_domain::crypto::new_id;
 use edulink_domain::provisioning::{self, LessonPush, ProvisionProfile, ProvisionResult, Role};
-use edulink_domain::sferum::{MessageText, Person};
+use edulink_domain::sferum::Person;
 use edulink_store::{Db, Migration, Row, StoreError, sqlx};
 
 mod chats;
@@ -473,14 +473,10 @@ pub async fn overview(db: &Db, account_id: &str, now: i64) -> Result<Overview, S
     })
     .transpose()?;
     let chats = chats_of(db, account_id).await?;
-    let lessons = sqlx::query(
-        "SELECT l.id, l.subject, l.teacher, c.title, l.starts_at, l.ends_at, l.call_url, l.cancelled, l.chat_id, \
-           (SELECT COUNT(*) FROM sferum_attendance a WHERE a.lesson_id = l.id AND a.account_id = $1) AS joined \
-         FROM sferum_lessons l \
-         JOIN sferum_chats c ON c.class_key = l.class_key AND c.kind = 'class' \
-         JOIN sferum_members m ON m.chat_id = c.id \
-         WHERE m.account_id = $1 AND l.ends_at > $2 AND l.cancelled <> 2 ORDER BY l.starts_at LIMIT 10",
-    )
+    let lessons = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{LESSON_COLS} {LESSON_FROM} JOIN sferum_members m ON m.chat_id = c.id \
+             WHERE m.account_id = $1 AND l.ends_at > $2 AND l.cancelled <> 2 ORDER BY l.starts_at LIMIT 10"
+    )))
     .bind(account_id)
     .bind(now)
     .fetch_all(db.pool())
@@ -490,6 +486,13 @@ pub async fn overview(db: &Db, account_id: &str, now: i64) -> Result<Overview, S
     .collect::<Result<Vec<_>, _>>()?;
     Ok(Overview { profile, chats, lessons })
 }
+
+/// The columns [`lesson_row`] reads, for the viewer `$1` (whether they joined).
+const LESSON_COLS: &str = "SELECT l.id, l.subject, l.teacher, c.title, l.starts_at, l.ends_at, l.call_url, \
+     l.cancelled, l.chat_id, \
+     (SELECT COUNT(*) FROM sferum_attendance a WHERE a.lesson_id = l.id AND a.account_id = $1) AS joined";
+/// A lesson with its class chat.
+const LESSON_FROM: &str = "FROM sferum_lessons l JOIN sferum_chats c ON c.class_key = l.class_key AND c.kind = 'class'";
 
 fn lesson_row(r: &sqlx::any::AnyRow) -> Result<Lesson, sqlx::Error> {
     Ok(Lesson {
@@ -509,15 +512,12 @@ fn lesson_row(r: &sqlx::any::AnyRow) -> Result<Lesson, sqlx::Error> {
 
 /// A lesson by its key as `account_id` sees it, with whether they are a member of its class.
 pub async fn lesson_for(db: &Db, lesson_key: &str, account_id: &str) -> Result<Option<(Lesson, bool)>, StoreError> {
-    let row = sqlx::query(
-        "SELECT l.id, l.subject, l.teacher, c.title, l.starts_at, l.ends_at, l.call_url, l.cancelled, l.chat_id, \
-           (SELECT COUNT(*) FROM sferum_attendance a WHERE a.lesson_id = l.id AND a.account_id = $2) AS joined, \
-           (SELECT COUNT(*) FROM sferum_members m WHERE m.chat_id = c.id AND m.account_id = $2) AS member \
-         FROM sferum_lessons l JOIN sferum_chats c ON c.class_key = l.class_key AND c.kind = 'class' \
-         WHERE l.id = $1",
-    )
-    .bind(lesson_key)
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{LESSON_COLS}, (SELECT COUNT(*) FROM sferum_members m WHERE m.chat_id = c.id AND m.account_id = $1) \
+             AS member {LESSON_FROM} WHERE l.id = $2"
+    )))
     .bind(account_id)
+    .bind(lesson_key)
     .fetch_optional(db.pool())
     .await?;
     match row {
@@ -584,11 +584,6 @@ pub async fn facts(db: &Db, account_id: &str) -> Result<Facts, StoreError> {
     Ok(row
         .map(|(role, school_key, safe)| Facts { role: Role::parse(&role), school_key, safe_mode: safe != 0 })
         .unwrap_or_default())
-}
-
-/// Checks a message before it is stored; exposed so handlers parse at the edge.
-pub fn parse_message(raw: &str) -> Result<MessageText, edulink_domain::sferum::MessageError> {
-    MessageText::parse(raw)
 }
 
 /// The lesson whose own chat is `chat_id`, as `account_id` sees it.
