@@ -361,7 +361,7 @@ async fn seed_users(url: &str, schema: Option<String>, n: usize) -> anyhow::Resu
     let hash = hasher.hash_password(b"demo", &salt).expect("hash").to_string();
     let cfg = edulink_store::PoolConfig { max_connections: 1, schema, ..Default::default() };
     let db = edulink_store::Db::connect(url, &cfg).await.context("connecting to the diary database")?;
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     for i in 0..n {
         edulink_store::sqlx::query(
             "INSERT INTO users (id, login, password_hash, role, first_name, last_name, school_id, class_id, created_at) \

@@ -183,14 +183,15 @@ pub async fn sign_in(
     };
     let token = random_token(32);
     let now = st.now();
-    sqlx::query("INSERT INTO api_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-        .bind(sha256_b64(&token))
-        .bind(&user.id)
-        .bind(now)
-        .bind(now + st.cfg.api_token_ttl)
-        .execute(st.db.pool())
-        .await
-        .map_err(StoreError::from)?;
+    st.db
+        .execute(
+            sqlx::query("INSERT INTO api_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                .bind(sha256_b64(&token))
+                .bind(&user.id)
+                .bind(now)
+                .bind(now + st.cfg.api_token_ttl),
+        )
+        .await?;
     crate::audit::record(&st.db, now, "login", Some(&user.id), None, Some(&ip.to_string()), Some("app")).await;
     Ok((StatusCode::CREATED, Json(Token { token, expires_in: st.cfg.api_token_ttl })).into_response())
 }
@@ -200,11 +201,7 @@ pub async fn sign_in(
     responses((status = 204), (status = 401, body = ErrorEnvelope)))]
 pub async fn sign_out(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
     let (_, hash, _) = api_user(&st, &headers).await?;
-    sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1")
-        .bind(hash)
-        .execute(st.db.pool())
-        .await
-        .map_err(StoreError::from)?;
+    st.db.execute(sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1").bind(hash)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -344,12 +341,13 @@ pub async fn open_sferum(State(st): State<DiaryState>, headers: HeaderMap) -> Re
         return Err(AppError::new(ErrorKind::NotFound, "error-not-linked"));
     }
     let ticket = random_token(32);
-    sqlx::query("INSERT INTO handoff_tickets (ticket_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(sha256_b64(&ticket))
-        .bind(&user.id)
-        .bind(st.now() + 60)
-        .execute(st.db.pool())
-        .await
-        .map_err(StoreError::from)?;
+    st.db
+        .execute(
+            sqlx::query("INSERT INTO handoff_tickets (ticket_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+                .bind(sha256_b64(&ticket))
+                .bind(&user.id)
+                .bind(st.now() + 60),
+        )
+        .await?;
     Ok(Json(OpenSferum { url: format!("{}/sferum/handoff?ticket={ticket}", st.cfg.base_url) }).into_response())
 }

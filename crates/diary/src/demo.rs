@@ -36,7 +36,7 @@ pub async fn seed(db: &Db, cost: PasswordCost, now: i64) -> Result<bool, StoreEr
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let hashes = vec![hash; 11];
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("INSERT INTO schools (id, name) VALUES ('school-1', 'Школа № 1535')").execute(&mut *tx).await?;
     for (id, name) in [("class-7a", "7 А"), ("class-7b", "7 Б")] {
         sqlx::query("INSERT INTO classes (id, school_id, name) VALUES ($1, 'school-1', $2)")

@@ -126,7 +126,7 @@ async fn change(
     sql: &'static str,
 ) -> Result<(), StoreError> {
     let now = st.now();
-    let mut tx = st.db.pool().begin().await?;
+    let mut tx = st.db.begin().await?;
     bind(sqlx::query(sql).bind(&lesson.id)).execute(&mut *tx).await?;
     let job = Job::Lesson { lesson_id: lesson.id.clone() };
     let id = if push { Some(outbox::enqueue_claimed(&mut tx, &job, now).await?) } else { None };
@@ -197,7 +197,7 @@ pub struct Attendee {
 pub async fn attendance(st: &DiaryState, lesson: &Lesson) -> Result<(Vec<Attendee>, bool), StoreError> {
     let fresh = match st.rp.attendance(&lesson.id).await {
         Ok(list) => {
-            let mut tx = st.db.pool().begin().await?;
+            let mut tx = st.db.begin().await?;
             for entry in list.attendance {
                 sqlx::query(
                     "INSERT INTO attendance (lesson_id, user_id, joined_at) \

@@ -32,7 +32,7 @@ impl Stored {
 pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &str) -> Result<Stored, StoreError> {
     let now = st.now();
     let refresh_enc = v.refresh_token.as_ref().map(|r| st.cipher.seal("links.refresh", r.as_bytes()));
-    let mut tx = st.db.pool().begin().await?;
+    let mut tx = st.db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -64,7 +64,7 @@ pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &s
         Err(StoreError::Conflict(constraint)) => {
             drop(tx);
             if let Some(enc) = refresh_enc {
-                let mut tx = st.db.pool().begin().await?;
+                let mut tx = st.db.begin().await?;
                 outbox::enqueue(&mut tx, &Job::Revoke { refresh_enc: enc }, now).await?;
                 tx.commit().await?;
                 st.outbox_wake.notify_one();
@@ -82,7 +82,7 @@ pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &s
 /// the tokens at MAX go through the outbox in the same transaction. Returns whether there was a link.
 pub async fn remove(st: &DiaryState, user: &User, ip: &str) -> Result<bool, StoreError> {
     let now = st.now();
-    let mut tx = st.db.pool().begin().await?;
+    let mut tx = st.db.begin().await?;
     let removed: Option<(String, Option<String>)> =
         sqlx::query_as("DELETE FROM links WHERE user_id = $1 RETURNING subject, refresh_enc")
             .bind(&user.id)

@@ -59,7 +59,7 @@ impl Job {
 const LEASE_SECS: i64 = 60;
 
 /// Writes a job inside the caller's transaction; returns its id.
-pub async fn enqueue(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &Job, now: i64) -> Result<String, StoreError> {
+pub async fn enqueue(tx: &mut edulink_store::Tx, job: &Job, now: i64) -> Result<String, StoreError> {
     // Ids sort by creation time, so jobs are delivered in the order they were made.
     let id = format!("{:012x}-{}", now, random_token(9));
     sqlx::query("INSERT INTO outbox (id, kind, payload, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $4)")
@@ -75,11 +75,7 @@ pub async fn enqueue(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job: &Job, now: 
 /// Writes a job inside the caller's transaction already claimed by the caller (its first attempt
 /// leased), for [`deliver_claimed`] right after the commit: one write fewer than enqueue + claim. If
 /// the caller never delivers (a crash), the worker takes the job when the lease ends.
-pub async fn enqueue_claimed(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    job: &Job,
-    now: i64,
-) -> Result<String, StoreError> {
+pub async fn enqueue_claimed(tx: &mut edulink_store::Tx, job: &Job, now: i64) -> Result<String, StoreError> {
     let id = format!("{:012x}-{}", now, random_token(9));
     sqlx::query(
         "INSERT INTO outbox (id, kind, payload, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, 1, $4, $5)",
@@ -104,6 +100,7 @@ pub async fn deliver_claimed(st: &DiaryState, id: &str, job: &Job) -> Result<boo
 /// delivered.
 pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     let now = st.now();
+    let mut tx = st.db.begin().await?;
     let claimed: Option<(String, i64)> = sqlx::query_as(
         "UPDATE outbox SET next_attempt_at = $2, attempts = attempts + 1 \
          WHERE id = $1 AND done_at IS NULL AND next_attempt_at <= $3 RETURNING payload, attempts",
@@ -111,8 +108,9 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     .bind(id)
     .bind(now + LEASE_SECS)
     .bind(now)
-    .fetch_optional(st.db.pool())
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     let Some((payload, attempts)) = claimed else {
         return Ok(false);
     };
@@ -128,21 +126,23 @@ async fn finish(st: &DiaryState, id: &str, attempts: i64, outcome: Result<(), Rp
     let now = st.now();
     match outcome {
         Ok(()) => {
-            sqlx::query("UPDATE outbox SET done_at = $2, last_error = NULL WHERE id = $1")
-                .bind(id)
-                .bind(now)
-                .execute(st.db.pool())
+            st.db
+                .execute(
+                    sqlx::query("UPDATE outbox SET done_at = $2, last_error = NULL WHERE id = $1").bind(id).bind(now),
+                )
                 .await?;
             metrics::counter!("edulink_outbox_delivered_total").increment(1);
             Ok(true)
         }
         Err(RpError::Refused(e)) => {
             tracing::error!(job = id, error = %e, "outbox job refused for good");
-            sqlx::query("UPDATE outbox SET done_at = $2, last_error = $3 WHERE id = $1")
-                .bind(id)
-                .bind(now)
-                .bind(format!("refused: {e}"))
-                .execute(st.db.pool())
+            st.db
+                .execute(
+                    sqlx::query("UPDATE outbox SET done_at = $2, last_error = $3 WHERE id = $1")
+                        .bind(id)
+                        .bind(now)
+                        .bind(format!("refused: {e}")),
+                )
                 .await?;
             metrics::counter!("edulink_outbox_refused_total").increment(1);
             Ok(false)
@@ -150,11 +150,13 @@ async fn finish(st: &DiaryState, id: &str, attempts: i64, outcome: Result<(), Rp
         Err(e) => {
             let backoff = (1i64 << attempts.clamp(0, 12)).min(3600);
             tracing::warn!(job = id, attempts, retry_in = backoff, error = %e, "outbox job failed, will retry");
-            sqlx::query("UPDATE outbox SET next_attempt_at = $2, last_error = $3 WHERE id = $1")
-                .bind(id)
-                .bind(now + backoff)
-                .bind(e.to_string())
-                .execute(st.db.pool())
+            st.db
+                .execute(
+                    sqlx::query("UPDATE outbox SET next_attempt_at = $2, last_error = $3 WHERE id = $1")
+                        .bind(id)
+                        .bind(now + backoff)
+                        .bind(e.to_string()),
+                )
                 .await?;
             metrics::counter!("edulink_outbox_retries_total").increment(1);
             Ok(false)

@@ -88,16 +88,17 @@ pub async fn create_session(db: &Db, user_id: &str, now: i64) -> Result<(String,
         last_seen_at: now,
         auth_at: now,
     };
-    sqlx::query(
-        "INSERT INTO sessions (id_hash, family, user_id, csrf, created_at, last_seen_at, auth_at) \
+    db.execute(
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, family, user_id, csrf, created_at, last_seen_at, auth_at) \
          VALUES ($1, $2, $3, $4, $5, $5, $5)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.family)
+        .bind(user_id)
+        .bind(&s.csrf)
+        .bind(now),
     )
-    .bind(&s.id_hash)
-    .bind(&s.family)
-    .bind(user_id)
-    .bind(&s.csrf)
-    .bind(now)
-    .execute(db.pool())
     .await?;
     Ok((raw, s))
 }
@@ -114,7 +115,7 @@ pub async fn rotate_session(db: &Db, old: &Session, now: i64, reauth: bool) -> R
         last_seen_at: now,
         auth_at: if reauth { now } else { old.auth_at },
     };
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO sessions (id_hash, family, user_id, csrf, created_at, last_seen_at, auth_at) \
          VALUES ($1, $2, $3, $4, $5, $5, $6)",
@@ -177,15 +178,12 @@ pub async fn load_session_user(
     let replaced_at: Option<i64> = row.try_get("replaced_at")?;
     let replaced_long_ago = replaced_at.is_some_and(|r| now - r > ROTATION_GRACE_SECS);
     if last_seen_at + idle < now || created_at + absolute < now || replaced_long_ago {
-        sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&hash).execute(db.pool()).await?;
+        db.execute(sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&hash)).await?;
         return Ok(None);
     }
     if now - last_seen_at >= 60 && replaced_at.is_none() {
         // Touch at most once a minute: a write per request would bound throughput for nothing.
-        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
-            .bind(now)
-            .bind(&hash)
-            .execute(db.pool())
+        db.execute(sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(now).bind(&hash))
             .await?;
     }
     Ok(Some((Session { id_hash: hash, family, user_id, csrf, last_seen_at, auth_at }, user)))
@@ -193,10 +191,11 @@ pub async fn load_session_user(
 
 /// Ends a session and every id of its family (sign-out is server-side).
 pub async fn delete_session(db: &Db, id_hash: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM sessions WHERE family IN (SELECT family FROM sessions WHERE id_hash = $1)")
-        .bind(id_hash)
-        .execute(db.pool())
-        .await?;
+    db.execute(
+        sqlx::query("DELETE FROM sessions WHERE family IN (SELECT family FROM sessions WHERE id_hash = $1)")
+            .bind(id_hash),
+    )
+    .await?;
     Ok(())
 }
 
@@ -335,11 +334,7 @@ pub async fn link(db: &Db, user_id: &str) -> Result<Option<Link>, StoreError> {
 
 /// Stores the newest ID token of a link (after a sign-in to Сферум).
 pub async fn set_link_id_token(db: &Db, user_id: &str, id_token: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE links SET id_token = $1 WHERE user_id = $2")
-        .bind(id_token)
-        .bind(user_id)
-        .execute(db.pool())
-        .await?;
+    db.execute(sqlx::query("UPDATE links SET id_token = $1 WHERE user_id = $2").bind(id_token).bind(user_id)).await?;
     Ok(())
 }
 
@@ -364,7 +359,7 @@ pub async fn create_transaction(
     t: &Transaction,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    db.execute(sqlx::query(
         "INSERT INTO oidc_transactions (state_hash, session_family, user_id, purpose, nonce, verifier_enc, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
@@ -375,8 +370,7 @@ pub async fn create_transaction(
     .bind(&t.nonce)
     .bind(&t.verifier_enc)
     .bind(now)
-    .bind(now + 600)
-    .execute(db.pool())
+    .bind(now + 600))
     .await?;
     Ok(())
 }
@@ -387,6 +381,7 @@ pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> R
     if state.len() > 512 {
         return Ok(None);
     }
+    let mut tx = db.begin().await?;
     let row: Option<(String, String, String, String)> = sqlx::query_as(
         "DELETE FROM oidc_transactions WHERE state_hash = $1 AND session_family = $2 AND expires_at > $3 \
          RETURNING user_id, purpose, nonce, verifier_enc",
@@ -394,8 +389,9 @@ pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> R
     .bind(sha256_b64(state))
     .bind(family)
     .bind(now)
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(row.map(|(user_id, purpose, nonce, verifier_enc)| Transaction { user_id, purpose, nonce, verifier_enc }))
 }
 

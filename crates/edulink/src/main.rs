@@ -336,7 +336,7 @@ async fn main() -> anyhow::Result<()> {
 /// Unlinks a login from the command line, queuing the calls to MAX like the web does.
 async fn admin_unlink(db: &edulink_store::Db, login: &str) -> anyhow::Result<bool> {
     let now = SystemClock.now_secs();
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let removed: Option<(String, String, Option<String>)> = sqlx::query_as(
         "DELETE FROM links WHERE user_id = (SELECT id FROM users WHERE login = $1) RETURNING user_id, subject, refresh_enc",
     )

@@ -26,7 +26,7 @@ fn insert<'q>(
 /// Writes one audit record inside the caller's transaction: it commits with the change it records
 /// (one commit instead of two), and a failure fails the change.
 pub async fn record_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut edulink_store::Tx,
     now: i64,
     event: &str,
     account: Option<&str>,
@@ -50,8 +50,7 @@ pub async fn record(
     ip: Option<&str>,
     detail: Option<&str>,
 ) {
-    let r: Result<_, StoreError> =
-        insert(now, event, account, client, ip, detail).execute(db.pool()).await.map_err(Into::into);
+    let r: Result<_, StoreError> = db.execute(insert(now, event, account, client, ip, detail)).await;
     match r {
         Ok(_) => tracing::info!(event, account, client, "audit"),
         Err(e) => tracing::error!(event, error = %e, "audit record not written"),

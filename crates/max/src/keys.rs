@@ -102,7 +102,7 @@ fn parse_signer(alg: &str, der: &[u8]) -> Result<Signer, String> {
 /// Creates a new active key for every algorithm and retires the ones it replaces. Keys retired by an
 /// earlier rotation are deleted, so exactly one previous generation stays published.
 pub async fn rotate(db: &Db, cipher: &Cipher, now: i64) -> Result<Vec<String>, StartError> {
-    let mut tx = db.pool().begin().await.map_err(StoreError::from)?;
+    let mut tx = db.begin().await?;
     sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL")
         .execute(&mut *tx)
         .await
@@ -116,16 +116,11 @@ pub async fn rotate(db: &Db, cipher: &Cipher, now: i64) -> Result<Vec<String>, S
     for alg in ALGS {
         kids.push(insert_new(&mut tx, cipher, alg, now).await?);
     }
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(kids)
 }
 
-async fn insert_new(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    cipher: &Cipher,
-    alg: &str,
-    now: i64,
-) -> Result<String, StartError> {
+async fn insert_new(tx: &mut edulink_store::Tx, cipher: &Cipher, alg: &str, now: i64) -> Result<String, StartError> {
     let (der, public_raw, mut jwk) = generate(alg).map_err(StartError::Keys)?;
     let kid = random_token(12);
     jwk["kid"] = kid.clone().into();
@@ -162,11 +157,11 @@ impl KeyRing {
             .map_err(StoreError::from)?;
         let missing: Vec<&str> = ALGS.iter().copied().filter(|a| !active.iter().any(|x| x == a)).collect();
         if !missing.is_empty() {
-            let mut tx = db.pool().begin().await.map_err(StoreError::from)?;
+            let mut tx = db.begin().await?;
             for alg in missing {
                 insert_new(&mut tx, cipher, alg, now).await?;
             }
-            tx.commit().await.map_err(StoreError::from)?;
+            tx.commit().await?;
         }
         let rows = sqlx::query(
             "SELECT kid, alg, private_enc, public_raw, public_jwk, retired_at FROM signing_keys ORDER BY created_at DESC",

@@ -64,7 +64,7 @@ async fn admit_send_once(
     now: i64,
     limits: &SmsLimits,
 ) -> Result<Result<(), Refusal>, StoreError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     // Write first: this takes the phone's row lock (PostgreSQL) or the write lock (SQLite), so the
     // reads below see a stable state for this phone.
     sqlx::query("INSERT INTO phone_state (phone_hash) VALUES ($1) ON CONFLICT (phone_hash) DO NOTHING")
@@ -154,19 +154,22 @@ pub async fn is_locked(db: &Db, phone_hash: &str, now: i64) -> Result<bool, Stor
 /// Counts a wrong code against the phone (across codes: a resend does not reset it) and locks the
 /// phone when the policy says so. Returns the failure count.
 pub async fn record_failure(db: &Db, phone_hash: &str, now: i64, policy: &CodePolicy) -> Result<i64, StoreError> {
+    let mut tx = db.begin().await?;
     let failures: i64 = sqlx::query_scalar(
         "INSERT INTO phone_state (phone_hash, failures) VALUES ($1, 1) \
          ON CONFLICT (phone_hash) DO UPDATE SET failures = phone_state.failures + 1 RETURNING failures",
     )
     .bind(phone_hash)
-    .fetch_one(db.pool())
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     if let Some(secs) = policy.lock_secs(failures) {
-        sqlx::query("UPDATE phone_state SET locked_until = $2 WHERE phone_hash = $1")
-            .bind(phone_hash)
-            .bind(now + secs)
-            .execute(db.pool())
-            .await?;
+        db.execute(
+            sqlx::query("UPDATE phone_state SET locked_until = $2 WHERE phone_hash = $1")
+                .bind(phone_hash)
+                .bind(now + secs),
+        )
+        .await?;
         tracing::warn!(failures, lock_secs = secs, "phone locked after repeated wrong codes");
     }
     Ok(failures)
@@ -174,10 +177,7 @@ pub async fn record_failure(db: &Db, phone_hash: &str, now: i64, policy: &CodePo
 
 /// A correct code clears the phone's failure count.
 pub async fn clear_failures(db: &Db, phone_hash: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE phone_state SET failures = 0 WHERE phone_hash = $1")
-        .bind(phone_hash)
-        .execute(db.pool())
-        .await?;
+    db.execute(sqlx::query("UPDATE phone_state SET failures = 0 WHERE phone_hash = $1").bind(phone_hash)).await?;
     Ok(())
 }
 
@@ -263,15 +263,14 @@ mod tests {
             for t in tasks {
                 let (ok, phone, ip) = t.await.unwrap();
                 if ok {
-                    sqlx::query(
+                    db.execute(sqlx::query(
                         "INSERT INTO sms_challenges (id, session_hash, phone_hash, phone_enc, code_mac, created_at, expires_at) \
                          VALUES ($1, 's', $2, 'e', 'm', $3, $4)",
                     )
                     .bind(edulink_domain::crypto::new_id())
                     .bind(format!("p{phone}"))
                     .bind(now)
-                    .bind(now + 300)
-                    .execute(db.pool())
+                    .bind(now + 300))
                     .await
                     .unwrap();
                     admitted.push((now, phone, ip));

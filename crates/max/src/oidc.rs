@@ -46,7 +46,7 @@ pub struct Client {
 
 /// Registers or replaces a client. Returns nothing; the secret is chosen by the caller.
 pub async fn upsert_client(db: &Db, c: &Client, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
+    db.execute(sqlx::query(
         "INSERT INTO clients (client_id, name, secret_hash, redirect_uris, id_token_alg, sector, scopes, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash, \
@@ -60,8 +60,7 @@ pub async fn upsert_client(db: &Db, c: &Client, now: i64) -> Result<(), StoreErr
     .bind(&c.id_token_alg)
     .bind(&c.sector)
     .bind(c.scopes.join(" "))
-    .bind(now)
-    .execute(db.pool())
+    .bind(now))
     .await?;
     Ok(())
 }
@@ -452,7 +451,7 @@ async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Op
 
 /// Stores a validated request until the person confirms it.
 pub async fn store_request(db: &Db, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
+    db.execute(sqlx::query(
         "INSERT INTO auth_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, \
            prompt_none, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
@@ -466,8 +465,7 @@ pub async fn store_request(db: &Db, r: &AuthRequest, now: i64) -> Result<(), Sto
     .bind(&r.hint_account_id)
     .bind(i64::from(r.consent))
     .bind(now)
-    .bind(now + REQUEST_TTL)
-    .execute(db.pool())
+    .bind(now + REQUEST_TTL))
     .await?;
     Ok(())
 }
@@ -549,7 +547,7 @@ pub async fn issue_code_audited(
     let subject = pairwise_sub(st, &client.sector, account_id);
     let code = random_token(32);
     // One transaction, one commit: the grant, the code, and the request it consumes.
-    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let mut tx = st.db.begin().await?;
     let grant_id: String = sqlx::query_scalar(
         "INSERT INTO grants (id, client_id, account_id, subject, scope, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (client_id, account_id) DO UPDATE SET scope = excluded.scope RETURNING id",
@@ -592,7 +590,7 @@ pub async fn issue_code_audited(
         audit::record_in(&mut tx, now, "authorize", Some(account_id), Some(&req.client_id), Some(c.ip), c.detail)
             .await?;
     }
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     let mut url = url::Url::parse(&req.redirect_uri).map_err(|_| AppError::bad_request("error-oauth-redirect"))?;
     {
         let mut q = url.query_pairs_mut();
@@ -691,11 +689,7 @@ pub async fn deny(
     };
     check_csrf(&session, &form.csrf)?;
     repo::set_pending_request(&st.db, &session.id_hash, None).await?;
-    sqlx::query("DELETE FROM auth_requests WHERE id = $1")
-        .bind(&req.id)
-        .execute(st.db.pool())
-        .await
-        .map_err(StoreError::from)?;
+    st.db.execute(sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(&req.id)).await?;
     Ok(error_redirect(&st, &req.redirect_uri, req.state.as_deref(), "access_denied", "the user declined"))
 }
 
@@ -838,7 +832,7 @@ struct Issued {
 #[allow(clippy::too_many_arguments)]
 async fn store_tokens(
     st: &MaxState,
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut edulink_store::Tx,
     client_id: &str,
     grant_id: Option<&str>,
     account_id: Option<&str>,
@@ -877,7 +871,7 @@ async fn revoke_where(db: &Db, column: &'static str, value: &str, now: i64) -> R
         "code_hash" => "UPDATE tokens SET revoked_at = $1 WHERE code_hash = $2 AND revoked_at IS NULL",
         _ => "UPDATE tokens SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL",
     };
-    Ok(sqlx::query(sql).bind(now).bind(value).execute(db.pool()).await?.rows_affected())
+    Ok(db.execute(sqlx::query(sql).bind(now).bind(value)).await?.rows_affected())
 }
 
 /// Revokes every token issued under a grant (unlink, refresh-token reuse, RFC 7009 on a refresh token).
@@ -903,7 +897,7 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
     let code_hash = sha256_b64(code);
     // Claiming the code and storing what it issues commit together: a replay racing this request
     // either finds the code unclaimed (and loses the claim) or finds the tokens to revoke.
-    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let mut tx = st.db.begin().await?;
     let row = sqlx::query(
         "UPDATE auth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
          RETURNING grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, auth_time, expires_at",
@@ -914,7 +908,7 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
     .await
     .map_err(StoreError::from)?;
     let Some(row) = row else {
-        tx.rollback().await.map_err(StoreError::from)?;
+        tx.rollback().await?;
         let exists: Option<String> = sqlx::query_scalar("SELECT client_id FROM auth_codes WHERE code_hash = $1")
             .bind(&code_hash)
             .fetch_optional(st.db.pool())
@@ -950,7 +944,7 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
         || !pkce_verify(verifier, &get("code_challenge")?)
     {
         // The code is burnt all the same: it was presented.
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         return Ok(invalid_grant("the code is invalid, expired or already used"));
     }
     let subject: Option<String> = sqlx::query_scalar("SELECT subject FROM grants WHERE id = $1")
@@ -959,7 +953,7 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
         .await
         .map_err(StoreError::from)?;
     let Some(subject) = subject else {
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         return Ok(invalid_grant("the grant was revoked"));
     };
     let scopes = parse_scope(&scope);
@@ -974,7 +968,7 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
         scopes.iter().any(|s| s == "offline_access"),
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     let mut claims = json!({
         "iss": st.cfg.issuer,
         "sub": subject,
@@ -1017,15 +1011,17 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"));
     };
     let hash = sha256_b64(token);
+    let mut tx = st.db.begin().await?;
     let row: Option<RefreshRow> = sqlx::query_as(
         "UPDATE tokens SET rotated_at = $2 WHERE token_hash = $1 AND kind = 'refresh' AND rotated_at IS NULL \
            AND revoked_at IS NULL AND expires_at > $2 RETURNING client_id, grant_id, account_id, scope, code_hash",
     )
     .bind(&hash)
     .bind(now)
-    .fetch_optional(st.db.pool())
+    .fetch_optional(&mut *tx)
     .await
     .map_err(StoreError::from)?;
+    tx.commit().await?;
     let Some((client_id, Some(grant_id), account_id, scope, family)) = row else {
         let reused: Option<(Option<String>, Option<i64>)> =
             sqlx::query_as("SELECT code_hash, rotated_at FROM tokens WHERE token_hash = $1 AND kind = 'refresh'")
@@ -1061,7 +1057,7 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
     if exists.is_none() {
         return Ok(invalid_grant("the grant was revoked"));
     }
-    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let mut tx = st.db.begin().await?;
     let issued = store_tokens(
         st,
         &mut tx,
@@ -1073,7 +1069,7 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
         true,
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "refresh_token").increment(1);
     Ok(token_response(json!({
         "access_token": issued.access,
@@ -1094,9 +1090,9 @@ async fn client_credentials(st: &MaxState, client: &Client, p: &TokenParams) -> 
         ));
     }
     let scope = requested.join(" ");
-    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let mut tx = st.db.begin().await?;
     let issued = store_tokens(st, &mut tx, &client.client_id, None, None, None, &scope, false).await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "client_credentials").increment(1);
     Ok(token_response(json!({
         "access_token": issued.access,
@@ -1198,6 +1194,7 @@ pub async fn revoke(
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required"));
     };
     let now = st.now();
+    let mut tx = st.db.begin().await?;
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "UPDATE tokens SET revoked_at = $3 WHERE token_hash = $1 AND client_id = $2 AND revoked_at IS NULL \
          RETURNING kind, code_hash",
@@ -1205,9 +1202,10 @@ pub async fn revoke(
     .bind(sha256_b64(token))
     .bind(&client.client_id)
     .bind(now)
-    .fetch_optional(st.db.pool())
+    .fetch_optional(&mut *tx)
     .await
     .map_err(StoreError::from)?;
+    tx.commit().await?;
     if let Some((kind, family)) = row {
         // A refresh token takes with it every token of its family (issued from the same code and
         // its rotations) — not other families of the same grant, which may belong to another link.

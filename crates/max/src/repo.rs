@@ -84,10 +84,7 @@ pub async fn load_session(
     }
     if now - s.last_seen_at >= 60 {
         // Touch at most once a minute: a write per request would bound throughput for nothing.
-        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
-            .bind(now)
-            .bind(&hash)
-            .execute(db.pool())
+        db.execute(sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(now).bind(&hash))
             .await?;
     }
     Ok(Some(s))
@@ -107,14 +104,13 @@ pub async fn create_session(db: &Db, now: i64, pending_request: Option<&str>) ->
         last_seen_at: now,
         auth_at: None,
     };
-    sqlx::query(
+    db.execute(sqlx::query(
         "INSERT INTO sessions (id_hash, csrf, pending_request, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
     )
     .bind(&s.id_hash)
     .bind(&s.csrf)
     .bind(&s.pending_request)
-    .bind(now)
-    .execute(db.pool())
+    .bind(now))
     .await?;
     Ok((raw, s))
 }
@@ -134,7 +130,7 @@ pub async fn sign_in(db: &Db, old: &Session, account_id: &str, now: i64) -> Resu
         last_seen_at: now,
         auth_at: Some(now),
     };
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&old.id_hash).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO sessions (id_hash, account_id, csrf, pending_request, created_at, last_seen_at, auth_at) \
@@ -153,41 +149,36 @@ pub async fn sign_in(db: &Db, old: &Session, account_id: &str, now: i64) -> Resu
 
 /// Deletes a session (sign-out is server-side).
 pub async fn delete_session(db: &Db, id_hash: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash).execute(db.pool()).await?;
+    db.execute(sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash)).await?;
     Ok(())
 }
 
 /// Sets the SMS challenge of a session (and forgets a verified phone from an earlier attempt).
 pub async fn set_challenge(db: &Db, id_hash: &str, challenge_id: Option<&str>) -> Result<(), StoreError> {
-    sqlx::query(
+    db.execute(sqlx::query(
         "UPDATE sessions SET challenge_id = $1, verified_phone_hash = NULL, verified_phone_enc = NULL WHERE id_hash = $2",
     )
     .bind(challenge_id)
-    .bind(id_hash)
-    .execute(db.pool())
+    .bind(id_hash))
     .await?;
     Ok(())
 }
 
 /// Records that this session proved control of a phone that has no account yet.
 pub async fn set_verified_phone(db: &Db, id_hash: &str, phone_hash: &str, phone_enc: &str) -> Result<(), StoreError> {
-    sqlx::query(
+    db.execute(sqlx::query(
         "UPDATE sessions SET challenge_id = NULL, verified_phone_hash = $1, verified_phone_enc = $2 WHERE id_hash = $3",
     )
     .bind(phone_hash)
     .bind(phone_enc)
-    .bind(id_hash)
-    .execute(db.pool())
+    .bind(id_hash))
     .await?;
     Ok(())
 }
 
 /// Sets or clears the pending authorization request of a session.
 pub async fn set_pending_request(db: &Db, id_hash: &str, request: Option<&str>) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET pending_request = $1 WHERE id_hash = $2")
-        .bind(request)
-        .bind(id_hash)
-        .execute(db.pool())
+    db.execute(sqlx::query("UPDATE sessions SET pending_request = $1 WHERE id_hash = $2").bind(request).bind(id_hash))
         .await?;
     Ok(())
 }
@@ -229,7 +220,7 @@ pub async fn create_account(
     now: i64,
 ) -> Result<Account, StoreError> {
     let id = new_id();
-    sqlx::query(
+    db.execute(sqlx::query(
         "INSERT INTO accounts (id, phone_hash, phone_enc, first_name, last_name, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&id)
@@ -237,8 +228,7 @@ pub async fn create_account(
     .bind(phone_enc)
     .bind(first)
     .bind(last)
-    .bind(now)
-    .execute(db.pool())
+    .bind(now))
     .await?;
     Ok(Account { id, phone_enc: phone_enc.into(), first_name: first.into(), last_name: last.into() })
 }
@@ -260,18 +250,19 @@ pub struct Challenge {
 
 /// Stores a new challenge with the MAC of its code.
 pub async fn create_challenge(db: &Db, c: &Challenge, code_mac: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO sms_challenges (id, session_hash, phone_hash, phone_enc, code_mac, created_at, expires_at) \
+    db.execute(
+        sqlx::query(
+            "INSERT INTO sms_challenges (id, session_hash, phone_hash, phone_enc, code_mac, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.id)
+        .bind(&c.session_hash)
+        .bind(&c.phone_hash)
+        .bind(&c.phone_enc)
+        .bind(code_mac)
+        .bind(now)
+        .bind(c.expires_at),
     )
-    .bind(&c.id)
-    .bind(&c.session_hash)
-    .bind(&c.phone_hash)
-    .bind(&c.phone_enc)
-    .bind(code_mac)
-    .bind(now)
-    .bind(c.expires_at)
-    .execute(db.pool())
     .await?;
     Ok(())
 }
@@ -302,6 +293,7 @@ pub async fn challenge(db: &Db, id: &str, session_hash: &str) -> Result<Option<C
 /// returns the stored code MAC; `None` when the code is dead. Concurrent guesses cannot exceed the cap:
 /// the check and the increment are one statement.
 pub async fn take_attempt(db: &Db, id: &str, now: i64, max_attempts: i64) -> Result<Option<String>, StoreError> {
+    let mut tx = db.begin().await?;
     let mac = sqlx::query_scalar(
         "UPDATE sms_challenges SET attempts = attempts + 1 \
          WHERE id = $1 AND used_at IS NULL AND expires_at > $2 AND attempts < $3 RETURNING code_mac",
@@ -309,17 +301,18 @@ pub async fn take_attempt(db: &Db, id: &str, now: i64, max_attempts: i64) -> Res
     .bind(id)
     .bind(now)
     .bind(max_attempts)
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(mac)
 }
 
 /// Marks a challenge used; false when another request used it first.
 pub async fn use_challenge(db: &Db, id: &str, now: i64) -> Result<bool, StoreError> {
-    let n = sqlx::query("UPDATE sms_challenges SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(db.pool())
+    let n = db
+        .execute(
+            sqlx::query("UPDATE sms_challenges SET used_at = $1 WHERE id = $2 AND used_at IS NULL").bind(now).bind(id),
+        )
         .await?
         .rows_affected();
     Ok(n == 1)
@@ -327,7 +320,7 @@ pub async fn use_challenge(db: &Db, id: &str, now: i64) -> Result<bool, StoreErr
 
 /// Adds a message to the account's MAX notifications (e.g. a link or unlink by a diary).
 pub async fn notify_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut edulink_store::Tx,
     account_id: &str,
     kind: &str,
     client: &str,
@@ -353,7 +346,7 @@ fn notification<'q>(
 
 /// Adds a notification for the account (on its own).
 pub async fn notify(db: &Db, account_id: &str, kind: &str, client: &str, now: i64) -> Result<(), StoreError> {
-    notification(account_id, kind, client, now).execute(db.pool()).await?;
+    db.execute(notification(account_id, kind, client, now)).await?;
     Ok(())
 }
 

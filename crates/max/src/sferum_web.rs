@@ -127,7 +127,7 @@ pub async fn provision(
     let name = oidc::cached_client(&st, &client_id).await?.map(|c| c.name).unwrap_or_default();
     // One transaction: the profile, its chats and lessons, and (on the first attach) the notification
     // and the audit record commit together.
-    let mut tx = st.db.pool().begin().await.map_err(StoreError::from)?;
+    let mut tx = st.db.begin().await?;
     let was_confirmed: Option<Option<String>> =
         sqlx::query_scalar("SELECT confirmed_by FROM sferum_profiles WHERE account_id = $1")
             .bind(&account_id)
@@ -148,7 +148,7 @@ pub async fn provision(
         )
         .await?;
     }
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(Json(result).into_response())
 }
 
@@ -169,11 +169,7 @@ pub async fn detach(
     let mut revoked = 0;
     for grant_id in &grant_ids {
         revoked += oidc::revoke_grant_tokens(&st.db, grant_id, now).await?;
-        sqlx::query("DELETE FROM grants WHERE id = $1")
-            .bind(grant_id)
-            .execute(st.db.pool())
-            .await
-            .map_err(StoreError::from)?;
+        st.db.execute(sqlx::query("DELETE FROM grants WHERE id = $1").bind(grant_id)).await?;
     }
     // Open live streams of this account end now (other instances notice within a poll).
     st.hub.publish(crate::hub::Event::Left(account_id.as_str().into()));

@@ -128,7 +128,8 @@ pub struct Message {
 
 /// Posts `text` by `account_id` (the caller checked access and the posting rule). Returns its id.
 pub async fn post(db: &Db, chat_id: &str, account_id: &str, text: &MessageText, now: i64) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
+    let mut tx = db.begin().await?;
+    let id = sqlx::query_scalar(
         "INSERT INTO sferum_messages (chat_id, author_id, kind, body, at_ref, created_at) \
          VALUES ($1, $2, 'text', $3, NULL, $4) RETURNING id",
     )
@@ -136,8 +137,10 @@ pub async fn post(db: &Db, chat_id: &str, account_id: &str, text: &MessageText, 
     .bind(account_id)
     .bind(text.as_str())
     .bind(now)
-    .fetch_one(db.pool())
-    .await?)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 const MESSAGE_SELECT: &str = "SELECT msg.id, msg.kind, msg.body, msg.at_ref, msg.created_at, msg.author_id, \
@@ -327,7 +330,7 @@ pub async fn open_direct(db: &Db, sender: &str, target: &str, now: i64) -> Resul
         return Ok(None);
     }
     let (lo, hi) = if sender < target { (sender, target) } else { (target, sender) };
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO sferum_chats (id, school_key, class_key, kind, title, parent_id, created_at) \
          VALUES ($1, '', $2, 'direct', '', NULL, $3) ON CONFLICT (school_key, class_key) DO NOTHING",

@@ -97,17 +97,18 @@ pub fn search_name(first: &str, last: &str) -> String {
 /// Creates an unconfirmed student profile for an account that has none (registration in Сферум
 /// without a diary, as the demo's pre-existing profile).
 pub async fn ensure_profile(db: &Db, account_id: &str, first: &str, last: &str, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO sferum_profiles (account_id, role, first_name, last_name, created_at, updated_at, \
+    db.execute(
+        sqlx::query(
+            "INSERT INTO sferum_profiles (account_id, role, first_name, last_name, created_at, updated_at, \
            safe_mode, search_name) \
          VALUES ($1, 'student', $2, $3, $4, $4, 1, $5) ON CONFLICT (account_id) DO NOTHING",
+        )
+        .bind(account_id)
+        .bind(first)
+        .bind(last)
+        .bind(now)
+        .bind(search_name(first, last)),
     )
-    .bind(account_id)
-    .bind(first)
-    .bind(last)
-    .bind(now)
-    .bind(search_name(first, last))
-    .execute(db.pool())
     .await?;
     Ok(())
 }
@@ -123,7 +124,7 @@ pub async fn has_profile(db: &Db, account_id: &str) -> Result<bool, StoreError> 
 
 /// Creates (or renames) the chat `class_key` of `school_key` and returns its id.
 async fn ensure_chat(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut edulink_store::Tx,
     school_key: &str,
     class_key: &str,
     kind: &str,
@@ -153,7 +154,7 @@ async fn ensure_chat(
 }
 
 async fn join_chat(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut edulink_store::Tx,
     chat_id: &str,
     account_id: &str,
     role: &str,
@@ -209,7 +210,7 @@ impl LessonChange {
 /// one; creates its own chat on first sight. The revision guard is part of the upsert itself, so two
 /// deliveries racing each other apply once. Returns what changed, or `None` when nothing did.
 async fn upsert_lesson(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut edulink_store::Tx,
     client_id: &str,
     school_key: &str,
     class_key: &str,
@@ -285,7 +286,7 @@ pub async fn provision(
     p: &ProvisionProfile,
     now: i64,
 ) -> Result<ProvisionResult, StoreError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let result = provision_in(&mut tx, client_id, account_id, p, now).await?;
     tx.commit().await?;
     Ok(result)
@@ -293,7 +294,7 @@ pub async fn provision(
 
 /// [`provision`] inside the caller's transaction (which may also record the audit and notification).
 pub async fn provision_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut edulink_store::Tx,
     client_id: &str,
     account_id: &str,
     p: &ProvisionProfile,
@@ -383,7 +384,7 @@ pub struct PushOutcome {
 pub async fn push_lesson(db: &Db, client_id: &str, push: &LessonPush, now: i64) -> Result<PushOutcome, StoreError> {
     let school_key = key(client_id, &push.school.id);
     let class_key = key(client_id, &push.class.id);
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let class_chat = ensure_chat(&mut tx, &school_key, &class_key, "class", &push.class.name, None, now).await?;
     let change = upsert_lesson(&mut tx, client_id, &school_key, &class_key, &class_chat, &push.lesson, now).await?;
     let announced_in = match change.and_then(LessonChange::message_kind) {
@@ -412,7 +413,7 @@ pub async fn push_lesson(db: &Db, client_id: &str, push: &LessonPush, now: i64) 
 /// data and names the link carried (it falls back to the MAX account's own name). Its past messages
 /// stay, shown under a neutral label. Returns whether anything was attached.
 pub async fn detach(db: &Db, client_id: &str, account_id: &str, now: i64) -> Result<bool, StoreError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let left = sqlx::query(
         "DELETE FROM sferum_members WHERE account_id = $1 AND chat_id IN \
            (SELECT id FROM sferum_chats WHERE school_key LIKE $2 OR kind = 'direct')",
@@ -528,16 +529,18 @@ pub async fn lesson_for(db: &Db, lesson_key: &str, account_id: &str) -> Result<O
 
 /// Records that `account_id` joined the lesson; the first join counts. Returns whether this was it.
 pub async fn record_attendance(db: &Db, lesson_key: &str, account_id: &str, now: i64) -> Result<bool, StoreError> {
-    Ok(sqlx::query(
-        "INSERT INTO sferum_attendance (lesson_id, account_id, joined_at) VALUES ($1, $2, $3) \
+    Ok(db
+        .execute(
+            sqlx::query(
+                "INSERT INTO sferum_attendance (lesson_id, account_id, joined_at) VALUES ($1, $2, $3) \
          ON CONFLICT (lesson_id, account_id) DO NOTHING",
-    )
-    .bind(lesson_key)
-    .bind(account_id)
-    .bind(now)
-    .execute(db.pool())
-    .await?
-    .rows_affected()
+            )
+            .bind(lesson_key)
+            .bind(account_id)
+            .bind(now),
+        )
+        .await?
+        .rows_affected()
         > 0)
 }
 

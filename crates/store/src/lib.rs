@@ -9,8 +9,13 @@ use sqlx::{AnyPool, Connection, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod tx;
+
 pub use sqlx;
 pub use sqlx::Row;
+use std::sync::Arc;
+pub use tx::Tx;
+use tx::Writer;
 
 /// The backend behind a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +129,11 @@ pub fn valid_schema(s: &str) -> bool {
 /// A connection pool to one party's database.
 #[derive(Debug, Clone)]
 pub struct Db {
+    /// Reads (on SQLite its connections are `query_only`), and everything on PostgreSQL.
     pool: AnyPool,
     backend: Backend,
+    /// SQLite: the one connection that writes, with group commit (see [`Tx`]).
+    writer: Option<Arc<Writer>>,
 }
 
 /// One forward-only migration, with the DDL for each backend.
@@ -166,14 +174,16 @@ pub async fn count_in_window(
     now: i64,
 ) -> Result<Result<(), i64>, StoreError> {
     let start = now - now.rem_euclid(window);
+    let mut tx = db.begin().await?;
     let count: i64 = sqlx::query_scalar(
         "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) \
          ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count",
     )
     .bind(bucket)
     .bind(start)
-    .fetch_one(db.pool())
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
 }
 
@@ -232,28 +242,56 @@ impl Db {
                 let pg_setup = pg_setup.clone();
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL lets readers proceed during a write; busy_timeout makes writers queue
-                        // instead of failing; foreign keys are off by default in SQLite.
-                        let pragmas = if sync == "NORMAL" {
-                            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
-                             PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;"
-                        } else {
-                            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; \
-                             PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;"
-                        };
-                        conn.execute(pragmas).await?;
+                        // Pooled SQLite connections only read: every write goes through the writer.
+                        conn.execute(sqlite_pragmas(sync, true)).await?;
                     } else {
                         sqlx::raw_sql(sqlx::AssertSqlSafe(pg_setup.clone())).execute(&mut *conn).await?;
                     }
                     Ok(())
                 })
             })
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
-        Ok(Self { pool, backend })
+        let writer = match backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::AnyConnection::connect_with(&opts).await?;
+                conn.execute(sqlite_pragmas(sync, false)).await?;
+                Some(Arc::new(Writer::new(conn, cfg.acquire_timeout)))
+            }
+            Backend::Postgres => None,
+        };
+        Ok(Self { pool, backend, writer })
     }
 
-    /// The pool, for running queries.
+    /// Starts a write transaction (see [`Tx`]). On SQLite, holding one blocks every other writer
+    /// of this process until it is committed or dropped: do no network calls while holding it,
+    /// and never begin a second one in the same task.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Tx::begin(&self.pool, self.writer.as_ref()).await
+    }
+
+    /// Runs one statement that writes, committed on its own.
+    pub async fn execute<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
+        if self.writer.is_none() {
+            return Ok(query.execute(&self.pool).await?);
+        }
+        let mut tx = self.begin().await?;
+        let done = query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// SQLite: `(COMMIT statements, write transactions they committed)` since the pool opened;
+    /// their ratio is the mean group-commit batch. `None` on PostgreSQL.
+    pub fn write_stats(&self) -> Option<(usize, usize)> {
+        self.writer.as_ref().map(|w| w.stats())
+    }
+
+    /// The pool, for running queries that read (on SQLite it refuses writes: use [`Db::begin`]
+    /// or [`Db::execute`]).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -272,17 +310,19 @@ impl Db {
     /// Applies the migrations not applied yet, each in its own transaction, in version order.
     /// Returns the versions applied now.
     pub async fn migrate(&self, migrations: &[Migration]) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.begin().await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations (\
                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut applied = Vec::new();
         let mut sorted: Vec<&Migration> = migrations.iter().collect();
         sorted.sort_by_key(|m| m.version);
         for m in sorted {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             if self.backend == Backend::Postgres {
                 // Several instances may start at once: one migrates, the others wait and then skip.
                 sqlx::query("SELECT pg_advisory_xact_lock(7319001)").execute(&mut *tx).await?;
@@ -316,8 +356,11 @@ impl Db {
         Ok(applied)
     }
 
-    /// Closes the pool.
+    /// Commits what the SQLite writer still holds, then closes the pool.
     pub async fn close(&self) {
+        if let Some(w) = &self.writer {
+            w.settle().await;
+        }
         self.pool.close().await;
     }
 }
@@ -336,6 +379,27 @@ where
                 tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
             }
             other => return other,
+        }
+    }
+}
+
+/// Per-connection SQLite settings. WAL lets readers proceed during a write; busy_timeout makes a
+/// writer queue behind another process instead of failing; foreign keys are off by default.
+fn sqlite_pragmas(sync: &str, read_only: bool) -> &'static str {
+    match (sync, read_only) {
+        ("NORMAL", true) => {
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
+             PRAGMA synchronous=NORMAL; PRAGMA query_only=ON;"
+        }
+        ("NORMAL", false) => {
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;"
+        }
+        (_, true) => {
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
+             PRAGMA synchronous=FULL; PRAGMA query_only=ON;"
+        }
+        (_, false) => {
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;"
         }
     }
 }
@@ -370,17 +434,103 @@ mod tests {
         let db = Db::connect(&url, &PoolConfig::default()).await.unwrap();
         assert_eq!(db.migrate(M).await.unwrap(), vec![1, 2]);
         assert!(db.migrate(M).await.unwrap().is_empty());
-        sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)").bind("a").bind(1i64).execute(db.pool()).await.unwrap();
-        let err: StoreError = sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
-            .bind("a")
-            .bind(2i64)
-            .execute(db.pool())
-            .await
-            .unwrap_err()
-            .into();
+        db.execute(sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)").bind("a").bind(1i64)).await.unwrap();
+        let err =
+            db.execute(sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)").bind("a").bind(2i64)).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(db.pool()).await.unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    async fn sqlite() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("x.db").display());
+        let db = Db::connect(&url, &PoolConfig::default()).await.unwrap();
+        db.migrate(M).await.unwrap();
+        (dir, db)
+    }
+
+    async fn count(db: &Db) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(db.pool()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_pool_refuses_writes_that_bypass_the_writer() {
+        let (_dir, db) = sqlite().await;
+        let err = sqlx::query("INSERT INTO t (k, n) VALUES ('x', 1)").execute(db.pool()).await.unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_commits_and_each_sees_its_write_durable_on_return() {
+        let (_dir, db) = sqlite().await;
+        let mut tasks = Vec::new();
+        for i in 0..200i64 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = db.begin().await.unwrap();
+                sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
+                    .bind(format!("k{i}"))
+                    .bind(i)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                // Committed means visible to every other connection at once.
+                let n: i64 = sqlx::query_scalar("SELECT n FROM t WHERE k = $1")
+                    .bind(format!("k{i}"))
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap();
+                assert_eq!(n, i);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(count(&db).await, 200);
+        let (commits, writes) = db.write_stats().unwrap();
+        // Two migrations and their bookkeeping, then the 200 writers: fewer commits than writes.
+        assert!(writes >= 200 && commits < writes, "{commits} commits for {writes} writes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_or_dropped_writer_undoes_only_its_own_work() {
+        let (_dir, db) = sqlite().await;
+        let mut tasks = Vec::new();
+        for i in 0..60i64 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = db.begin().await.unwrap();
+                sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
+                    .bind(format!("k{i}"))
+                    .bind(i)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                match i % 3 {
+                    // Dropped without commit.
+                    0 => drop(tx),
+                    // A second statement fails: the caller returns early with the error.
+                    1 => {
+                        let dup = sqlx::query("INSERT INTO t (k, n) VALUES ($1, 0)")
+                            .bind(format!("k{i}"))
+                            .execute(&mut *tx)
+                            .await;
+                        assert!(dup.is_err());
+                    }
+                    _ => tx.commit().await.unwrap(),
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let kept: Vec<i64> = sqlx::query_scalar("SELECT n FROM t ORDER BY n").fetch_all(db.pool()).await.unwrap();
+        assert_eq!(kept, (0..60).filter(|i| i % 3 == 2).collect::<Vec<_>>());
+        // The writer is free again: a later write commits on its own.
+        db.execute(sqlx::query("INSERT INTO t (k, n) VALUES ('last', 100)")).await.unwrap();
+        assert_eq!(count(&db).await, 21);
     }
 
     #[tokio::test]

@@ -227,18 +227,16 @@ both_backends_with! {
         // The same race at the storage layer, 50 times: 50 concurrent inserts of one student's link
         // with two subjects; the constraint lets exactly one through, the rest are conflicts.
         for round in 0..50 {
-            edulink_store::sqlx::query("DELETE FROM links WHERE user_id = 'student-2'").execute(st.db.pool()).await.unwrap();
+            st.db.execute(edulink_store::sqlx::query("DELETE FROM links WHERE user_id = 'student-2'")).await.unwrap();
             let tasks: Vec<_> = (0..50)
                 .map(|i| {
                     let db = st.db.clone();
                     tokio::spawn(async move {
-                        edulink_store::sqlx::query(
+                        db.execute(edulink_store::sqlx::query(
                             "INSERT INTO links (user_id, issuer, subject, linked_at) VALUES ('student-2', 'iss', $1, 0)",
                         )
-                        .bind(format!("sub-{}-{round}", i % 2))
-                        .execute(db.pool())
+                        .bind(format!("sub-{}-{round}", i % 2)))
                         .await
-                        .map_err(edulink_store::StoreError::from)
                     })
                 })
                 .collect();

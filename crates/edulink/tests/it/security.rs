@@ -210,7 +210,7 @@ both_backends! {
         let back = b.post(&format!("{}/authorize/confirm", app.max), &[("csrf", &confirm.csrf())]).await;
         let loc = reqwest::Url::parse(back.location.as_deref().unwrap()).unwrap();
         let code = loc.query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
-        edulink_store::sqlx::query("DELETE FROM grants").execute(st.db.pool()).await.unwrap();
+        st.db.execute(edulink_store::sqlx::query("DELETE FROM grants")).await.unwrap();
         let secret = app.config.diary.client_secret.clone().unwrap();
         let r = reqwest::Client::new()
             .post(format!("{}/oauth/token", app.max))

@@ -235,7 +235,6 @@ both_backends! {
 
     // A pupil of another school in the same diary.
     let diary = app.running.diary.as_ref().unwrap();
-    let pool = diary.db.pool();
     for sql in [
         "INSERT INTO schools (id, name) VALUES ('school-2', 'Школа № 2')",
         "INSERT INTO classes (id, school_id, name) VALUES ('class-9a', 'school-2', '9 А')",
@@ -243,7 +242,7 @@ both_backends! {
          SELECT 'student-o', 'other1', password_hash, 'student', 'Олег', 'Иванов', 'school-2', 'class-9a', created_at \
          FROM users WHERE id = 'student-1'",
     ] {
-        edulink_store::sqlx::query(sql).execute(pool).await.unwrap();
+        diary.db.execute(edulink_store::sqlx::query(sql)).await.unwrap();
     }
     let o = linked(&app, "other1", PHONE_O).await;
     let x = max_user(&app, PHONE_X, "Незнакомец", "Взрослый").await;
@@ -328,9 +327,11 @@ async fn redeliver_last_lesson_job(app: &TestApp) {
     .fetch_one(diary.db.pool())
     .await
     .unwrap();
-    edulink_store::sqlx::query("UPDATE outbox SET done_at = NULL, next_attempt_at = 0 WHERE id = $1")
-        .bind(&id)
-        .execute(diary.db.pool())
+    diary
+        .db
+        .execute(
+            edulink_store::sqlx::query("UPDATE outbox SET done_at = NULL, next_attempt_at = 0 WHERE id = $1").bind(&id),
+        )
         .await
         .unwrap();
     assert!(edulink_diary::outbox::deliver(diary, &id).await.unwrap(), "delivered again");

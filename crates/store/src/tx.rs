@@ -1,0 +1,314 @@
+//! Write transactions, and group commit on SQLite.
+//!
+//! SQLite has one write lock per database file. With a pool of connections, writers used to queue
+//! on it through SQLite's busy handler, which polls with sleeps of 1 to 100 ms, and every commit
+//! paid its own `fsync` under the lock: the lock, not the CPU, bounded the flows (BENCHMARKS.md).
+//!
+//! Here every write of a process goes through one writer connection, handed out in FIFO order by
+//! an async mutex. Each [`Tx`] is a savepoint inside a shared SQLite transaction; when a writer
+//! commits and nobody is queued behind it (or the batch is full or old), the whole batch is
+//! committed at once — one `fsync` for many requests — and every writer in it is told the
+//! outcome. [`Tx::commit`] returns only after the batch's `COMMIT`, so a caller that sees `Ok`
+//! has a durable write, exactly as before. A writer that fails or is dropped is rolled back to
+//! its savepoint and leaves the others' work alone. The pool's own connections are `query_only`,
+//! so a write that bypasses the writer fails loudly instead of contending for the lock.
+//!
+//! On PostgreSQL, which has row locks and its own group commit, [`Tx`] is a plain pooled
+//! transaction.
+
+use crate::StoreError;
+use sqlx::{Any, AnyConnection, AnyPool};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+
+/// Most writers committed by one `COMMIT`.
+const MAX_BATCH: usize = 64;
+/// Oldest a batch may get before it is committed even with writers queued behind it.
+const MAX_BATCH_AGE: Duration = Duration::from_millis(4);
+/// How long a committed writer waits for the batch's `COMMIT` before it commits the batch itself
+/// (the writer expected to do it may have been cancelled while it queued).
+const SETTLE_AFTER: Duration = Duration::from_millis(15);
+
+type Outcome = Result<(), String>;
+
+/// The one writer connection of a SQLite database and the state of its open batch.
+pub(crate) struct Writer {
+    lock: Arc<Mutex<Batch>>,
+    /// Writers waiting for the lock: a committer that sees none commits the batch at once.
+    queued: AtomicUsize,
+    acquire_timeout: Duration,
+    /// `COMMIT`s run, and writers committed by them (their ratio is the mean batch size).
+    commits: AtomicUsize,
+    committed: AtomicUsize,
+}
+
+struct Batch {
+    conn: AnyConnection,
+    /// A SQLite transaction is open on `conn`.
+    open: bool,
+    /// The savepoint `w` of the last writer was neither released nor rolled back.
+    dirty: bool,
+    began: Instant,
+    /// Writers whose work is in the open transaction, waiting for its `COMMIT`.
+    pending: Vec<oneshot::Sender<Outcome>>,
+}
+
+impl Batch {
+    /// Commits the open transaction (after undoing an abandoned savepoint) and tells every
+    /// pending writer the outcome. Runs only in spawned tasks, so no caller's cancellation can
+    /// interrupt it between `COMMIT` and the notifications.
+    async fn flush(&mut self, writer: &Writer) {
+        if !self.open {
+            return;
+        }
+        let sql = if self.dirty { "ROLLBACK TO w; RELEASE w; COMMIT" } else { "COMMIT" };
+        let outcome = match sqlx::raw_sql(sql).execute(&mut self.conn).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // SQLite may have rolled back already (I/O error, disk full); make sure.
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
+                tracing::error!(error = %e, writers = self.pending.len(), "SQLite batch commit failed");
+                Err(e.to_string())
+            }
+        };
+        if outcome.is_ok() {
+            writer.commits.fetch_add(1, Ordering::Relaxed);
+            writer.committed.fetch_add(self.pending.len(), Ordering::Relaxed);
+        }
+        self.open = false;
+        self.dirty = false;
+        for p in self.pending.drain(..) {
+            let _ = p.send(outcome.clone());
+        }
+    }
+
+    /// Ends a transaction that cannot go on: rolls it back and fails every pending writer.
+    async fn abort(&mut self, why: &str) {
+        if self.open {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
+        }
+        self.open = false;
+        self.dirty = false;
+        for p in self.pending.drain(..) {
+            let _ = p.send(Err(why.to_string()));
+        }
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("queued", &self.queued.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(conn: AnyConnection, acquire_timeout: Duration) -> Self {
+        let batch = Batch { conn, open: false, dirty: false, began: Instant::now(), pending: Vec::new() };
+        Self {
+            lock: Arc::new(Mutex::new(batch)),
+            queued: AtomicUsize::new(0),
+            acquire_timeout,
+            commits: AtomicUsize::new(0),
+            committed: AtomicUsize::new(0),
+        }
+    }
+
+    async fn acquire(&self) -> Result<OwnedMutexGuard<Batch>, StoreError> {
+        struct Queued<'a>(&'a AtomicUsize);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let _queued = Queued(&self.queued);
+        // A timeout turns a writer that waits on itself (a second `begin` while holding a `Tx`)
+        // into an error instead of a hang.
+        tokio::time::timeout(self.acquire_timeout, self.lock.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out waiting for the SQLite writer".into()))
+    }
+
+    /// Commits whatever the open batch holds (used at shutdown and after an abandoned writer).
+    pub(crate) async fn settle(self: &Arc<Self>) {
+        let mut batch = self.lock.clone().lock_owned().await;
+        batch.flush(self).await;
+    }
+
+    /// `(commits, writes committed)` since start.
+    pub(crate) fn stats(&self) -> (usize, usize) {
+        (self.commits.load(Ordering::Relaxed), self.committed.load(Ordering::Relaxed))
+    }
+
+    fn settle_later(self: &Arc<Self>) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let writer = self.clone();
+            rt.spawn(async move { writer.settle().await });
+        }
+    }
+}
+
+/// A write transaction: on SQLite a savepoint in the writer's batch, on PostgreSQL a pooled
+/// transaction. Use `&mut *tx` as the executor; dropping it without [`Tx::commit`] rolls it back.
+pub struct Tx {
+    inner: Inner,
+}
+
+enum Inner {
+    /// `None` only while committing.
+    Pooled(Option<sqlx::Transaction<'static, Any>>),
+    /// `batch` is `None` only while committing.
+    Batched { batch: Option<OwnedMutexGuard<Batch>>, writer: Arc<Writer> },
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.inner {
+            Inner::Pooled(_) => "Tx(pooled)",
+            Inner::Batched { .. } => "Tx(batched)",
+        })
+    }
+}
+
+impl Tx {
+    pub(crate) async fn begin(pool: &AnyPool, writer: Option<&Arc<Writer>>) -> Result<Self, StoreError> {
+        let Some(writer) = writer else {
+            return Ok(Self { inner: Inner::Pooled(Some(pool.begin().await?)) });
+        };
+        let mut batch = writer.acquire().await?;
+        let was_open = batch.open;
+        let sql = match (batch.open, batch.dirty) {
+            (false, _) => "BEGIN IMMEDIATE; SAVEPOINT w",
+            (true, true) => "ROLLBACK TO w; RELEASE w; SAVEPOINT w",
+            (true, false) => "SAVEPOINT w",
+        };
+        // Marked before the await: should this future be dropped mid-statement, the statement
+        // still runs on the connection's worker, and `Drop` has the next writer undo it.
+        batch.open = true;
+        batch.dirty = true;
+        let mut tx = Self { inner: Inner::Batched { batch: Some(batch), writer: writer.clone() } };
+        let batch = tx.batch();
+        match sqlx::raw_sql(sql).execute(&mut batch.conn).await {
+            Ok(_) => {
+                if !was_open {
+                    batch.began = Instant::now();
+                }
+                batch.dirty = false;
+                Ok(tx)
+            }
+            Err(e) if was_open => {
+                batch.abort("the SQLite batch could not go on").await;
+                Err(e.into())
+            }
+            Err(e) => {
+                // BEGIN failed (another process held the lock past busy_timeout): nothing is open.
+                batch.open = false;
+                batch.dirty = false;
+                Err(e.into())
+            }
+        }
+    }
+
+    fn batch(&mut self) -> &mut Batch {
+        match &mut self.inner {
+            Inner::Batched { batch: Some(batch), .. } => batch,
+            _ => unreachable!("only a live batched Tx has a batch"),
+        }
+    }
+
+    /// Commits. On SQLite it returns once the batch holding this write is durable.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        match &mut self.inner {
+            Inner::Pooled(tx) => Ok(tx.take().expect("a live Tx").commit().await?),
+            Inner::Batched { batch, writer } => {
+                let batch = batch.take().expect("a live Tx holds the writer");
+                // Spawned: a caller cancelled mid-commit must not leave the batch half-finished.
+                tokio::spawn(finish(writer.clone(), batch))
+                    .await
+                    .map_err(|_| StoreError::Unavailable("the SQLite writer task failed".into()))?
+            }
+        }
+    }
+}
+
+impl Tx {
+    /// Rolls back (as dropping does, but explicit at the call site).
+    pub async fn rollback(mut self) -> Result<(), StoreError> {
+        if let Inner::Pooled(tx) = &mut self.inner {
+            tx.take().expect("a live Tx").rollback().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Releases a writer's savepoint into the batch, commits the batch when nobody is queued behind
+/// (or it is full or old), and waits for the batch's `COMMIT` either way.
+async fn finish(writer: Arc<Writer>, mut batch: OwnedMutexGuard<Batch>) -> Result<(), StoreError> {
+    if let Err(e) = sqlx::raw_sql("RELEASE w").execute(&mut batch.conn).await {
+        batch.abort("the SQLite batch could not go on").await;
+        return Err(e.into());
+    }
+    let (done, mut outcome) = oneshot::channel();
+    batch.pending.push(done);
+    if writer.queued.load(Ordering::SeqCst) == 0
+        || batch.pending.len() >= MAX_BATCH
+        || batch.began.elapsed() >= MAX_BATCH_AGE
+    {
+        batch.flush(&writer).await;
+    }
+    drop(batch);
+    loop {
+        tokio::select! {
+            result = &mut outcome => {
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+                    Err(_) => Err(StoreError::Unavailable("the SQLite writer went away".into())),
+                };
+            }
+            _ = tokio::time::sleep(SETTLE_AFTER) => writer.settle().await,
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if let Inner::Batched { batch, writer } = &mut self.inner
+            && let Some(mut batch) = batch.take()
+        {
+            // Not committed: the next writer, or the settle task, rolls back to the savepoint.
+            if batch.open {
+                batch.dirty = true;
+            }
+            drop(batch);
+            // With a writer queued, it cleans up and carries the batch on; otherwise do it now.
+            if writer.queued.load(Ordering::SeqCst) == 0 {
+                writer.settle_later();
+            }
+        }
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match &self.inner {
+            Inner::Pooled(Some(tx)) => tx,
+            Inner::Batched { batch: Some(batch), .. } => &batch.conn,
+            _ => unreachable!("a Tx is used only while live"),
+        }
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.inner {
+            Inner::Pooled(Some(tx)) => tx,
+            Inner::Batched { batch: Some(batch), .. } => &mut batch.conn,
+            _ => unreachable!("a Tx is used only while live"),
+        }
+    }
+}
