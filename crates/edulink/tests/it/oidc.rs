@@ -105,10 +105,10 @@ both_backends! {
     let jwks: jsonwebtoken::jwk::JwkSet =
         reqwest::get(format!("{}/oauth/jwks", app.max)).await.unwrap().json().await.unwrap();
     let header = jsonwebtoken::decode_header(id_token).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256, "the demo diary client gets ES256");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA, "the demo diary client gets EdDSA");
     let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid published");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     v.set_audience(&["mesh"]);
     v.set_issuer(&[&app.max]);
     let claims: Value = jsonwebtoken::decode(id_token, &key, &v).unwrap().claims;
