@@ -281,8 +281,8 @@ pub async fn register(
     let (Some(first), Some(last)) = (valid_name(&body.first_name), valid_name(&body.last_name)) else {
         return Err(AppError::bad_request("error-name-invalid"));
     };
-    let account = crate::login::register_account(&st, &hash, &enc, &first, &last, &ip.to_string()).await?;
-    let (token, _) = repo::sign_in(&st.db, &session, &account.id, st.now()).await?;
+    let (_, token, _) =
+        crate::login::register_account(&st, &session, &hash, &enc, &first, &last, &ip.to_string()).await?;
     Ok((StatusCode::CREATED, Json(SignedIn { token })).into_response())
 }
 
@@ -335,7 +335,9 @@ pub async fn create_authorization(
             }));
         }
     };
-    oidc::store_request(&st.db, &req, st.now()).await?;
+    let mut tx = st.db.begin().await?;
+    oidc::store_request(&mut tx, &req, st.now()).await?;
+    tx.commit().await?;
     let body = AuthorizationCreated { request_id: req.id.clone(), client_name: client.name, scope: req.scope.clone() };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -362,6 +364,7 @@ pub async fn approve(
     }
     let ip = ip.to_string();
     let url =
-        oidc::issue_code_audited(&st, &req, &account_id, Some(oidc::Consent { ip: &ip, detail: Some("app") })).await?;
+        oidc::issue_code_audited(&st, &req, &account_id, None, Some(oidc::Consent { ip: &ip, detail: Some("app") }))
+            .await?;
     Ok(Json(Approved { redirect_url: url }).into_response())
 }

@@ -306,7 +306,7 @@ pub async fn search(
         (Vec::new(), String::new(), None)
     } else if let Ok(phone) = Phone::parse(&query, &st.cfg.default_region, &st.cfg.allowed_countries) {
         let hash = st.secrets.phone_hash.keyed_hash("phone", phone.e164());
-        let found = match repo::account_by_phone(&st.db, &hash).await? {
+        let found = match repo::account_by_phone(st.db.pool(), &hash).await? {
             Some(a) if a.id != me => edulink_sferum::find_account(&st.db, &me, &a.id).await?.into_iter().collect(),
             _ => Vec::new(),
         };

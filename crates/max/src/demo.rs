@@ -13,12 +13,14 @@ pub const DEMO_PHONE: &str = "+79000000001";
 pub async fn seed(st: &MaxState) -> Result<bool, StoreError> {
     let phone = Phone::from_e164(DEMO_PHONE).expect("demo phone is valid");
     let hash = st.secrets.phone_hash.keyed_hash("phone", phone.e164());
-    if crate::repo::account_by_phone(&st.db, &hash).await?.is_some() {
+    if crate::repo::account_by_phone(st.db.pool(), &hash).await?.is_some() {
         return Ok(false);
     }
     let enc = st.secrets.phone_cipher.seal("phone", phone.e164().as_bytes());
     let now = st.now();
-    let account = crate::repo::create_account(&st.db, &hash, &enc, "Алиса", "Иванова", now).await?;
+    let mut tx = st.db.begin().await?;
+    let account = crate::repo::create_account(&mut tx, &hash, &enc, "Алиса", "Иванова", now).await?;
+    tx.commit().await?;
     edulink_sferum::ensure_profile(&st.db, &account.id, "Алиса", "Иванова", now).await?;
     Ok(true)
 }

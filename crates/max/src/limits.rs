@@ -45,26 +45,16 @@ impl Refusal {
     }
 }
 
-/// Admits one send to `phone_hash` from `ip`, counting it against every limit, or says why not.
-/// Nothing is counted when the send is refused.
+/// Admits one send to `phone_hash` from `ip` inside the caller's transaction, counting it against
+/// every limit, or says why not. On a refusal the caller rolls the transaction back (drops it), so
+/// nothing is counted.
 pub async fn admit_send(
-    db: &Db,
+    tx: &mut sqlx::AnyConnection,
     phone_hash: &str,
     ip: &str,
     now: i64,
     limits: &SmsLimits,
 ) -> Result<Result<(), Refusal>, StoreError> {
-    edulink_store::retry(|| admit_send_once(db, phone_hash, ip, now, limits)).await
-}
-
-async fn admit_send_once(
-    db: &Db,
-    phone_hash: &str,
-    ip: &str,
-    now: i64,
-    limits: &SmsLimits,
-) -> Result<Result<(), Refusal>, StoreError> {
-    let mut tx = db.begin().await?;
     // Write first: this takes the phone's row lock (PostgreSQL) or the write lock (SQLite), so the
     // reads below see a stable state for this phone.
     sqlx::query("INSERT INTO phone_state (phone_hash) VALUES ($1) ON CONFLICT (phone_hash) DO NOTHING")
@@ -86,7 +76,6 @@ async fn admit_send_once(
                 .bind(phone_hash)
                 .fetch_one(&mut *tx)
                 .await?;
-        tx.rollback().await?;
         return Ok(Err(if locked > now {
             Refusal::Locked(locked - now)
         } else {
@@ -103,7 +92,6 @@ async fn admit_send_once(
         .fetch_one(&mut *tx)
         .await?;
         if count >= cap {
-            tx.rollback().await?;
             return Ok(Err(Refusal::PhoneBudget(oldest.unwrap_or(now) + window - now)));
         }
     }
@@ -122,14 +110,12 @@ async fn admit_send_once(
         .fetch_one(&mut *tx)
         .await?;
         if count > cap {
-            tx.rollback().await?;
             if matches!(refusal, Refusal::Global(_)) {
                 tracing::error!("global SMS budget exhausted: sends refused until the next hour");
             }
             return Ok(Err(refusal));
         }
     }
-    tx.commit().await?;
     Ok(Ok(()))
 }
 
@@ -143,18 +129,26 @@ pub async fn resend_wait(db: &Db, phone_hash: &str, now: i64, limits: &SmsLimits
 }
 
 /// True while the phone is locked.
-pub async fn is_locked(db: &Db, phone_hash: &str, now: i64) -> Result<bool, StoreError> {
+pub async fn is_locked(
+    ex: impl sqlx::Executor<'_, Database = sqlx::Any>,
+    phone_hash: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
     let locked: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone_hash = $1")
         .bind(phone_hash)
-        .fetch_optional(db.pool())
+        .fetch_optional(ex)
         .await?;
     Ok(locked.is_some_and(|l| l > now))
 }
 
 /// Counts a wrong code against the phone (across codes: a resend does not reset it) and locks the
 /// phone when the policy says so. Returns the failure count.
-pub async fn record_failure(db: &Db, phone_hash: &str, now: i64, policy: &CodePolicy) -> Result<i64, StoreError> {
-    let mut tx = db.begin().await?;
+pub async fn record_failure(
+    tx: &mut sqlx::AnyConnection,
+    phone_hash: &str,
+    now: i64,
+    policy: &CodePolicy,
+) -> Result<i64, StoreError> {
     let failures: i64 = sqlx::query_scalar(
         "INSERT INTO phone_state (phone_hash, failures) VALUES ($1, 1) \
          ON CONFLICT (phone_hash) DO UPDATE SET failures = phone_state.failures + 1 RETURNING failures",
@@ -162,22 +156,20 @@ pub async fn record_failure(db: &Db, phone_hash: &str, now: i64, policy: &CodePo
     .bind(phone_hash)
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
     if let Some(secs) = policy.lock_secs(failures) {
-        db.execute(
-            sqlx::query("UPDATE phone_state SET locked_until = $2 WHERE phone_hash = $1")
-                .bind(phone_hash)
-                .bind(now + secs),
-        )
-        .await?;
+        sqlx::query("UPDATE phone_state SET locked_until = $2 WHERE phone_hash = $1")
+            .bind(phone_hash)
+            .bind(now + secs)
+            .execute(&mut *tx)
+            .await?;
         tracing::warn!(failures, lock_secs = secs, "phone locked after repeated wrong codes");
     }
     Ok(failures)
 }
 
 /// A correct code clears the phone's failure count.
-pub async fn clear_failures(db: &Db, phone_hash: &str) -> Result<(), StoreError> {
-    db.execute(sqlx::query("UPDATE phone_state SET failures = 0 WHERE phone_hash = $1").bind(phone_hash)).await?;
+pub async fn clear_failures(tx: &mut sqlx::AnyConnection, phone_hash: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE phone_state SET failures = 0 WHERE phone_hash = $1").bind(phone_hash).execute(tx).await?;
     Ok(())
 }
 
@@ -239,8 +231,33 @@ mod tests {
         (db, dir)
     }
 
+    /// One send attempt as `login::send_code` makes it: admitted and its challenge stored in one
+    /// transaction, or nothing written.
+    async fn admit(db: &Db, phone: &str, ip: &str, now: i64) -> Result<(), Refusal> {
+        edulink_store::retry(|| async {
+            let mut tx = db.begin().await?;
+            if let Err(refusal) = admit_send(&mut tx, phone, ip, now, &LIMITS).await? {
+                return Ok(Err(refusal));
+            }
+            sqlx::query(
+                "INSERT INTO sms_challenges (id, session_hash, phone_hash, phone_enc, code_mac, created_at, expires_at) \
+                 VALUES ($1, 's', $2, 'e', 'm', $3, $4)",
+            )
+            .bind(edulink_domain::crypto::new_id())
+            .bind(phone)
+            .bind(now)
+            .bind(now + 300)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        })
+        .await
+        .unwrap()
+    }
+
     /// Runs batches of concurrent send attempts (each batch at one instant), recording what was
-    /// admitted as the real code does (one challenge per send).
+    /// admitted.
     async fn run(batches: Vec<(i64, Vec<(usize, usize)>)>) -> Vec<(i64, usize, usize)> {
         let (db, _dir) = fresh_db().await;
         let mut now = 1_800_000_000;
@@ -252,10 +269,7 @@ mod tests {
                 .map(|(phone, ip)| {
                     let db = db.clone();
                     tokio::spawn(async move {
-                        let ok = admit_send(&db, &format!("p{phone}"), &format!("ip{ip}"), now, &LIMITS)
-                            .await
-                            .unwrap()
-                            .is_ok();
+                        let ok = admit(&db, &format!("p{phone}"), &format!("ip{ip}"), now).await.is_ok();
                         (ok, phone, ip)
                     })
                 })
@@ -263,16 +277,6 @@ mod tests {
             for t in tasks {
                 let (ok, phone, ip) = t.await.unwrap();
                 if ok {
-                    db.execute(sqlx::query(
-                        "INSERT INTO sms_challenges (id, session_hash, phone_hash, phone_enc, code_mac, created_at, expires_at) \
-                         VALUES ($1, 's', $2, 'e', 'm', $3, $4)",
-                    )
-                    .bind(edulink_domain::crypto::new_id())
-                    .bind(format!("p{phone}"))
-                    .bind(now)
-                    .bind(now + 300))
-                    .await
-                    .unwrap();
                     admitted.push((now, phone, ip));
                 }
             }
@@ -319,8 +323,8 @@ mod tests {
     async fn a_refused_send_counts_nothing() {
         let (db, _dir) = fresh_db().await;
         let now = 1_800_000_000;
-        assert!(admit_send(&db, "p", "ip", now, &LIMITS).await.unwrap().is_ok());
-        assert_eq!(admit_send(&db, "p", "ip", now + 10, &LIMITS).await.unwrap(), Err(Refusal::TooSoon(50)));
+        assert!(admit(&db, "p", "ip", now).await.is_ok());
+        assert_eq!(admit(&db, "p", "ip", now + 10).await, Err(Refusal::TooSoon(50)));
         let n: i64 = sqlx::query_scalar("SELECT count FROM rate_counters WHERE bucket = 'sms:ip:ip'")
             .fetch_one(db.pool())
             .await

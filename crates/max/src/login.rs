@@ -165,11 +165,6 @@ pub async fn send_code(
 ) -> Result<Result<(), limits::Refusal>, AppError> {
     let now = st.now();
     let phone_hash = st.secrets.phone_hash.keyed_hash("phone", phone.e164());
-    if let Err(refusal) = limits::admit_send(&st.db, &phone_hash, ip, now, &st.cfg.sms_limits).await? {
-        metrics::counter!("edulink_sms_refused_total", "reason" => refusal.reason()).increment(1);
-        audit::record(&st.db, now, "sms_refused", None, None, Some(ip), Some(refusal.reason())).await;
-        return Ok(Err(refusal));
-    }
     let code = OtpCode::generate();
     let challenge = repo::Challenge {
         id: new_id(),
@@ -178,8 +173,25 @@ pub async fn send_code(
         phone_enc: st.secrets.phone_cipher.seal("phone", phone.e164().as_bytes()),
         expires_at: now + st.cfg.code_policy.ttl_secs,
     };
-    repo::create_challenge(&st.db, &challenge, &code.mac(&st.secrets.code_mac, &challenge.id), now).await?;
-    repo::set_challenge(&st.db, &session.id_hash, Some(&challenge.id)).await?;
+    let mac = code.mac(&st.secrets.code_mac, &challenge.id);
+    // The admission, the challenge and the session's pointer to it: one transaction (a refusal
+    // rolls back and counts nothing). The SMS goes out after the commit, never under the lock.
+    let admitted = edulink_store::retry(|| async {
+        let mut tx = st.db.begin().await?;
+        if let Err(refusal) = limits::admit_send(&mut tx, &phone_hash, ip, now, &st.cfg.sms_limits).await? {
+            return Ok(Err(refusal));
+        }
+        repo::create_challenge(&mut tx, &challenge, &mac, now).await?;
+        repo::set_challenge(&mut tx, &session.id_hash, Some(&challenge.id)).await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    })
+    .await?;
+    if let Err(refusal) = admitted {
+        metrics::counter!("edulink_sms_refused_total", "reason" => refusal.reason()).increment(1);
+        audit::record(&st.db, now, "sms_refused", None, None, Some(ip), Some(refusal.reason())).await;
+        return Ok(Err(refusal));
+    }
     if let Err(e) = st.sms.send(phone.e164(), &sms_text(&code, &st.cfg.sms_host)).await {
         tracing::error!(error = %e, phone = phone.masked(), "SMS not delivered to the gateway");
         return Err(AppError::new(edulink_web::ErrorKind::Unavailable, "error-sms-gateway"));
@@ -250,7 +262,9 @@ pub async fn code_submit(
         Err(e) => {
             // A polluted code form (`code=1&code=2`, `code[]=…`) is an attack on this phone's code:
             // it is refused and counted like a wrong code.
-            limits::record_failure(&st.db, &challenge.phone_hash, st.now(), &st.cfg.code_policy).await?;
+            let mut tx = st.db.begin().await?;
+            limits::record_failure(&mut tx, &challenge.phone_hash, st.now(), &st.cfg.code_policy).await?;
+            tx.commit().await?;
             metrics::counter!("edulink_param_pollution_total").increment(1);
             audit::record(&st.db, st.now(), "param_pollution", None, None, Some(&ip.to_string()), Some("code")).await;
             return Err(e);
@@ -296,45 +310,57 @@ pub async fn verify_code(
     let now = st.now();
     let Ok(code) = OtpCode::parse(input) else { return Ok(Verified::BadFormat) };
     let policy = &st.cfg.code_policy;
+    // Every step of the check and its outcome (the try, the failure count or the phone's new state,
+    // the audit records) is one transaction.
+    let mut tx = st.db.begin().await?;
     // While the phone is locked the answer is exactly that of a wrong code, and no code is evaluated.
-    let verified = if limits::is_locked(&st.db, &challenge.phone_hash, now).await? {
+    let verified = if limits::is_locked(&mut *tx, &challenge.phone_hash, now).await? {
         None
     } else {
-        match repo::take_attempt(&st.db, &challenge.id, now, policy.max_attempts).await? {
+        match repo::take_attempt(&mut tx, &challenge.id, now, policy.max_attempts).await? {
             None => {
-                audit::record(&st.db, now, "code_dead", None, None, Some(ip), None).await;
+                audit::record_in(&mut tx, now, "code_dead", None, None, Some(ip), None).await?;
+                tx.commit().await?;
                 return Ok(Verified::Dead);
             }
             Some(mac) => Some(code.matches(&st.secrets.code_mac, &challenge.id, &mac)),
         }
     };
-    if verified != Some(true) || !repo::use_challenge(&st.db, &challenge.id, now).await? {
-        let failures = limits::record_failure(&st.db, &challenge.phone_hash, now, policy).await?;
-        metrics::counter!("edulink_code_failures_total").increment(1);
+    if verified != Some(true) || !repo::use_challenge(&mut tx, &challenge.id, now).await? {
+        let failures = limits::record_failure(&mut tx, &challenge.phone_hash, now, policy).await?;
         let event = if policy.lock_secs(failures).is_some() { "phone_locked" } else { "code_wrong" };
-        audit::record(&st.db, now, event, None, None, Some(ip), None).await;
+        audit::record_in(&mut tx, now, event, None, None, Some(ip), None).await?;
+        tx.commit().await?;
+        metrics::counter!("edulink_code_failures_total").increment(1);
         return Ok(Verified::Wrong);
     }
-    limits::clear_failures(&st.db, &challenge.phone_hash).await?;
-    metrics::counter!("edulink_code_verified_total").increment(1);
-    audit::record(&st.db, now, "code_verified", None, None, Some(ip), None).await;
-    match repo::account_by_phone(&st.db, &challenge.phone_hash).await? {
+    limits::clear_failures(&mut tx, &challenge.phone_hash).await?;
+    audit::record_in(&mut tx, now, "code_verified", None, None, Some(ip), None).await?;
+    let verified = match repo::account_by_phone(&mut *tx, &challenge.phone_hash).await? {
         Some(account) => {
-            audit::record(&st.db, now, "sign_in", Some(&account.id), None, Some(ip), None).await;
-            Ok(Verified::SignedIn(account.id))
+            audit::record_in(&mut tx, now, "sign_in", Some(&account.id), None, Some(ip), None).await?;
+            Verified::SignedIn(account.id)
         }
         None => {
-            repo::set_verified_phone(&st.db, &session.id_hash, &challenge.phone_hash, &challenge.phone_enc).await?;
-            Ok(Verified::NeedsRegistration)
+            repo::set_verified_phone(&mut tx, &session.id_hash, &challenge.phone_hash, &challenge.phone_enc).await?;
+            Verified::NeedsRegistration
         }
-    }
+    };
+    tx.commit().await?;
+    metrics::counter!("edulink_code_verified_total").increment(1);
+    Ok(verified)
 }
 
 /// Rotates the session to the signed-in account and continues where the browser was going.
 async fn finish_sign_in(st: &MaxState, old: &Session, account_id: &str) -> Result<Response, AppError> {
     let (raw, new) = repo::sign_in(&st.db, old, account_id, st.now()).await?;
+    Ok(signed_in(st, &raw, &new))
+}
+
+/// Sets the rotated session's cookie and continues where the browser was going.
+fn signed_in(st: &MaxState, raw: &str, new: &Session) -> Response {
     let next = if new.pending_request.is_some() { "/authorize/continue" } else { "/" };
-    Ok(with_cookie(see_other(next), Some(st.cookies.set(SESSION_COOKIE, &raw, None))))
+    with_cookie(see_other(next), Some(st.cookies.set(SESSION_COOKIE, raw, None)))
 }
 
 /// The resend form.
@@ -430,30 +456,44 @@ pub async fn register_submit(
         };
         return Ok((StatusCode::BAD_REQUEST, html(&page)).into_response());
     };
-    let account = register_account(&st, &hash, &enc, &first, &last, &ip.to_string()).await?;
-    finish_sign_in(&st, &session, &account.id).await
+    let (_, raw, new) = register_account(&st, &session, &hash, &enc, &first, &last, &ip.to_string()).await?;
+    Ok(signed_in(&st, &raw, &new))
 }
 
-/// Creates the account of a verified phone (audited). When another browser registered the same phone
-/// meanwhile (both verified a code), that account is the one: the phone is the same person's.
+/// Creates the account of a verified phone and signs the session in to it (the account, its audit
+/// record and the session rotation in one transaction). Returns the account, the new session's raw
+/// id and the session. When another browser registered the same phone meanwhile (both verified a
+/// code), that account is the one: the phone is the same person's.
 pub async fn register_account(
     st: &MaxState,
+    session: &Session,
     phone_hash: &str,
     phone_enc: &str,
     first: &str,
     last: &str,
     ip: &str,
-) -> Result<repo::Account, AppError> {
+) -> Result<(repo::Account, String, Session), AppError> {
     let now = st.now();
-    let account = match repo::create_account(&st.db, phone_hash, phone_enc, first, last, now).await {
-        Ok(a) => a,
-        Err(edulink_store::StoreError::Conflict(_)) => {
-            repo::account_by_phone(&st.db, phone_hash).await?.ok_or_else(|| AppError::internal("account vanished"))?
+    let mut tx = st.db.begin().await?;
+    match repo::create_account(&mut tx, phone_hash, phone_enc, first, last, now).await {
+        Ok(account) => {
+            audit::record_in(&mut tx, now, "register", Some(&account.id), None, Some(ip), None).await?;
+            let (raw, new) = repo::sign_in_in(&mut tx, session, &account.id, now).await?;
+            tx.commit().await?;
+            Ok((account, raw, new))
         }
-        Err(e) => return Err(e.into()),
-    };
-    audit::record(&st.db, now, "register", Some(&account.id), None, Some(ip), None).await;
-    Ok(account)
+        Err(edulink_store::StoreError::Conflict(_)) => {
+            // PostgreSQL refuses every later statement of a transaction after an error: start afresh.
+            drop(tx);
+            let account = repo::account_by_phone(st.db.pool(), phone_hash)
+                .await?
+                .ok_or_else(|| AppError::internal("account vanished"))?;
+            audit::record(&st.db, now, "register", Some(&account.id), None, Some(ip), None).await;
+            let (raw, new) = repo::sign_in(&st.db, session, &account.id, now).await?;
+            Ok((account, raw, new))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `POST /logout`: ends the session on the server.

@@ -381,7 +381,7 @@ pub async fn authorize(
         if !has_grant_in_sector(&st.db, &client.sector, &account_id).await? {
             return fail("consent_required", "no grant for this client");
         }
-        let url = issue_code(&st, &req, &account_id).await?;
+        let url = issue_code(&st, &req, &account_id, None).await?;
         return Ok(see_other(&url));
     }
 
@@ -393,24 +393,31 @@ pub async fn authorize(
         && req.hint_account_id.as_ref().is_none_or(|h| *h == account_id)
         && has_grant_in_sector(&st.db, &client.sector, &account_id).await?
     {
-        let url = issue_code(&st, &req, &account_id).await?;
+        let url = issue_code(&st, &req, &account_id, None).await?;
         return Ok(see_other(&url));
     }
 
-    store_request(&st.db, &req, now).await?;
+    // The request and the session that carries it through sign-in: one transaction.
+    let mut tx = st.db.begin().await?;
+    store_request(&mut tx, &req, now).await?;
     let (cookie, target) = match session {
         Some(s) if s.account_id.is_some() && !force_login => {
-            repo::set_pending_request(&st.db, &s.id_hash, Some(&req.id)).await?;
+            repo::set_pending_request(&mut tx, &s.id_hash, Some(&req.id)).await?;
             (None, "/authorize/continue")
         }
         other => {
             if let Some(s) = other {
-                repo::delete_session(&st.db, &s.id_hash).await?;
+                sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+                    .bind(&s.id_hash)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
             }
-            let (raw, _) = repo::create_session(&st.db, now, Some(&req.id)).await?;
+            let (raw, _) = repo::create_session_in(&mut tx, now, Some(&req.id)).await?;
             (Some(st.cookies.set(login::SESSION_COOKIE, &raw, None)), "/login")
         }
     };
+    tx.commit().await?;
     let mut resp = see_other(target);
     if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -450,8 +457,8 @@ async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Op
 }
 
 /// Stores a validated request until the person confirms it.
-pub async fn store_request(db: &Db, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
-    db.execute(sqlx::query(
+pub async fn store_request(tx: &mut sqlx::AnyConnection, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
         "INSERT INTO auth_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, \
            prompt_none, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
@@ -465,7 +472,8 @@ pub async fn store_request(db: &Db, r: &AuthRequest, now: i64) -> Result<(), Sto
     .bind(&r.hint_account_id)
     .bind(i64::from(r.consent))
     .bind(now)
-    .bind(now + REQUEST_TTL))
+    .bind(now + REQUEST_TTL)
+    .execute(tx)
     .await?;
     Ok(())
 }
@@ -520,10 +528,15 @@ pub async fn grant_of(db: &Db, client_id: &str, account_id: &str) -> Result<Opti
         .await?)
 }
 
-/// Creates the grant if needed, stores a fresh code, consumes the request, and returns the URL of the
-/// authorization response.
-pub async fn issue_code(st: &MaxState, req: &AuthRequest, account_id: &str) -> Result<String, AppError> {
-    issue_code_audited(st, req, account_id, None).await
+/// Creates the grant if needed, stores a fresh code, consumes the request (and clears it from the
+/// browser session `session_hash` that carried it), and returns the URL of the authorization response.
+pub async fn issue_code(
+    st: &MaxState,
+    req: &AuthRequest,
+    account_id: &str,
+    session_hash: Option<&str>,
+) -> Result<String, AppError> {
+    issue_code_audited(st, req, account_id, session_hash, None).await
 }
 
 /// The consent behind an issued code, audited in the transaction that issues it.
@@ -540,6 +553,7 @@ pub async fn issue_code_audited(
     st: &MaxState,
     req: &AuthRequest,
     account_id: &str,
+    session_hash: Option<&str>,
     consent: Option<Consent<'_>>,
 ) -> Result<String, AppError> {
     let now = st.now();
@@ -585,6 +599,9 @@ pub async fn issue_code_audited(
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
+    }
+    if let Some(hash) = session_hash {
+        repo::set_pending_request(&mut tx, hash, None).await?;
     }
     if let Some(c) = consent {
         audit::record_in(&mut tx, now, "authorize", Some(account_id), Some(&req.client_id), Some(c.ip), c.detail)
@@ -640,8 +657,7 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
     }
     let has_grant = has_grant_in_sector(&st.db, &client.sector, &account_id).await?;
     if has_grant && !req.consent {
-        repo::set_pending_request(&st.db, &session.id_hash, None).await?;
-        let url = issue_code(&st, &req, &account_id).await?;
+        let url = issue_code(&st, &req, &account_id, Some(&session.id_hash)).await?;
         return Ok(see_other(&url));
     }
     let has_profile = edulink_sferum::has_profile(&st.db, &account_id).await?;
@@ -672,9 +688,9 @@ pub async fn confirm(
     if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
         return Ok(see_other("/authorize/continue"));
     }
-    repo::set_pending_request(&st.db, &session.id_hash, None).await?;
     let ip = ip.to_string();
-    let url = issue_code_audited(&st, &req, &account_id, Some(Consent { ip: &ip, detail: None })).await?;
+    let consent = Some(Consent { ip: &ip, detail: None });
+    let url = issue_code_audited(&st, &req, &account_id, Some(&session.id_hash), consent).await?;
     Ok(see_other(&url))
 }
 
@@ -688,8 +704,14 @@ pub async fn deny(
         return Err(AppError::bad_request("error-oauth-request-expired"));
     };
     check_csrf(&session, &form.csrf)?;
-    repo::set_pending_request(&st.db, &session.id_hash, None).await?;
-    st.db.execute(sqlx::query("DELETE FROM auth_requests WHERE id = $1").bind(&req.id)).await?;
+    let mut tx = st.db.begin().await?;
+    repo::set_pending_request(&mut tx, &session.id_hash, None).await?;
+    sqlx::query("DELETE FROM auth_requests WHERE id = $1")
+        .bind(&req.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(error_redirect(&st, &req.redirect_uri, req.state.as_deref(), "access_denied", "the user declined"))
 }
 

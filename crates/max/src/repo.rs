@@ -92,6 +92,18 @@ pub async fn load_session(
 
 /// Creates an anonymous session; returns the cookie value and the session.
 pub async fn create_session(db: &Db, now: i64, pending_request: Option<&str>) -> Result<(String, Session), StoreError> {
+    let mut tx = db.begin().await?;
+    let created = create_session_in(&mut tx, now, pending_request).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// [`create_session`] inside the caller's transaction.
+pub async fn create_session_in(
+    tx: &mut sqlx::AnyConnection,
+    now: i64,
+    pending_request: Option<&str>,
+) -> Result<(String, Session), StoreError> {
     let raw = random_token(32);
     let s = Session {
         id_hash: sha256_b64(&raw),
@@ -104,13 +116,14 @@ pub async fn create_session(db: &Db, now: i64, pending_request: Option<&str>) ->
         last_seen_at: now,
         auth_at: None,
     };
-    db.execute(sqlx::query(
+    sqlx::query(
         "INSERT INTO sessions (id_hash, csrf, pending_request, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
     )
     .bind(&s.id_hash)
     .bind(&s.csrf)
     .bind(&s.pending_request)
-    .bind(now))
+    .bind(now)
+    .execute(tx)
     .await?;
     Ok((raw, s))
 }
@@ -118,6 +131,19 @@ pub async fn create_session(db: &Db, now: i64, pending_request: Option<&str>) ->
 /// Replaces `old` by a new session signed in as `account_id` (new id, new CSRF token), keeping the
 /// pending authorization request: session fixation cannot survive sign-in.
 pub async fn sign_in(db: &Db, old: &Session, account_id: &str, now: i64) -> Result<(String, Session), StoreError> {
+    let mut tx = db.begin().await?;
+    let signed_in = sign_in_in(&mut tx, old, account_id, now).await?;
+    tx.commit().await?;
+    Ok(signed_in)
+}
+
+/// [`sign_in`] inside the caller's transaction.
+pub async fn sign_in_in(
+    tx: &mut sqlx::AnyConnection,
+    old: &Session,
+    account_id: &str,
+    now: i64,
+) -> Result<(String, Session), StoreError> {
     let raw = random_token(32);
     let s = Session {
         id_hash: sha256_b64(&raw),
@@ -130,7 +156,6 @@ pub async fn sign_in(db: &Db, old: &Session, account_id: &str, now: i64) -> Resu
         last_seen_at: now,
         auth_at: Some(now),
     };
-    let mut tx = db.begin().await?;
     sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&old.id_hash).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO sessions (id_hash, account_id, csrf, pending_request, created_at, last_seen_at, auth_at) \
@@ -143,7 +168,6 @@ pub async fn sign_in(db: &Db, old: &Session, account_id: &str, now: i64) -> Resu
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
     Ok((raw, s))
 }
 
@@ -154,31 +178,49 @@ pub async fn delete_session(db: &Db, id_hash: &str) -> Result<(), StoreError> {
 }
 
 /// Sets the SMS challenge of a session (and forgets a verified phone from an earlier attempt).
-pub async fn set_challenge(db: &Db, id_hash: &str, challenge_id: Option<&str>) -> Result<(), StoreError> {
-    db.execute(sqlx::query(
+pub async fn set_challenge(
+    tx: &mut sqlx::AnyConnection,
+    id_hash: &str,
+    challenge_id: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
         "UPDATE sessions SET challenge_id = $1, verified_phone_hash = NULL, verified_phone_enc = NULL WHERE id_hash = $2",
     )
     .bind(challenge_id)
-    .bind(id_hash))
+    .bind(id_hash)
+    .execute(tx)
     .await?;
     Ok(())
 }
 
 /// Records that this session proved control of a phone that has no account yet.
-pub async fn set_verified_phone(db: &Db, id_hash: &str, phone_hash: &str, phone_enc: &str) -> Result<(), StoreError> {
-    db.execute(sqlx::query(
+pub async fn set_verified_phone(
+    tx: &mut sqlx::AnyConnection,
+    id_hash: &str,
+    phone_hash: &str,
+    phone_enc: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
         "UPDATE sessions SET challenge_id = NULL, verified_phone_hash = $1, verified_phone_enc = $2 WHERE id_hash = $3",
     )
     .bind(phone_hash)
     .bind(phone_enc)
-    .bind(id_hash))
+    .bind(id_hash)
+    .execute(tx)
     .await?;
     Ok(())
 }
 
 /// Sets or clears the pending authorization request of a session.
-pub async fn set_pending_request(db: &Db, id_hash: &str, request: Option<&str>) -> Result<(), StoreError> {
-    db.execute(sqlx::query("UPDATE sessions SET pending_request = $1 WHERE id_hash = $2").bind(request).bind(id_hash))
+pub async fn set_pending_request(
+    tx: &mut sqlx::AnyConnection,
+    id_hash: &str,
+    request: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sessions SET pending_request = $1 WHERE id_hash = $2")
+        .bind(request)
+        .bind(id_hash)
+        .execute(tx)
         .await?;
     Ok(())
 }
@@ -193,10 +235,13 @@ fn account_from(r: &sqlx::any::AnyRow) -> Result<Account, sqlx::Error> {
 }
 
 /// The account with this phone hash.
-pub async fn account_by_phone(db: &Db, phone_hash: &str) -> Result<Option<Account>, StoreError> {
+pub async fn account_by_phone(
+    ex: impl sqlx::Executor<'_, Database = sqlx::Any>,
+    phone_hash: &str,
+) -> Result<Option<Account>, StoreError> {
     let row = sqlx::query("SELECT id, phone_enc, first_name, last_name FROM accounts WHERE phone_hash = $1")
         .bind(phone_hash)
-        .fetch_optional(db.pool())
+        .fetch_optional(ex)
         .await?;
     Ok(row.as_ref().map(account_from).transpose()?)
 }
@@ -212,7 +257,7 @@ pub async fn account(db: &Db, id: &str) -> Result<Option<Account>, StoreError> {
 
 /// Creates an account; a concurrent registration of the same phone gives `StoreError::Conflict`.
 pub async fn create_account(
-    db: &Db,
+    tx: &mut sqlx::AnyConnection,
     phone_hash: &str,
     phone_enc: &str,
     first: &str,
@@ -220,7 +265,7 @@ pub async fn create_account(
     now: i64,
 ) -> Result<Account, StoreError> {
     let id = new_id();
-    db.execute(sqlx::query(
+    sqlx::query(
         "INSERT INTO accounts (id, phone_hash, phone_enc, first_name, last_name, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&id)
@@ -228,7 +273,8 @@ pub async fn create_account(
     .bind(phone_enc)
     .bind(first)
     .bind(last)
-    .bind(now))
+    .bind(now)
+    .execute(tx)
     .await?;
     Ok(Account { id, phone_enc: phone_enc.into(), first_name: first.into(), last_name: last.into() })
 }
@@ -249,20 +295,24 @@ pub struct Challenge {
 }
 
 /// Stores a new challenge with the MAC of its code.
-pub async fn create_challenge(db: &Db, c: &Challenge, code_mac: &str, now: i64) -> Result<(), StoreError> {
-    db.execute(
-        sqlx::query(
-            "INSERT INTO sms_challenges (id, session_hash, phone_hash, phone_enc, code_mac, created_at, expires_at) \
+pub async fn create_challenge(
+    tx: &mut sqlx::AnyConnection,
+    c: &Challenge,
+    code_mac: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sms_challenges (id, session_hash, phone_hash, phone_enc, code_mac, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&c.id)
-        .bind(&c.session_hash)
-        .bind(&c.phone_hash)
-        .bind(&c.phone_enc)
-        .bind(code_mac)
-        .bind(now)
-        .bind(c.expires_at),
     )
+    .bind(&c.id)
+    .bind(&c.session_hash)
+    .bind(&c.phone_hash)
+    .bind(&c.phone_enc)
+    .bind(code_mac)
+    .bind(now)
+    .bind(c.expires_at)
+    .execute(tx)
     .await?;
     Ok(())
 }
@@ -292,27 +342,29 @@ pub async fn challenge(db: &Db, id: &str, session_hash: &str) -> Result<Option<C
 /// Atomically takes one guess from a live challenge (unused, unexpired, under the attempt cap) and
 /// returns the stored code MAC; `None` when the code is dead. Concurrent guesses cannot exceed the cap:
 /// the check and the increment are one statement.
-pub async fn take_attempt(db: &Db, id: &str, now: i64, max_attempts: i64) -> Result<Option<String>, StoreError> {
-    let mut tx = db.begin().await?;
-    let mac = sqlx::query_scalar(
+pub async fn take_attempt(
+    tx: &mut sqlx::AnyConnection,
+    id: &str,
+    now: i64,
+    max_attempts: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
         "UPDATE sms_challenges SET attempts = attempts + 1 \
          WHERE id = $1 AND used_at IS NULL AND expires_at > $2 AND attempts < $3 RETURNING code_mac",
     )
     .bind(id)
     .bind(now)
     .bind(max_attempts)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(mac)
+    .fetch_optional(tx)
+    .await?)
 }
 
 /// Marks a challenge used; false when another request used it first.
-pub async fn use_challenge(db: &Db, id: &str, now: i64) -> Result<bool, StoreError> {
-    let n = db
-        .execute(
-            sqlx::query("UPDATE sms_challenges SET used_at = $1 WHERE id = $2 AND used_at IS NULL").bind(now).bind(id),
-        )
+pub async fn use_challenge(tx: &mut sqlx::AnyConnection, id: &str, now: i64) -> Result<bool, StoreError> {
+    let n = sqlx::query("UPDATE sms_challenges SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(tx)
         .await?
         .rows_affected();
     Ok(n == 1)

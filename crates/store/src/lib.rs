@@ -533,6 +533,43 @@ mod tests {
         assert_eq!(count(&db).await, 21);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_cancelled_at_any_point_leave_the_writer_usable_and_lose_no_confirmed_write() {
+        let (_dir, db) = sqlite().await;
+        let confirmed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..120i64 {
+            let (db, confirmed) = (db.clone(), confirmed.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tx = db.begin().await.unwrap();
+                sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
+                    .bind(format!("k{i}"))
+                    .bind(i)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+                tx.commit().await.unwrap();
+                confirmed.lock().unwrap().push(i);
+            }));
+        }
+        // Cancel every third task wherever it is: queued, mid-statement, or waiting for COMMIT.
+        for (i, t) in tasks.iter().enumerate() {
+            if i % 3 == 0 {
+                t.abort();
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        db.execute(sqlx::query("INSERT INTO t (k, n) VALUES ('after', -1)")).await.unwrap();
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM t").fetch_all(db.pool()).await.unwrap();
+        for n in confirmed.lock().unwrap().iter() {
+            assert!(stored.contains(n), "confirmed write {n} lost");
+        }
+        assert!(stored.contains(&-1));
+    }
+
     #[tokio::test]
     async fn unsupported_url_is_refused() {
         assert!(matches!(Db::connect("mysql://x", &PoolConfig::default()).await, Err(StoreError::UnsupportedUrl)));

@@ -45,12 +45,23 @@ pub(crate) struct Writer {
     committed: AtomicUsize,
 }
 
+/// The savepoint `w` of the last writer in the open transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Last {
+    /// None outstanding.
+    Gone,
+    /// Its writer committed: released by the next writer's `begin` or by `COMMIT` (one round
+    /// trip fewer per writer than releasing at once).
+    Kept,
+    /// Its writer failed, was dropped, or is still running: to be rolled back.
+    Abandoned,
+}
+
 struct Batch {
     conn: AnyConnection,
     /// A SQLite transaction is open on `conn`.
     open: bool,
-    /// The savepoint `w` of the last writer was neither released nor rolled back.
-    dirty: bool,
+    last: Last,
     began: Instant,
     /// Writers whose work is in the open transaction, waiting for its `COMMIT`.
     pending: Vec<oneshot::Sender<Outcome>>,
@@ -64,7 +75,7 @@ impl Batch {
         if !self.open {
             return;
         }
-        let sql = if self.dirty { "ROLLBACK TO w; RELEASE w; COMMIT" } else { "COMMIT" };
+        let sql = if self.last == Last::Abandoned { "ROLLBACK TO w; RELEASE w; COMMIT" } else { "COMMIT" };
         let outcome = match sqlx::raw_sql(sql).execute(&mut self.conn).await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -79,7 +90,7 @@ impl Batch {
             writer.committed.fetch_add(self.pending.len(), Ordering::Relaxed);
         }
         self.open = false;
-        self.dirty = false;
+        self.last = Last::Gone;
         for p in self.pending.drain(..) {
             let _ = p.send(outcome.clone());
         }
@@ -91,7 +102,7 @@ impl Batch {
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
         }
         self.open = false;
-        self.dirty = false;
+        self.last = Last::Gone;
         for p in self.pending.drain(..) {
             let _ = p.send(Err(why.to_string()));
         }
@@ -106,7 +117,7 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     pub(crate) fn new(conn: AnyConnection, acquire_timeout: Duration) -> Self {
-        let batch = Batch { conn, open: false, dirty: false, began: Instant::now(), pending: Vec::new() };
+        let batch = Batch { conn, open: false, last: Last::Gone, began: Instant::now(), pending: Vec::new() };
         Self {
             lock: Arc::new(Mutex::new(batch)),
             queued: AtomicUsize::new(0),
@@ -180,15 +191,17 @@ impl Tx {
         };
         let mut batch = writer.acquire().await?;
         let was_open = batch.open;
-        let sql = match (batch.open, batch.dirty) {
+        let sql = match (batch.open, batch.last) {
             (false, _) => "BEGIN IMMEDIATE; SAVEPOINT w",
-            (true, true) => "ROLLBACK TO w; RELEASE w; SAVEPOINT w",
-            (true, false) => "SAVEPOINT w",
+            (true, Last::Gone) => "SAVEPOINT w",
+            (true, Last::Kept) => "RELEASE w; SAVEPOINT w",
+            (true, Last::Abandoned) => "ROLLBACK TO w; RELEASE w; SAVEPOINT w",
         };
-        // Marked before the await: should this future be dropped mid-statement, the statement
-        // still runs on the connection's worker, and `Drop` has the next writer undo it.
+        // Marked before the await and kept while the writer runs: should this future, or the
+        // writer, be dropped, the statement still runs on the connection's worker and the next
+        // writer (or the settle task) rolls back to the savepoint.
         batch.open = true;
-        batch.dirty = true;
+        batch.last = Last::Abandoned;
         let mut tx = Self { inner: Inner::Batched { batch: Some(batch), writer: writer.clone() } };
         let batch = tx.batch();
         match sqlx::raw_sql(sql).execute(&mut batch.conn).await {
@@ -196,7 +209,6 @@ impl Tx {
                 if !was_open {
                     batch.began = Instant::now();
                 }
-                batch.dirty = false;
                 Ok(tx)
             }
             Err(e) if was_open => {
@@ -206,7 +218,7 @@ impl Tx {
             Err(e) => {
                 // BEGIN failed (another process held the lock past busy_timeout): nothing is open.
                 batch.open = false;
-                batch.dirty = false;
+                batch.last = Last::Gone;
                 Err(e.into())
             }
         }
@@ -224,11 +236,23 @@ impl Tx {
         match &mut self.inner {
             Inner::Pooled(tx) => Ok(tx.take().expect("a live Tx").commit().await?),
             Inner::Batched { batch, writer } => {
-                let batch = batch.take().expect("a live Tx holds the writer");
-                // Spawned: a caller cancelled mid-commit must not leave the batch half-finished.
-                tokio::spawn(finish(writer.clone(), batch))
-                    .await
-                    .map_err(|_| StoreError::Unavailable("the SQLite writer task failed".into()))?
+                let mut batch = batch.take().expect("a live Tx holds the writer");
+                batch.last = Last::Kept;
+                let (done, outcome) = oneshot::channel();
+                batch.pending.push(done);
+                let writer = writer.clone();
+                if writer.queued.load(Ordering::SeqCst) == 0
+                    || batch.pending.len() >= MAX_BATCH
+                    || batch.began.elapsed() >= MAX_BATCH_AGE
+                {
+                    // Spawned: a caller cancelled mid-commit must not leave the batch half-done.
+                    let w = writer.clone();
+                    tokio::spawn(async move { batch.flush(&w).await });
+                } else {
+                    // The writer queued behind carries the batch on and commits it.
+                    drop(batch);
+                }
+                wait_for_commit(writer, outcome).await
             }
         }
     }
@@ -244,32 +268,34 @@ impl Tx {
     }
 }
 
-/// Releases a writer's savepoint into the batch, commits the batch when nobody is queued behind
-/// (or it is full or old), and waits for the batch's `COMMIT` either way.
-async fn finish(writer: Arc<Writer>, mut batch: OwnedMutexGuard<Batch>) -> Result<(), StoreError> {
-    if let Err(e) = sqlx::raw_sql("RELEASE w").execute(&mut batch.conn).await {
-        batch.abort("the SQLite batch could not go on").await;
-        return Err(e.into());
+/// Waits for the `COMMIT` of the batch holding a writer's work. Should that take long (the writer
+/// expected to commit was cancelled while it queued), commits the batch itself; if the caller is
+/// cancelled meanwhile, leaves that to a settle task, so no batch stays open unattended.
+async fn wait_for_commit(writer: Arc<Writer>, mut outcome: oneshot::Receiver<Outcome>) -> Result<(), StoreError> {
+    struct Unattended(Option<Arc<Writer>>);
+    impl Drop for Unattended {
+        fn drop(&mut self) {
+            if let Some(w) = self.0.take() {
+                w.settle_later();
+            }
+        }
     }
-    let (done, mut outcome) = oneshot::channel();
-    batch.pending.push(done);
-    if writer.queued.load(Ordering::SeqCst) == 0
-        || batch.pending.len() >= MAX_BATCH
-        || batch.began.elapsed() >= MAX_BATCH_AGE
-    {
-        batch.flush(&writer).await;
-    }
-    drop(batch);
+    let mut guard = Unattended(Some(writer));
     loop {
         tokio::select! {
             result = &mut outcome => {
+                guard.0 = None;
                 return match result {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
                     Err(_) => Err(StoreError::Unavailable("the SQLite writer went away".into())),
                 };
             }
-            _ = tokio::time::sleep(SETTLE_AFTER) => writer.settle().await,
+            _ = tokio::time::sleep(SETTLE_AFTER) => {
+                if let Some(w) = &guard.0 {
+                    w.settle().await;
+                }
+            }
         }
     }
 }
@@ -277,12 +303,10 @@ async fn finish(writer: Arc<Writer>, mut batch: OwnedMutexGuard<Batch>) -> Resul
 impl Drop for Tx {
     fn drop(&mut self) {
         if let Inner::Batched { batch, writer } = &mut self.inner
-            && let Some(mut batch) = batch.take()
+            && let Some(batch) = batch.take()
         {
-            // Not committed: the next writer, or the settle task, rolls back to the savepoint.
-            if batch.open {
-                batch.dirty = true;
-            }
+            // Not committed: `last` is still `Abandoned`, so the next writer, or the settle task,
+            // rolls back to the savepoint.
             drop(batch);
             // With a writer queued, it cleans up and carries the batch on; otherwise do it now.
             if writer.queued.load(Ordering::SeqCst) == 0 {

@@ -295,12 +295,19 @@ both_backends! {
                 phone_enc: "x".into(),
                 expires_at: now + 300,
             };
-            edulink_max::repo::create_challenge(&st.db, &challenge, "mac", now).await.unwrap();
+            let mut tx = st.db.begin().await.unwrap();
+            edulink_max::repo::create_challenge(&mut tx, &challenge, "mac", now).await.unwrap();
+            tx.commit().await.unwrap();
             let tasks: Vec<_> = (0..100)
                 .map(|_| {
                     let db = st.db.clone();
                     let id = challenge.id.clone();
-                    tokio::spawn(async move { edulink_max::repo::take_attempt(&db, &id, now, 5).await.unwrap() })
+                    tokio::spawn(async move {
+                        let mut tx = db.begin().await.unwrap();
+                        let taken = edulink_max::repo::take_attempt(&mut tx, &id, now, 5).await.unwrap();
+                        tx.commit().await.unwrap();
+                        taken
+                    })
                 })
                 .collect();
             let mut taken = 0;
