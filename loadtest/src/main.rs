@@ -371,7 +371,7 @@ async fn seed_users(url: &str, schema: Option<String>, n: usize) -> anyhow::Resu
         .bind(format!("bench{i}"))
         .bind(&hash)
         .bind(if i % 2 == 0 { "class-7a" } else { "class-7b" })
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
     }
     tx.commit().await?;

@@ -37,12 +37,12 @@ pub async fn seed(db: &Db, cost: PasswordCost, now: i64) -> Result<bool, StoreEr
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let hashes = vec![hash; 11];
     let mut tx = db.begin().await?;
-    sqlx::query("INSERT INTO schools (id, name) VALUES ('school-1', 'Школа № 1535')").execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO schools (id, name) VALUES ('school-1', 'Школа № 1535')").execute(&mut tx).await?;
     for (id, name) in [("class-7a", "7 А"), ("class-7b", "7 Б")] {
         sqlx::query("INSERT INTO classes (id, school_id, name) VALUES ($1, 'school-1', $2)")
             .bind(id)
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
     }
     sqlx::query(
@@ -51,12 +51,12 @@ pub async fn seed(db: &Db, cost: PasswordCost, now: i64) -> Result<bool, StoreEr
     )
     .bind(&hashes[10])
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await?;
     for class in ["class-7a", "class-7b"] {
         sqlx::query("INSERT INTO teacher_classes (teacher_id, class_id) VALUES ('teacher-1', $1)")
             .bind(class)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
     }
     for (i, (first, last)) in STUDENTS.iter().enumerate() {
@@ -73,7 +73,7 @@ pub async fn seed(db: &Db, cost: PasswordCost, now: i64) -> Result<bool, StoreEr
         .bind(last)
         .bind(class)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
     }
     // A week of lessons from today (Moscow time, UTC+3), Monday to Saturday.
@@ -101,7 +101,7 @@ pub async fn seed(db: &Db, cost: PasswordCost, now: i64) -> Result<bool, StoreEr
                 .bind(start)
                 .bind(start + 45 * 60)
                 .bind(i64::from(distance))
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
         }

@@ -127,7 +127,7 @@ async fn change(
 ) -> Result<(), StoreError> {
     let now = st.now();
     let mut tx = st.db.begin().await?;
-    bind(sqlx::query(sql).bind(&lesson.id)).execute(&mut *tx).await?;
+    bind(sqlx::query(sql).bind(&lesson.id)).execute(&mut tx).await?;
     let job = Job::Lesson { lesson_id: lesson.id.clone() };
     let id = if push { Some(outbox::enqueue_claimed(&mut tx, &job, now).await?) } else { None };
     tx.commit().await?;
@@ -208,7 +208,7 @@ pub async fn attendance(st: &DiaryState, lesson: &Lesson) -> Result<(Vec<Attende
                 .bind(&entry.sub)
                 .bind(entry.joined_at)
                 .bind(st.rp.issuer())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             }
             tx.commit().await?;

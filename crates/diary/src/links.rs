@@ -42,7 +42,7 @@ pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &s
     .bind(now)
     .bind(&refresh_enc)
     .bind(&v.id_token)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await
     .map_err(StoreError::from);
     match inserted {
@@ -86,10 +86,10 @@ pub async fn remove(st: &DiaryState, user: &User, ip: &str) -> Result<bool, Stor
     let removed: Option<(String, Option<String>)> =
         sqlx::query_as("DELETE FROM links WHERE user_id = $1 RETURNING subject, refresh_enc")
             .bind(&user.id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
     let Some((subject, refresh_enc)) = removed else { return Ok(false) };
-    sqlx::query("DELETE FROM oidc_transactions WHERE user_id = $1").bind(&user.id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM oidc_transactions WHERE user_id = $1").bind(&user.id).execute(&mut tx).await?;
     let id = outbox::enqueue(&mut tx, &Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
     tx.commit().await?;
     audit::record(&st.db, now, "unlink", Some(&user.id), Some(&subject), Some(ip), None).await;

@@ -67,7 +67,7 @@ pub async fn enqueue(tx: &mut edulink_store::Tx, job: &Job, now: i64) -> Result<
         .bind(job.kind())
         .bind(serde_json::to_string(job).expect("jobs serialize"))
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(id)
 }
@@ -85,7 +85,7 @@ pub async fn enqueue_claimed(tx: &mut edulink_store::Tx, job: &Job, now: i64) ->
     .bind(serde_json::to_string(job).expect("jobs serialize"))
     .bind(now + LEASE_SECS)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(id)
 }
@@ -108,7 +108,7 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     .bind(id)
     .bind(now + LEASE_SECS)
     .bind(now)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await?;
     tx.commit().await?;
     let Some((payload, attempts)) = claimed else {

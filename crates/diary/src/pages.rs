@@ -500,7 +500,7 @@ pub async fn handoff_submit(
     )
     .bind(edulink_domain::crypto::sha256_b64(&form.ticket))
     .bind(now)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await
     .map_err(edulink_store::StoreError::from)?;
     tx.commit().await?;

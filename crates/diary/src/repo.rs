@@ -126,12 +126,12 @@ pub async fn rotate_session(db: &Db, old: &Session, now: i64, reauth: bool) -> R
     .bind(&s.csrf)
     .bind(now)
     .bind(s.auth_at)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await?;
     sqlx::query("UPDATE sessions SET replaced_at = $1 WHERE id_hash = $2 AND replaced_at IS NULL")
         .bind(now)
         .bind(&old.id_hash)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
     tx.commit().await?;
     Ok((raw, s))
@@ -389,7 +389,7 @@ pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> R
     .bind(sha256_b64(state))
     .bind(family)
     .bind(now)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await?;
     tx.commit().await?;
     Ok(row.map(|(user_id, purpose, nonce, verifier_enc)| Transaction { user_id, purpose, nonce, verifier_enc }))

@@ -341,7 +341,7 @@ async fn admin_unlink(db: &edulink_store::Db, login: &str) -> anyhow::Result<boo
         "DELETE FROM links WHERE user_id = (SELECT id FROM users WHERE login = $1) RETURNING user_id, subject, refresh_enc",
     )
     .bind(login)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await?;
     let Some((user_id, subject, refresh_enc)) = removed else {
         return Ok(false);

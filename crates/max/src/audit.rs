@@ -34,7 +34,7 @@ pub async fn record_in(
     ip: Option<&str>,
     detail: Option<&str>,
 ) -> Result<(), StoreError> {
-    insert(now, event, account, client, ip, detail).execute(&mut **tx).await?;
+    insert(now, event, account, client, ip, detail).execute(&mut *tx).await?;
     tracing::info!(event, account, client, "audit");
     Ok(())
 }

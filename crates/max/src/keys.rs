@@ -104,12 +104,12 @@ fn parse_signer(alg: &str, der: &[u8]) -> Result<Signer, String> {
 pub async fn rotate(db: &Db, cipher: &Cipher, now: i64) -> Result<Vec<String>, StartError> {
     let mut tx = db.begin().await?;
     sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL")
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(StoreError::from)?;
     sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(StoreError::from)?;
     let mut kids = Vec::new();
@@ -135,7 +135,7 @@ async fn insert_new(tx: &mut edulink_store::Tx, cipher: &Cipher, alg: &str, now:
     .bind(B64.encode(&public_raw))
     .bind(jwk.to_string())
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(StoreError::from)?;
     Ok(kid)

@@ -49,7 +49,7 @@ impl Refusal {
 /// every limit, or says why not. On a refusal the caller rolls the transaction back (drops it), so
 /// nothing is counted.
 pub async fn admit_send(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     phone_hash: &str,
     ip: &str,
     now: i64,
@@ -144,7 +144,7 @@ pub async fn is_locked(
 /// Counts a wrong code against the phone (across codes: a resend does not reset it) and locks the
 /// phone when the policy says so. Returns the failure count.
 pub async fn record_failure(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     phone_hash: &str,
     now: i64,
     policy: &CodePolicy,
@@ -168,7 +168,7 @@ pub async fn record_failure(
 }
 
 /// A correct code clears the phone's failure count.
-pub async fn clear_failures(tx: &mut sqlx::AnyConnection, phone_hash: &str) -> Result<(), StoreError> {
+pub async fn clear_failures(tx: &mut edulink_store::Tx, phone_hash: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE phone_state SET failures = 0 WHERE phone_hash = $1").bind(phone_hash).execute(tx).await?;
     Ok(())
 }
@@ -247,7 +247,7 @@ mod tests {
             .bind(phone)
             .bind(now)
             .bind(now + 300)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             tx.commit().await?;
             Ok(Ok(()))

@@ -314,7 +314,7 @@ pub async fn verify_code(
     // the audit records) is one transaction.
     let mut tx = st.db.begin().await?;
     // While the phone is locked the answer is exactly that of a wrong code, and no code is evaluated.
-    let verified = if limits::is_locked(&mut *tx, &challenge.phone_hash, now).await? {
+    let verified = if limits::is_locked(&mut tx, &challenge.phone_hash, now).await? {
         None
     } else {
         match repo::take_attempt(&mut tx, &challenge.id, now, policy.max_attempts).await? {
@@ -336,7 +336,7 @@ pub async fn verify_code(
     }
     limits::clear_failures(&mut tx, &challenge.phone_hash).await?;
     audit::record_in(&mut tx, now, "code_verified", None, None, Some(ip), None).await?;
-    let verified = match repo::account_by_phone(&mut *tx, &challenge.phone_hash).await? {
+    let verified = match repo::account_by_phone(&mut tx, &challenge.phone_hash).await? {
         Some(account) => {
             audit::record_in(&mut tx, now, "sign_in", Some(&account.id), None, Some(ip), None).await?;
             Verified::SignedIn(account.id)

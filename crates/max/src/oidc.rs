@@ -409,7 +409,7 @@ pub async fn authorize(
             if let Some(s) = other {
                 sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
                     .bind(&s.id_hash)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(StoreError::from)?;
             }
@@ -457,7 +457,7 @@ async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Op
 }
 
 /// Stores a validated request until the person confirms it.
-pub async fn store_request(tx: &mut sqlx::AnyConnection, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
+pub async fn store_request(tx: &mut edulink_store::Tx, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO auth_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, \
            prompt_none, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -572,7 +572,7 @@ pub async fn issue_code_audited(
     .bind(&subject)
     .bind(&req.scope)
     .bind(now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut tx)
     .await
     .map_err(StoreError::from)?;
     sqlx::query(
@@ -590,13 +590,13 @@ pub async fn issue_code_audited(
     .bind(now)
     .bind(now)
     .bind(now + CODE_TTL)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await
     .map_err(StoreError::from)?;
     if req.stored {
         sqlx::query("DELETE FROM auth_requests WHERE id = $1")
             .bind(&req.id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .map_err(StoreError::from)?;
     }
@@ -708,7 +708,7 @@ pub async fn deny(
     repo::set_pending_request(&mut tx, &session.id_hash, None).await?;
     sqlx::query("DELETE FROM auth_requests WHERE id = $1")
         .bind(&req.id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(StoreError::from)?;
     tx.commit().await?;
@@ -882,7 +882,7 @@ async fn store_tokens(
         .bind(scope)
         .bind(now)
         .bind(now + ttl)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     Ok(Issued { access, refresh })
@@ -926,7 +926,7 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
     )
     .bind(&code_hash)
     .bind(now)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await
     .map_err(StoreError::from)?;
     let Some(row) = row else {
@@ -971,7 +971,7 @@ async fn code_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str) -
     }
     let subject: Option<String> = sqlx::query_scalar("SELECT subject FROM grants WHERE id = $1")
         .bind(&grant_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await
         .map_err(StoreError::from)?;
     let Some(subject) = subject else {
@@ -1040,7 +1040,7 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
     )
     .bind(&hash)
     .bind(now)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await
     .map_err(StoreError::from)?;
     tx.commit().await?;
@@ -1224,7 +1224,7 @@ pub async fn revoke(
     .bind(sha256_b64(token))
     .bind(&client.client_id)
     .bind(now)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await
     .map_err(StoreError::from)?;
     tx.commit().await?;

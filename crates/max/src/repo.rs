@@ -100,7 +100,7 @@ pub async fn create_session(db: &Db, now: i64, pending_request: Option<&str>) ->
 
 /// [`create_session`] inside the caller's transaction.
 pub async fn create_session_in(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     now: i64,
     pending_request: Option<&str>,
 ) -> Result<(String, Session), StoreError> {
@@ -139,7 +139,7 @@ pub async fn sign_in(db: &Db, old: &Session, account_id: &str, now: i64) -> Resu
 
 /// [`sign_in`] inside the caller's transaction.
 pub async fn sign_in_in(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     old: &Session,
     account_id: &str,
     now: i64,
@@ -179,7 +179,7 @@ pub async fn delete_session(db: &Db, id_hash: &str) -> Result<(), StoreError> {
 
 /// Sets the SMS challenge of a session (and forgets a verified phone from an earlier attempt).
 pub async fn set_challenge(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     id_hash: &str,
     challenge_id: Option<&str>,
 ) -> Result<(), StoreError> {
@@ -195,7 +195,7 @@ pub async fn set_challenge(
 
 /// Records that this session proved control of a phone that has no account yet.
 pub async fn set_verified_phone(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     id_hash: &str,
     phone_hash: &str,
     phone_enc: &str,
@@ -213,7 +213,7 @@ pub async fn set_verified_phone(
 
 /// Sets or clears the pending authorization request of a session.
 pub async fn set_pending_request(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     id_hash: &str,
     request: Option<&str>,
 ) -> Result<(), StoreError> {
@@ -257,7 +257,7 @@ pub async fn account(db: &Db, id: &str) -> Result<Option<Account>, StoreError> {
 
 /// Creates an account; a concurrent registration of the same phone gives `StoreError::Conflict`.
 pub async fn create_account(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     phone_hash: &str,
     phone_enc: &str,
     first: &str,
@@ -296,7 +296,7 @@ pub struct Challenge {
 
 /// Stores a new challenge with the MAC of its code.
 pub async fn create_challenge(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     c: &Challenge,
     code_mac: &str,
     now: i64,
@@ -343,7 +343,7 @@ pub async fn challenge(db: &Db, id: &str, session_hash: &str) -> Result<Option<C
 /// returns the stored code MAC; `None` when the code is dead. Concurrent guesses cannot exceed the cap:
 /// the check and the increment are one statement.
 pub async fn take_attempt(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut edulink_store::Tx,
     id: &str,
     now: i64,
     max_attempts: i64,
@@ -360,7 +360,7 @@ pub async fn take_attempt(
 }
 
 /// Marks a challenge used; false when another request used it first.
-pub async fn use_challenge(tx: &mut sqlx::AnyConnection, id: &str, now: i64) -> Result<bool, StoreError> {
+pub async fn use_challenge(tx: &mut edulink_store::Tx, id: &str, now: i64) -> Result<bool, StoreError> {
     let n = sqlx::query("UPDATE sms_challenges SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
         .bind(now)
         .bind(id)
@@ -378,7 +378,7 @@ pub async fn notify_in(
     client: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    notification(account_id, kind, client, now).execute(&mut **tx).await?;
+    notification(account_id, kind, client, now).execute(&mut *tx).await?;
     Ok(())
 }
 

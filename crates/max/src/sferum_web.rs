@@ -131,7 +131,7 @@ pub async fn provision(
     let was_confirmed: Option<Option<String>> =
         sqlx::query_scalar("SELECT confirmed_by FROM sferum_profiles WHERE account_id = $1")
             .bind(&account_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await
             .map_err(StoreError::from)?;
     let result = edulink_sferum::provision_in(&mut tx, &client_id, &account_id, &p, now).await?;

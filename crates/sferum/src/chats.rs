@@ -137,7 +137,7 @@ pub async fn post(db: &Db, chat_id: &str, account_id: &str, text: &MessageText, 
     .bind(account_id)
     .bind(text.as_str())
     .bind(now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut tx)
     .await?;
     tx.commit().await?;
     Ok(id)
@@ -338,11 +338,11 @@ pub async fn open_direct(db: &Db, sender: &str, target: &str, now: i64) -> Resul
     .bind(new_id())
     .bind(format!("direct:{lo}:{hi}"))
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await?;
     let chat_id: String = sqlx::query_scalar("SELECT id FROM sferum_chats WHERE school_key = '' AND class_key = $1")
         .bind(format!("direct:{lo}:{hi}"))
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
     for (account, f) in [(sender, &s), (target, &t)] {
         sqlx::query(
@@ -353,7 +353,7 @@ pub async fn open_direct(db: &Db, sender: &str, target: &str, now: i64) -> Resul
         .bind(account)
         .bind(f.role.map(Role::as_str).unwrap_or("guest"))
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
     }
     tx.commit().await?;

@@ -144,12 +144,12 @@ async fn ensure_chat(
     .bind(title)
     .bind(parent_id)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(sqlx::query_scalar("SELECT id FROM sferum_chats WHERE school_key = $1 AND class_key = $2")
         .bind(school_key)
         .bind(class_key)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await?)
 }
 
@@ -168,7 +168,7 @@ async fn join_chat(
     .bind(account_id)
     .bind(role)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -222,7 +222,7 @@ async fn upsert_lesson(
     let prev: Option<(i64, i64, i64, i64, Option<String>)> =
         sqlx::query_as("SELECT starts_at, ends_at, cancelled, revision, chat_id FROM sferum_lessons WHERE id = $1")
             .bind(&lesson_key)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?;
     if prev.as_ref().is_some_and(|p| p.3 >= l.revision) {
         // Seen already: no write at all (the guard in the upsert below settles races).
@@ -256,7 +256,7 @@ async fn upsert_lesson(
     .bind(&l.call_url)
     .bind(l.state())
     .bind(l.revision)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?
     .rows_affected()
         > 0;
@@ -320,7 +320,7 @@ pub async fn provision_in(
     .bind(now)
     .bind(i64::from(p.role == Role::Student))
     .bind(search_name(&p.first_name, &p.last_name))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
 
     let channel =
@@ -338,7 +338,7 @@ pub async fn provision_in(
         let known: std::collections::HashMap<String, i64> =
             sqlx::query_as::<_, (String, i64)>("SELECT id, revision FROM sferum_lessons WHERE class_key = $1")
                 .bind(&class_key)
-                .fetch_all(&mut **tx)
+                .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
                 .collect();
@@ -358,13 +358,13 @@ pub async fn provision_in(
     )
     .bind(account_id)
     .bind(format!("{client_id}:%"))
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     for chat in current.iter().filter(|c| !chat_ids.contains(c)) {
         sqlx::query("DELETE FROM sferum_members WHERE chat_id = $1 AND account_id = $2")
             .bind(chat)
             .bind(account_id)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     Ok(ProvisionResult { chats: chat_ids })
@@ -398,7 +398,7 @@ pub async fn push_lesson(db: &Db, client_id: &str, push: &LessonPush, now: i64) 
             .bind(&push.lesson.subject)
             .bind(push.lesson.starts_at)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             Some(class_chat)
         }
@@ -420,7 +420,7 @@ pub async fn detach(db: &Db, client_id: &str, account_id: &str, now: i64) -> Res
     )
     .bind(account_id)
     .bind(format!("{client_id}:%"))
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await?
     .rows_affected();
     let reset = sqlx::query(
@@ -433,7 +433,7 @@ pub async fn detach(db: &Db, client_id: &str, account_id: &str, now: i64) -> Res
     .bind(account_id)
     .bind(client_id)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await?
     .rows_affected();
     if reset > 0 {
@@ -441,12 +441,12 @@ pub async fn detach(db: &Db, client_id: &str, account_id: &str, now: i64) -> Res
         let names: (String, String) =
             sqlx::query_as("SELECT first_name, last_name FROM sferum_profiles WHERE account_id = $1")
                 .bind(account_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await?;
         sqlx::query("UPDATE sferum_profiles SET search_name = $2 WHERE account_id = $1")
             .bind(account_id)
             .bind(search_name(&names.0, &names.1))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
     }
     tx.commit().await?;

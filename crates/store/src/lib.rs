@@ -1,18 +1,26 @@
 //! Storage glue: one SQL text for SQLite and PostgreSQL.
 //!
-//! Both backends go through sqlx's `Any` driver, so repository code is written once, with `$1`
-//! placeholders (both SQLite and PostgreSQL accept them), integer Unix timestamps and text columns.
+//! Repository code is written once against sqlx's `Any` interface, with `$1` placeholders (both
+//! SQLite and PostgreSQL accept them), integer Unix timestamps and text columns. PostgreSQL runs
+//! through sqlx's driver; SQLite runs in the calling thread through rusqlite (`lite.rs`), behind
+//! the same interface: [`Db::pool`] reads, [`Db::begin`] writes.
 //! Where dialects differ (DDL), each party ships one migration file per backend under the same name.
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Connection, Executor};
+use sqlx::{AnyPool, Connection};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod lite;
 mod tx;
 
+use futures_core::future::BoxFuture;
+use futures_core::stream::BoxStream;
 pub use sqlx;
 pub use sqlx::Row;
+use sqlx::any::{AnyQueryResult, AnyRow};
+use sqlx::{Any, Execute};
+use sqlx_core::Either;
 use std::sync::Arc;
 pub use tx::Tx;
 use tx::Writer;
@@ -129,11 +137,104 @@ pub fn valid_schema(s: &str) -> bool {
 /// A connection pool to one party's database.
 #[derive(Debug, Clone)]
 pub struct Db {
-    /// Reads (on SQLite its connections are `query_only`), and everything on PostgreSQL.
-    pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL: the pool.
+    pool: Option<AnyPool>,
+    /// SQLite: the read connections (`query_only`).
+    readers: Option<Arc<lite::Readers>>,
     /// SQLite: the one connection that writes, with group commit (see [`Tx`]).
     writer: Option<Arc<Writer>>,
+}
+
+/// The executor for reads (`db.pool()`), and for everything on PostgreSQL. On SQLite it refuses
+/// writes: use [`Db::begin`] or [`Db::execute`].
+#[derive(Debug, Clone, Copy)]
+pub struct DbReader<'a>(&'a Db);
+
+impl<'c> sqlx::Executor<'c> for DbReader<'c> {
+    type Database = Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match (&self.0.pool, &self.0.readers) {
+            (Some(pool), _) => pool.fetch_many(query),
+            (None, Some(readers)) => results_stream(read(readers, query, None)),
+            _ => unreachable!("a Db has a pool or readers"),
+        }
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match (&self.0.pool, &self.0.readers) {
+            (Some(pool), _) => pool.fetch_optional(query),
+            (None, Some(readers)) => {
+                let first = first_row(read(readers, query, Some(1)));
+                Box::pin(async move { first })
+            }
+            _ => unreachable!("a Db has a pool or readers"),
+        }
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: sqlx::SqlStr,
+        parameters: &'e [sqlx::any::AnyTypeInfo],
+    ) -> BoxFuture<'e, Result<sqlx::any::AnyStatement, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        match &self.0.pool {
+            Some(pool) => pool.prepare_with(sql, parameters),
+            None => {
+                Box::pin(async { Err(sqlx::Error::Protocol("statements are not prepared apart on SQLite".into())) })
+            }
+        }
+    }
+}
+
+fn read<'q, E: Execute<'q, Any>>(
+    readers: &lite::Readers,
+    mut query: E,
+    limit: Option<usize>,
+) -> Result<lite::Results, sqlx::Error> {
+    let args = query.take_arguments().map_err(sqlx::Error::Encode)?;
+    let persistent = query.persistent();
+    let sql = query.sql();
+    readers.with(|conn| lite::run(conn, sql.as_str(), args, persistent, limit))
+}
+
+/// Results already in hand, as the stream sqlx expects.
+fn results_stream<'e>(
+    results: Result<lite::Results, sqlx::Error>,
+) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>> {
+    struct Ready(std::vec::IntoIter<Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>);
+    impl futures_core::Stream for Ready {
+        type Item = Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>;
+        fn poll_next(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.get_mut().0.next())
+        }
+    }
+    let items = match results {
+        Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>(),
+        Err(e) => vec![Err(e)],
+    };
+    Box::pin(Ready(items.into_iter()))
+}
+
+fn first_row(results: Result<lite::Results, sqlx::Error>) -> Result<Option<AnyRow>, sqlx::Error> {
+    Ok(results?.into_iter().find_map(|r| match r {
+        Either::Right(row) => Some(row),
+        Either::Left(_) => None,
+    }))
 }
 
 /// One forward-only migration, with the DDL for each backend.
@@ -181,7 +282,7 @@ pub async fn count_in_window(
     )
     .bind(bucket)
     .bind(start)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut tx)
     .await?;
     tx.commit().await?;
     Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
@@ -204,6 +305,17 @@ impl Db {
             }
             _ => url.to_string(),
         };
+        if backend == Backend::Sqlite {
+            let sync = match cfg.sqlite_synchronous.to_ascii_uppercase().as_str() {
+                "NORMAL" => "NORMAL",
+                _ => "FULL",
+            };
+            let path = sqlite_path(&url);
+            let conn = lite::open(&path, sync, false)?;
+            let writer = Some(Arc::new(Writer::new(conn, cfg.acquire_timeout)));
+            let readers = Some(Arc::new(lite::Readers::new(path, sync, cfg.max_connections as usize)));
+            return Ok(Self { backend, pool: None, readers, writer });
+        }
         let opts = AnyConnectOptions::from_str(&url).map_err(|_| StoreError::UnsupportedUrl)?;
         let schema = match (&cfg.schema, backend) {
             (Some(s), Backend::Postgres) if valid_schema(s) => Some(s.clone()),
@@ -227,10 +339,6 @@ impl Db {
             schema.as_deref().unwrap_or("public"),
             cfg.statement_timeout.as_millis().max(1)
         );
-        let sync = match cfg.sqlite_synchronous.to_ascii_uppercase().as_str() {
-            "NORMAL" => "NORMAL",
-            _ => "FULL",
-        };
         let pool = AnyPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.acquire_timeout)
@@ -241,33 +349,20 @@ impl Db {
             .after_connect(move |conn, _meta| {
                 let pg_setup = pg_setup.clone();
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // Pooled SQLite connections only read: every write goes through the writer.
-                        conn.execute(sqlite_pragmas(sync, true)).await?;
-                    } else {
-                        sqlx::raw_sql(sqlx::AssertSqlSafe(pg_setup.clone())).execute(&mut *conn).await?;
-                    }
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(pg_setup.clone())).execute(&mut *conn).await?;
                     Ok(())
                 })
             })
-            .connect_with(opts.clone())
+            .connect_with(opts)
             .await?;
-        let writer = match backend {
-            Backend::Sqlite => {
-                let mut conn = sqlx::AnyConnection::connect_with(&opts).await?;
-                conn.execute(sqlite_pragmas(sync, false)).await?;
-                Some(Arc::new(Writer::new(conn, cfg.acquire_timeout)))
-            }
-            Backend::Postgres => None,
-        };
-        Ok(Self { pool, backend, writer })
+        Ok(Self { backend, pool: Some(pool), readers: None, writer: None })
     }
 
     /// Starts a write transaction (see [`Tx`]). On SQLite, holding one blocks every other writer
     /// of this process until it is committed or dropped: do no network calls while holding it,
     /// and never begin a second one in the same task.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Tx::begin(&self.pool, self.writer.as_ref()).await
+        Tx::begin(self.pool.as_ref(), self.writer.as_ref()).await
     }
 
     /// Runs one statement that writes, committed on its own.
@@ -276,10 +371,10 @@ impl Db {
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
         if self.writer.is_none() {
-            return Ok(query.execute(&self.pool).await?);
+            return Ok(query.execute(self.pool()).await?);
         }
         let mut tx = self.begin().await?;
-        let done = query.execute(&mut *tx).await?;
+        let done = query.execute(&mut tx).await?;
         tx.commit().await?;
         Ok(done)
     }
@@ -292,8 +387,8 @@ impl Db {
 
     /// The pool, for running queries that read (on SQLite it refuses writes: use [`Db::begin`]
     /// or [`Db::execute`]).
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    pub fn pool(&self) -> DbReader<'_> {
+        DbReader(self)
     }
 
     /// Which backend this is.
@@ -303,7 +398,7 @@ impl Db {
 
     /// Checks that the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
     }
 
@@ -315,7 +410,7 @@ impl Db {
             "CREATE TABLE IF NOT EXISTS schema_migrations (\
                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         )
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         let mut applied = Vec::new();
@@ -325,11 +420,11 @@ impl Db {
             let mut tx = self.begin().await?;
             if self.backend == Backend::Postgres {
                 // Several instances may start at once: one migrates, the others wait and then skip.
-                sqlx::query("SELECT pg_advisory_xact_lock(7319001)").execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7319001)").execute(&mut tx).await?;
             }
             let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(m.version)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await?;
             if done.is_some() {
                 continue;
@@ -338,7 +433,7 @@ impl Db {
                 Backend::Sqlite => m.sqlite,
                 Backend::Postgres => m.postgres,
             };
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| StoreError::Migration {
+            sqlx::raw_sql(sql).execute(&mut tx).await.map_err(|source| StoreError::Migration {
                 version: m.version,
                 name: m.name,
                 source,
@@ -347,7 +442,7 @@ impl Db {
                 .bind(m.version)
                 .bind(m.name)
                 .bind(unix_now())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             tx.commit().await?;
             tracing::info!(version = m.version, name = m.name, "migration applied");
@@ -361,7 +456,9 @@ impl Db {
         if let Some(w) = &self.writer {
             w.settle().await;
         }
-        self.pool.close().await;
+        if let Some(pool) = &self.pool {
+            pool.close().await;
+        }
     }
 }
 
@@ -383,25 +480,10 @@ where
     }
 }
 
-/// Per-connection SQLite settings. WAL lets readers proceed during a write; busy_timeout makes a
-/// writer queue behind another process instead of failing; foreign keys are off by default.
-fn sqlite_pragmas(sync: &str, read_only: bool) -> &'static str {
-    match (sync, read_only) {
-        ("NORMAL", true) => {
-            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
-             PRAGMA synchronous=NORMAL; PRAGMA query_only=ON;"
-        }
-        ("NORMAL", false) => {
-            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;"
-        }
-        (_, true) => {
-            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
-             PRAGMA synchronous=FULL; PRAGMA query_only=ON;"
-        }
-        (_, false) => {
-            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;"
-        }
-    }
+/// The file of a `sqlite://path?options` URL.
+fn sqlite_path(url: &str) -> String {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    rest.split('?').next().unwrap_or(rest).to_string()
 }
 
 fn unix_now() -> i64 {
@@ -472,7 +554,7 @@ mod tests {
                 sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
                     .bind(format!("k{i}"))
                     .bind(i)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
@@ -505,7 +587,7 @@ mod tests {
                 sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
                     .bind(format!("k{i}"))
                     .bind(i)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .unwrap();
                 match i % 3 {
@@ -515,7 +597,7 @@ mod tests {
                     1 => {
                         let dup = sqlx::query("INSERT INTO t (k, n) VALUES ($1, 0)")
                             .bind(format!("k{i}"))
-                            .execute(&mut *tx)
+                            .execute(&mut tx)
                             .await;
                         assert!(dup.is_err());
                     }
@@ -545,7 +627,7 @@ mod tests {
                 sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
                     .bind(format!("k{i}"))
                     .bind(i)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .unwrap();
                 tokio::task::yield_now().await;

@@ -10,15 +10,21 @@
 //! committed at once — one `fsync` for many requests — and every writer in it is told the
 //! outcome. [`Tx::commit`] returns only after the batch's `COMMIT`, so a caller that sees `Ok`
 //! has a durable write, exactly as before. A writer that fails or is dropped is rolled back to
-//! its savepoint and leaves the others' work alone. The pool's own connections are `query_only`,
-//! so a write that bypasses the writer fails loudly instead of contending for the lock.
+//! its savepoint and leaves the others' work alone. The read connections are `query_only`, so a
+//! write that bypasses the writer fails loudly instead of contending for the lock. Statements run
+//! in the calling thread (`lite.rs`); `BEGIN IMMEDIATE`, which may wait for another process, and
+//! `COMMIT`, which waits for the disk, run on the blocking pool.
 //!
 //! On PostgreSQL, which has row locks and its own group commit, [`Tx`] is a plain pooled
 //! transaction.
 
 use crate::StoreError;
-use sqlx::{Any, AnyConnection, AnyPool};
-use std::ops::{Deref, DerefMut};
+use crate::lite;
+use futures_core::future::BoxFuture;
+use futures_core::stream::BoxStream;
+use sqlx::any::{AnyQueryResult, AnyRow};
+use sqlx::{Any, AnyPool, Execute, Executor};
+use sqlx_core::Either;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -58,7 +64,7 @@ enum Last {
 }
 
 struct Batch {
-    conn: AnyConnection,
+    conn: rusqlite::Connection,
     /// A SQLite transaction is open on `conn`.
     open: bool,
     last: Last,
@@ -69,18 +75,18 @@ struct Batch {
 
 impl Batch {
     /// Commits the open transaction (after undoing an abandoned savepoint) and tells every
-    /// pending writer the outcome. Runs only in spawned tasks, so no caller's cancellation can
-    /// interrupt it between `COMMIT` and the notifications.
-    async fn flush(&mut self, writer: &Writer) {
+    /// pending writer the outcome. Blocks on the disk: runs on the blocking pool, where no
+    /// caller's cancellation can interrupt it between `COMMIT` and the notifications.
+    fn flush(&mut self, writer: &Writer) {
         if !self.open {
             return;
         }
         let sql = if self.last == Last::Abandoned { "ROLLBACK TO w; RELEASE w; COMMIT" } else { "COMMIT" };
-        let outcome = match sqlx::raw_sql(sql).execute(&mut self.conn).await {
-            Ok(_) => Ok(()),
+        let outcome = match self.conn.execute_batch(sql) {
+            Ok(()) => Ok(()),
             Err(e) => {
                 // SQLite may have rolled back already (I/O error, disk full); make sure.
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
+                let _ = self.conn.execute_batch("ROLLBACK");
                 tracing::error!(error = %e, writers = self.pending.len(), "SQLite batch commit failed");
                 Err(e.to_string())
             }
@@ -97,9 +103,9 @@ impl Batch {
     }
 
     /// Ends a transaction that cannot go on: rolls it back and fails every pending writer.
-    async fn abort(&mut self, why: &str) {
+    fn abort(&mut self, why: &str) {
         if self.open {
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
         self.open = false;
         self.last = Last::Gone;
@@ -116,7 +122,7 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(conn: AnyConnection, acquire_timeout: Duration) -> Self {
+    pub(crate) fn new(conn: rusqlite::Connection, acquire_timeout: Duration) -> Self {
         let batch = Batch { conn, open: false, last: Last::Gone, began: Instant::now(), pending: Vec::new() };
         Self {
             lock: Arc::new(Mutex::new(batch)),
@@ -145,8 +151,8 @@ impl Writer {
 
     /// Commits whatever the open batch holds (used at shutdown and after an abandoned writer).
     pub(crate) async fn settle(self: &Arc<Self>) {
-        let mut batch = self.lock.clone().lock_owned().await;
-        batch.flush(self).await;
+        let batch = self.lock.clone().lock_owned().await;
+        flush_blocking(self.clone(), batch).await;
     }
 
     /// `(commits, writes committed)` since start.
@@ -163,7 +169,7 @@ impl Writer {
 }
 
 /// A write transaction: on SQLite a savepoint in the writer's batch, on PostgreSQL a pooled
-/// transaction. Use `&mut *tx` as the executor; dropping it without [`Tx::commit`] rolls it back.
+/// transaction. Use `&mut tx` as the executor; dropping it without [`Tx::commit`] rolls it back.
 pub struct Tx {
     inner: Inner,
 }
@@ -185,8 +191,9 @@ impl std::fmt::Debug for Tx {
 }
 
 impl Tx {
-    pub(crate) async fn begin(pool: &AnyPool, writer: Option<&Arc<Writer>>) -> Result<Self, StoreError> {
+    pub(crate) async fn begin(pool: Option<&AnyPool>, writer: Option<&Arc<Writer>>) -> Result<Self, StoreError> {
         let Some(writer) = writer else {
+            let pool = pool.expect("a Db without a writer has a pool");
             return Ok(Self { inner: Inner::Pooled(Some(pool.begin().await?)) });
         };
         let mut batch = writer.acquire().await?;
@@ -197,37 +204,39 @@ impl Tx {
             (true, Last::Kept) => "RELEASE w; SAVEPOINT w",
             (true, Last::Abandoned) => "ROLLBACK TO w; RELEASE w; SAVEPOINT w",
         };
-        // Marked before the await and kept while the writer runs: should this future, or the
-        // writer, be dropped, the statement still runs on the connection's worker and the next
-        // writer (or the settle task) rolls back to the savepoint.
+        // Marked before running and kept while the writer runs: should the writer be dropped,
+        // the next writer (or the settle task) rolls back to the savepoint.
         batch.open = true;
         batch.last = Last::Abandoned;
-        let mut tx = Self { inner: Inner::Batched { batch: Some(batch), writer: writer.clone() } };
-        let batch = tx.batch();
-        match sqlx::raw_sql(sql).execute(&mut batch.conn).await {
-            Ok(_) => {
+        let (mut batch, started) = if was_open {
+            let started = batch.conn.execute_batch(sql);
+            (batch, started)
+        } else {
+            // BEGIN IMMEDIATE may wait for another process's write lock (busy_timeout).
+            tokio::task::spawn_blocking(move || {
+                let started = batch.conn.execute_batch(sql);
+                (batch, started)
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer task failed".into()))?
+        };
+        match started {
+            Ok(()) => {
                 if !was_open {
                     batch.began = Instant::now();
                 }
-                Ok(tx)
+                Ok(Self { inner: Inner::Batched { batch: Some(batch), writer: writer.clone() } })
             }
             Err(e) if was_open => {
-                batch.abort("the SQLite batch could not go on").await;
-                Err(e.into())
+                batch.abort("the SQLite batch could not go on");
+                Err(lite::error(e).into())
             }
             Err(e) => {
                 // BEGIN failed (another process held the lock past busy_timeout): nothing is open.
                 batch.open = false;
                 batch.last = Last::Gone;
-                Err(e.into())
+                Err(lite::error(e).into())
             }
-        }
-    }
-
-    fn batch(&mut self) -> &mut Batch {
-        match &mut self.inner {
-            Inner::Batched { batch: Some(batch), .. } => batch,
-            _ => unreachable!("only a live batched Tx has a batch"),
         }
     }
 
@@ -246,8 +255,7 @@ impl Tx {
                     || batch.began.elapsed() >= MAX_BATCH_AGE
                 {
                     // Spawned: a caller cancelled mid-commit must not leave the batch half-done.
-                    let w = writer.clone();
-                    tokio::spawn(async move { batch.flush(&w).await });
+                    tokio::spawn(flush_blocking(writer.clone(), batch));
                 } else {
                     // The writer queued behind carries the batch on and commits it.
                     drop(batch);
@@ -316,23 +324,72 @@ impl Drop for Tx {
     }
 }
 
-impl Deref for Tx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        match &self.inner {
-            Inner::Pooled(Some(tx)) => tx,
-            Inner::Batched { batch: Some(batch), .. } => &batch.conn,
-            _ => unreachable!("a Tx is used only while live"),
+/// Commits the batch on the blocking pool (`COMMIT` waits for the disk).
+async fn flush_blocking(writer: Arc<Writer>, mut batch: OwnedMutexGuard<Batch>) {
+    let _ = tokio::task::spawn_blocking(move || batch.flush(&writer)).await;
+}
+
+impl Tx {
+    /// Runs one query on this transaction's SQLite connection.
+    fn run<'q, E: Execute<'q, Any>>(
+        &mut self,
+        mut query: E,
+        limit: Option<usize>,
+    ) -> Result<lite::Results, sqlx::Error> {
+        let Inner::Batched { batch: Some(batch), .. } = &mut self.inner else {
+            unreachable!("only a live batched Tx runs queries itself")
+        };
+        let args = query.take_arguments().map_err(sqlx::Error::Encode)?;
+        let persistent = query.persistent();
+        let sql = query.sql();
+        lite::run(&batch.conn, sql.as_str(), args, persistent, limit)
+    }
+
+    fn pooled(&mut self) -> Option<&mut sqlx::AnyConnection> {
+        match &mut self.inner {
+            Inner::Pooled(Some(tx)) => Some(&mut *tx),
+            _ => None,
         }
     }
 }
 
-impl DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        match &mut self.inner {
-            Inner::Pooled(Some(tx)) => tx,
-            Inner::Batched { batch: Some(batch), .. } => &mut batch.conn,
-            _ => unreachable!("a Tx is used only while live"),
+impl<'c> Executor<'c> for &'c mut Tx {
+    type Database = Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        if matches!(self.inner, Inner::Pooled(_)) {
+            return self.pooled().expect("a live Tx").fetch_many(query);
         }
+        crate::results_stream(self.run(query, None))
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        if matches!(self.inner, Inner::Pooled(_)) {
+            return self.pooled().expect("a live Tx").fetch_optional(query);
+        }
+        let first = crate::first_row(self.run(query, Some(1)));
+        Box::pin(async move { first })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: sqlx::SqlStr,
+        parameters: &'e [sqlx::any::AnyTypeInfo],
+    ) -> BoxFuture<'e, Result<sqlx::any::AnyStatement, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        if matches!(self.inner, Inner::Pooled(_)) {
+            return self.pooled().expect("a live Tx").prepare_with(sql, parameters);
+        }
+        Box::pin(async { Err(sqlx::Error::Protocol("statements are not prepared apart on SQLite".into())) })
     }
 }
