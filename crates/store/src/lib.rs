@@ -312,7 +312,8 @@ impl Db {
             };
             let path = sqlite_path(&url);
             let conn = lite::open(&path, sync, false)?;
-            let writer = Some(Arc::new(Writer::new(conn, cfg.acquire_timeout)));
+            let label = std::path::Path::new(&path).file_stem().map(|s| s.to_string_lossy().into_owned());
+            let writer = Some(Arc::new(Writer::new(conn, cfg.acquire_timeout, label.unwrap_or_default())));
             let readers = Some(Arc::new(lite::Readers::new(path, sync, cfg.max_connections as usize)));
             return Ok(Self { backend, pool: None, readers, writer });
         }

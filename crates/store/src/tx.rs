@@ -49,6 +49,8 @@ pub(crate) struct Writer {
     /// `COMMIT`s run, and writers committed by them (their ratio is the mean batch size).
     commits: AtomicUsize,
     committed: AtomicUsize,
+    /// The database's name in metrics (its file's stem: `diary`, `max`).
+    label: String,
 }
 
 /// The savepoint `w` of the last writer in the open transaction.
@@ -94,6 +96,9 @@ impl Batch {
         if outcome.is_ok() {
             writer.commits.fetch_add(1, Ordering::Relaxed);
             writer.committed.fetch_add(self.pending.len(), Ordering::Relaxed);
+            metrics::counter!("edulink_sqlite_commits_total", "db" => writer.label.clone()).increment(1);
+            metrics::counter!("edulink_sqlite_committed_writes_total", "db" => writer.label.clone())
+                .increment(self.pending.len() as u64);
         }
         self.open = false;
         self.last = Last::Gone;
@@ -122,7 +127,7 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(conn: rusqlite::Connection, acquire_timeout: Duration) -> Self {
+    pub(crate) fn new(conn: rusqlite::Connection, acquire_timeout: Duration, label: String) -> Self {
         let batch = Batch { conn, open: false, last: Last::Gone, began: Instant::now(), pending: Vec::new() };
         Self {
             lock: Arc::new(Mutex::new(batch)),
@@ -130,6 +135,7 @@ impl Writer {
             acquire_timeout,
             commits: AtomicUsize::new(0),
             committed: AtomicUsize::new(0),
+            label,
         }
     }
 
