@@ -100,7 +100,6 @@ pub async fn deliver_claimed(st: &DiaryState, id: &str, job: &Job) -> Result<boo
 /// delivered.
 pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     let now = st.now();
-    let mut tx = st.db.begin().await?;
     let claimed: Option<(String, i64)> = sqlx::query_as(
         "UPDATE outbox SET next_attempt_at = $2, attempts = attempts + 1 \
          WHERE id = $1 AND done_at IS NULL AND next_attempt_at <= $3 RETURNING payload, attempts",
@@ -108,9 +107,8 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     .bind(id)
     .bind(now + LEASE_SECS)
     .bind(now)
-    .fetch_optional(&mut tx)
+    .fetch_optional(st.db.writer())
     .await?;
-    tx.commit().await?;
     let Some((payload, attempts)) = claimed else {
         return Ok(false);
     };

@@ -494,16 +494,14 @@ pub async fn handoff_submit(
     StrictForm(form): StrictForm<HandoffTicket>,
 ) -> Result<Response, AppError> {
     let now = st.now();
-    let mut tx = st.db.begin().await?;
     let user: Option<String> = edulink_store::sqlx::query_scalar(
         "DELETE FROM handoff_tickets WHERE ticket_hash = $1 AND expires_at > $2 RETURNING user_id",
     )
     .bind(edulink_domain::crypto::sha256_b64(&form.ticket))
     .bind(now)
-    .fetch_optional(&mut tx)
+    .fetch_optional(st.db.writer())
     .await
     .map_err(edulink_store::StoreError::from)?;
-    tx.commit().await?;
     let Some(user_id) = user else { return Err(AppError::bad_request("error-handoff")) };
     let (raw, _) = repo::create_session(&st.db, &user_id, now).await?;
     audit::record(&st.db, now, "login", Some(&user_id), None, Some(&ip.to_string()), Some("handoff")).await;

@@ -381,7 +381,6 @@ pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> R
     if state.len() > 512 {
         return Ok(None);
     }
-    let mut tx = db.begin().await?;
     let row: Option<(String, String, String, String)> = sqlx::query_as(
         "DELETE FROM oidc_transactions WHERE state_hash = $1 AND session_family = $2 AND expires_at > $3 \
          RETURNING user_id, purpose, nonce, verifier_enc",
@@ -389,9 +388,8 @@ pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> R
     .bind(sha256_b64(state))
     .bind(family)
     .bind(now)
-    .fetch_optional(&mut tx)
+    .fetch_optional(db.writer())
     .await?;
-    tx.commit().await?;
     Ok(row.map(|(user_id, purpose, nonce, verifier_enc)| Transaction { user_id, purpose, nonce, verifier_enc }))
 }
 

@@ -1033,17 +1033,15 @@ async fn refresh_grant(st: &MaxState, client: &Client, p: &TokenParams, ip: &str
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"));
     };
     let hash = sha256_b64(token);
-    let mut tx = st.db.begin().await?;
     let row: Option<RefreshRow> = sqlx::query_as(
         "UPDATE tokens SET rotated_at = $2 WHERE token_hash = $1 AND kind = 'refresh' AND rotated_at IS NULL \
            AND revoked_at IS NULL AND expires_at > $2 RETURNING client_id, grant_id, account_id, scope, code_hash",
     )
     .bind(&hash)
     .bind(now)
-    .fetch_optional(&mut tx)
+    .fetch_optional(st.db.writer())
     .await
     .map_err(StoreError::from)?;
-    tx.commit().await?;
     let Some((client_id, Some(grant_id), account_id, scope, family)) = row else {
         let reused: Option<(Option<String>, Option<i64>)> =
             sqlx::query_as("SELECT code_hash, rotated_at FROM tokens WHERE token_hash = $1 AND kind = 'refresh'")
@@ -1216,7 +1214,6 @@ pub async fn revoke(
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required"));
     };
     let now = st.now();
-    let mut tx = st.db.begin().await?;
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "UPDATE tokens SET revoked_at = $3 WHERE token_hash = $1 AND client_id = $2 AND revoked_at IS NULL \
          RETURNING kind, code_hash",
@@ -1224,10 +1221,9 @@ pub async fn revoke(
     .bind(sha256_b64(token))
     .bind(&client.client_id)
     .bind(now)
-    .fetch_optional(&mut tx)
+    .fetch_optional(st.db.writer())
     .await
     .map_err(StoreError::from)?;
-    tx.commit().await?;
     if let Some((kind, family)) = row {
         // A refresh token takes with it every token of its family (issued from the same code and
         // its rotations) — not other families of the same grant, which may belong to another link.

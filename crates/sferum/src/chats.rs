@@ -128,7 +128,6 @@ pub struct Message {
 
 /// Posts `text` by `account_id` (the caller checked access and the posting rule). Returns its id.
 pub async fn post(db: &Db, chat_id: &str, account_id: &str, text: &MessageText, now: i64) -> Result<i64, StoreError> {
-    let mut tx = db.begin().await?;
     let id = sqlx::query_scalar(
         "INSERT INTO sferum_messages (chat_id, author_id, kind, body, at_ref, created_at) \
          VALUES ($1, $2, 'text', $3, NULL, $4) RETURNING id",
@@ -137,9 +136,8 @@ pub async fn post(db: &Db, chat_id: &str, account_id: &str, text: &MessageText, 
     .bind(account_id)
     .bind(text.as_str())
     .bind(now)
-    .fetch_one(&mut tx)
+    .fetch_one(db.writer())
     .await?;
-    tx.commit().await?;
     Ok(id)
 }
 

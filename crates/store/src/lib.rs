@@ -84,6 +84,15 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// Back to a sqlx error, for the executor interface (a classified error keeps its message).
+    fn into_sqlx(self) -> sqlx::Error {
+        match self {
+            StoreError::Other(e) => e,
+            // Maps back to `Unavailable` (a 503), as the error it came from.
+            other => sqlx::Error::Io(std::io::Error::other(other.to_string())),
+        }
+    }
+
     /// True when the database refused the write because of a transient lock or serialization
     /// conflict (SQLite `BUSY`, PostgreSQL `40001`/`40P01`): the whole transaction may be retried.
     pub fn is_retryable(&self) -> bool {
@@ -209,6 +218,95 @@ fn read<'q, E: Execute<'q, Any>>(
     readers.with(|conn| lite::run(conn, sql.as_str(), args, persistent, limit))
 }
 
+/// The executor for one statement that writes, committed on its own (`db.writer()`): autocommit on
+/// PostgreSQL, a write transaction of its own on SQLite (see [`Tx`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DbWriter<'a>(&'a Db);
+
+impl DbWriter<'_> {
+    /// Runs the statement in a transaction of its own (SQLite).
+    async fn alone<'q, E: 'q + Execute<'q, Any>>(
+        self,
+        query: E,
+        limit: Option<usize>,
+    ) -> Result<lite::Results, sqlx::Error> {
+        let mut tx = self.0.begin().await.map_err(StoreError::into_sqlx)?;
+        let results = tx.run(query, limit)?;
+        tx.commit().await.map_err(StoreError::into_sqlx)?;
+        Ok(results)
+    }
+}
+
+impl<'c> sqlx::Executor<'c> for DbWriter<'c> {
+    type Database = Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match &self.0.pool {
+            Some(pool) => pool.fetch_many(query),
+            None => Box::pin(Pending::Waiting(Box::pin(self.alone(query, None)))),
+        }
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        match &self.0.pool {
+            Some(pool) => pool.fetch_optional(query),
+            None => Box::pin(async move { first_row(self.alone(query, Some(1)).await) }),
+        }
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: sqlx::SqlStr,
+        parameters: &'e [sqlx::any::AnyTypeInfo],
+    ) -> BoxFuture<'e, Result<sqlx::any::AnyStatement, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        DbReader(self.0).prepare_with(sql, parameters)
+    }
+}
+
+/// The results of a statement still running, as the stream sqlx expects.
+enum Pending<'e> {
+    Waiting(BoxFuture<'e, Result<lite::Results, sqlx::Error>>),
+    Ready(std::vec::IntoIter<Either<AnyQueryResult, AnyRow>>),
+    Done,
+}
+
+impl futures_core::Stream for Pending<'_> {
+    type Item = Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            match this {
+                Pending::Waiting(fut) => match fut.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(results)) => *this = Pending::Ready(results.into_iter()),
+                    Poll::Ready(Err(e)) => {
+                        *this = Pending::Done;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+                Pending::Ready(items) => return Poll::Ready(items.next().map(Ok)),
+                Pending::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
 /// Results already in hand, as the stream sqlx expects.
 fn results_stream<'e>(
     results: Result<lite::Results, sqlx::Error>,
@@ -275,16 +373,14 @@ pub async fn count_in_window(
     now: i64,
 ) -> Result<Result<(), i64>, StoreError> {
     let start = now - now.rem_euclid(window);
-    let mut tx = db.begin().await?;
     let count: i64 = sqlx::query_scalar(
         "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) \
          ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count",
     )
     .bind(bucket)
     .bind(start)
-    .fetch_one(&mut tx)
+    .fetch_one(db.writer())
     .await?;
-    tx.commit().await?;
     Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
 }
 
@@ -371,13 +467,7 @@ impl Db {
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
-        if self.writer.is_none() {
-            return Ok(query.execute(self.pool()).await?);
-        }
-        let mut tx = self.begin().await?;
-        let done = query.execute(&mut tx).await?;
-        tx.commit().await?;
-        Ok(done)
+        Ok(query.execute(self.writer()).await?)
     }
 
     /// SQLite: `(COMMIT statements, write transactions they committed)` since the pool opened;
@@ -386,8 +476,14 @@ impl Db {
         self.writer.as_ref().map(|w| w.stats())
     }
 
-    /// The pool, for running queries that read (on SQLite it refuses writes: use [`Db::begin`]
-    /// or [`Db::execute`]).
+    /// The executor for one statement that writes, committed on its own (e.g. an
+    /// `UPDATE … RETURNING` with `fetch_optional`).
+    pub fn writer(&self) -> DbWriter<'_> {
+        DbWriter(self)
+    }
+
+    /// The pool, for running queries that read (on SQLite it refuses writes: use [`Db::begin`],
+    /// [`Db::writer`] or [`Db::execute`]).
     pub fn pool(&self) -> DbReader<'_> {
         DbReader(self)
     }
@@ -406,14 +502,12 @@ impl Db {
     /// Applies the migrations not applied yet, each in its own transaction, in version order.
     /// Returns the versions applied now.
     pub async fn migrate(&self, migrations: &[Migration]) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.begin().await?;
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations (\
                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         )
-        .execute(&mut tx)
+        .execute(self.writer())
         .await?;
-        tx.commit().await?;
         let mut applied = Vec::new();
         let mut sorted: Vec<&Migration> = migrations.iter().collect();
         sorted.sort_by_key(|m| m.version);

@@ -337,7 +337,7 @@ async fn flush_blocking(writer: Arc<Writer>, mut batch: OwnedMutexGuard<Batch>) 
 
 impl Tx {
     /// Runs one query on this transaction's SQLite connection.
-    fn run<'q, E: Execute<'q, Any>>(
+    pub(crate) fn run<'q, E: Execute<'q, Any>>(
         &mut self,
         mut query: E,
         limit: Option<usize>,
