@@ -158,7 +158,7 @@ impl Writer {
     /// Commits whatever the open batch holds (used at shutdown and after an abandoned writer).
     pub(crate) async fn settle(self: &Arc<Self>) {
         let batch = self.lock.clone().lock_owned().await;
-        flush_blocking(self.clone(), batch).await;
+        let _ = flush_blocking(self.clone(), batch).await;
     }
 
     /// `(commits, writes committed)` since start.
@@ -260,8 +260,9 @@ impl Tx {
                     || batch.pending.len() >= MAX_BATCH
                     || batch.began.elapsed() >= MAX_BATCH_AGE
                 {
-                    // Spawned: a caller cancelled mid-commit must not leave the batch half-done.
-                    tokio::spawn(flush_blocking(writer.clone(), batch));
+                    // A blocking task runs to its end even when nobody awaits it: a caller cancelled
+                    // mid-commit cannot leave the batch half-done.
+                    flush_blocking(writer.clone(), batch);
                 } else {
                     // The writer queued behind carries the batch on and commits it.
                     drop(batch);
@@ -331,8 +332,8 @@ impl Drop for Tx {
 }
 
 /// Commits the batch on the blocking pool (`COMMIT` waits for the disk).
-async fn flush_blocking(writer: Arc<Writer>, mut batch: OwnedMutexGuard<Batch>) {
-    let _ = tokio::task::spawn_blocking(move || batch.flush(&writer)).await;
+fn flush_blocking(writer: Arc<Writer>, mut batch: OwnedMutexGuard<Batch>) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || batch.flush(&writer))
 }
 
 impl Tx {
