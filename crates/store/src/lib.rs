@@ -748,6 +748,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_statement_that_makes_sqlite_roll_back_the_batch_fails_its_writer_and_nothing_half_stays() {
+        let (_dir, db) = sqlite().await;
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (k, n) VALUES ('x', 1)").execute(&mut tx).await.unwrap();
+        // OR ROLLBACK: SQLite ends the whole transaction, savepoints and all.
+        let err = sqlx::query("INSERT OR ROLLBACK INTO t (k, n) VALUES ('x', 2)").execute(&mut tx).await;
+        assert!(err.is_err());
+        // A caller that goes on regardless writes nothing on its own.
+        assert!(sqlx::query("INSERT INTO t (k, n) VALUES ('z', 4)").execute(&mut tx).await.is_err());
+        assert!(tx.commit().await.is_err(), "the write is gone: its commit must fail");
+        assert_eq!(count(&db).await, 0);
+        db.execute(sqlx::query("INSERT INTO t (k, n) VALUES ('y', 3)")).await.unwrap();
+        assert_eq!(count(&db).await, 1);
+    }
+
+    #[tokio::test]
     async fn unsupported_url_is_refused() {
         assert!(matches!(Db::connect("mysql://x", &PoolConfig::default()).await, Err(StoreError::UnsupportedUrl)));
     }

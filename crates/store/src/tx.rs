@@ -81,6 +81,10 @@ impl Batch {
     /// caller's cancellation can interrupt it between `COMMIT` and the notifications.
     fn flush(&mut self, writer: &Writer) {
         if !self.open {
+            // Nothing open: a writer still pending lost its work to an abort.
+            for p in self.pending.drain(..) {
+                let _ = p.send(Err("the SQLite batch was rolled back".into()));
+            }
             return;
         }
         let sql = if self.last == Last::Abandoned { "ROLLBACK TO w; RELEASE w; COMMIT" } else { "COMMIT" };
@@ -346,10 +350,20 @@ impl Tx {
         let Inner::Batched { batch: Some(batch), .. } = &mut self.inner else {
             unreachable!("only a live batched Tx runs queries itself")
         };
+        if !batch.open {
+            return Err(sqlx::Error::Io(std::io::Error::other("this write transaction was rolled back")));
+        }
         let args = query.take_arguments().map_err(sqlx::Error::Encode)?;
         let persistent = query.persistent();
         let sql = query.sql();
-        lite::run(&batch.conn, sql.as_str(), args, persistent, limit)
+        let results = lite::run(&batch.conn, sql.as_str(), args, persistent, limit);
+        if batch.conn.is_autocommit() {
+            // SQLite rolled the whole transaction back itself (disk full, I/O error): what this
+            // batch held is gone, and later statements must not autocommit on their own.
+            batch.abort("SQLite rolled the batch back");
+            return Err(sqlx::Error::Io(std::io::Error::other("SQLite rolled the write transaction back")));
+        }
+        results
     }
 
     fn pooled(&mut self) -> Option<&mut sqlx::AnyConnection> {
