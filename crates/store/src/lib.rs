@@ -627,6 +627,11 @@ mod tests {
         (dir, db)
     }
 
+    /// Row `k{i}` with `n = i`.
+    async fn insert(tx: &mut Tx, i: i64) {
+        sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)").bind(format!("k{i}")).bind(i).execute(tx).await.unwrap();
+    }
+
     async fn count(db: &Db) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(db.pool()).await.unwrap()
     }
@@ -646,12 +651,7 @@ mod tests {
             let db = db.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tx = db.begin().await.unwrap();
-                sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
-                    .bind(format!("k{i}"))
-                    .bind(i)
-                    .execute(&mut tx)
-                    .await
-                    .unwrap();
+                insert(&mut tx, i).await;
                 tx.commit().await.unwrap();
                 // Committed means visible to every other connection at once.
                 let n: i64 = sqlx::query_scalar("SELECT n FROM t WHERE k = $1")
@@ -679,12 +679,7 @@ mod tests {
             let db = db.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tx = db.begin().await.unwrap();
-                sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
-                    .bind(format!("k{i}"))
-                    .bind(i)
-                    .execute(&mut tx)
-                    .await
-                    .unwrap();
+                insert(&mut tx, i).await;
                 match i % 3 {
                     // Dropped without commit.
                     0 => drop(tx),
@@ -719,12 +714,7 @@ mod tests {
             let (db, confirmed) = (db.clone(), confirmed.clone());
             tasks.push(tokio::spawn(async move {
                 let mut tx = db.begin().await.unwrap();
-                sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)")
-                    .bind(format!("k{i}"))
-                    .bind(i)
-                    .execute(&mut tx)
-                    .await
-                    .unwrap();
+                insert(&mut tx, i).await;
                 tokio::task::yield_now().await;
                 tx.commit().await.unwrap();
                 confirmed.lock().unwrap().push(i);
