@@ -45,7 +45,9 @@ impl Ctx {
                     to: String,
                     text: String,
                 }
-                let page = b.get(client, self.m("/dev/sms")).await?;
+                let mut url = self.m("/dev/sms");
+                url.query_pairs_mut().append_pair("to", e164);
+                let page = b.get(client, url).await?;
                 let msgs: Vec<Msg> = serde_json::from_str(&page.body).map_err(|e| page.err(&e.to_string()))?;
                 msgs.into_iter().rev().find(|m| m.to == e164).map(|m| m.text)
             }

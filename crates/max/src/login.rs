@@ -509,10 +509,24 @@ pub async fn logout(
     Ok(with_cookie(see_other("/"), Some(st.cookies.clear(SESSION_COOKIE))))
 }
 
-/// `GET /dev/sms` (dev mode only): the dev inbox as JSON, newest last.
-pub async fn dev_sms_json(State(st): State<MaxState>) -> Response {
-    let all = st.sms.dev_inbox().map(|i| i.all()).unwrap_or_default();
-    axum::Json(all).into_response()
+/// `GET /dev/sms` (dev mode only): the dev inbox as JSON, oldest first.
+pub async fn dev_sms_json(
+    State(st): State<MaxState>,
+    edulink_web::StrictQuery(q): edulink_web::StrictQuery<DevSmsQuery>,
+) -> Response {
+    let inbox = st.sms.dev_inbox();
+    let messages = match q.to {
+        Some(to) => inbox.map(|i| i.to(&to)),
+        None => inbox.map(|i| i.all()),
+    };
+    axum::Json(messages.unwrap_or_default()).into_response()
+}
+
+/// `GET /dev/sms?to=+7…`: only the messages to one phone (the dev inbox keeps the last 1,000; the
+/// benchmark and the command-line app read one phone's code without copying all of them).
+#[derive(Debug, Deserialize)]
+pub struct DevSmsQuery {
+    to: Option<String>,
 }
 
 /// `GET /dev/inbox` (dev mode only): the dev inbox as a page, newest first.

@@ -188,6 +188,11 @@ both_backends! {
     assert_eq!(sms[0]["to"], E164);
     assert!(sms[0]["text"].as_str().unwrap().contains("код входа в MAX"));
     assert!(sms[0]["sent_at"].as_str().unwrap().contains('T'));
+    let url = |to: &str| format!("{}/dev/sms?to={}", app.max, to.replace('+', "%2B"));
+    let mine: serde_json::Value = reqwest::get(url(E164)).await.unwrap().json().await.unwrap();
+    assert_eq!(mine, sms, "one phone's messages");
+    let none: serde_json::Value = reqwest::get(url("+79990000000")).await.unwrap().json().await.unwrap();
+    assert_eq!(none, serde_json::json!([]));
     for base in [&app.max, &app.diary] {
         for path in ["/healthz", "/readyz", "/metrics"] {
             let r = reqwest::get(format!("{base}{path}")).await.unwrap();
