@@ -90,6 +90,8 @@ pub(crate) fn run(
     persistent: bool,
     limit: Option<usize>,
 ) -> Result<Results, sqlx::Error> {
+    // Each statement at debug level, as sqlx logs its own (`RUST_LOG=edulink_store::sql=debug`).
+    let started = tracing::enabled!(target: "edulink_store::sql", tracing::Level::DEBUG).then(std::time::Instant::now);
     let values = args.map(|a| a.values.0).unwrap_or_default();
     let prepared =
         if persistent { conn.prepare_cached(sql).map(Prepared::Cached) } else { conn.prepare(sql).map(Prepared::Once) };
@@ -136,6 +138,10 @@ pub(crate) fn run(
         }
     }
     let rows_affected = if read_only { 0 } else { conn.changes() };
+    if let Some(t) = started {
+        let summary: String = sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+        tracing::debug!(target: "edulink_store::sql", %summary, rows = out.len(), rows_affected, elapsed_us = t.elapsed().as_micros() as u64, "statement");
+    }
     out.push(Either::Left(AnyQueryResult { rows_affected, last_insert_id: None }));
     Ok(out)
 }
