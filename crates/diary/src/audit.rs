@@ -49,8 +49,7 @@ pub async fn record(
     ip: Option<&str>,
     detail: Option<&str>,
 ) {
-    let r: Result<_, StoreError> = db.execute(insert(now, event, user_id, subject, ip, detail)).await;
-    match r {
+    match db.execute(insert(now, event, user_id, subject, ip, detail)).await {
         Ok(_) => tracing::info!(event, user = user_id, "audit"),
         Err(e) => tracing::error!(event, error = %e, "audit record not written"),
     }

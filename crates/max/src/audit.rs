@@ -50,8 +50,7 @@ pub async fn record(
     ip: Option<&str>,
     detail: Option<&str>,
 ) {
-    let r: Result<_, StoreError> = db.execute(insert(now, event, account, client, ip, detail)).await;
-    match r {
+    match db.execute(insert(now, event, account, client, ip, detail)).await {
         Ok(_) => tracing::info!(event, account, client, "audit"),
         Err(e) => tracing::error!(event, error = %e, "audit record not written"),
     }

@@ -274,7 +274,7 @@ impl<'c> sqlx::Executor<'c> for DbWriter<'c> {
     }
 }
 
-/// The results of a statement still running, as the stream sqlx expects.
+/// The results of a statement (still running, or in hand), as the stream sqlx expects.
 enum Pending<'e> {
     Waiting(BoxFuture<'e, Result<lite::Results, sqlx::Error>>),
     Ready(std::vec::IntoIter<Either<AnyQueryResult, AnyRow>>),
@@ -311,21 +311,7 @@ impl futures_core::Stream for Pending<'_> {
 fn results_stream<'e>(
     results: Result<lite::Results, sqlx::Error>,
 ) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>> {
-    struct Ready(std::vec::IntoIter<Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>);
-    impl futures_core::Stream for Ready {
-        type Item = Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>;
-        fn poll_next(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            std::task::Poll::Ready(self.get_mut().0.next())
-        }
-    }
-    let items = match results {
-        Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>(),
-        Err(e) => vec![Err(e)],
-    };
-    Box::pin(Ready(items.into_iter()))
+    Box::pin(Pending::Waiting(Box::pin(std::future::ready(results))))
 }
 
 fn first_row(results: Result<lite::Results, sqlx::Error>) -> Result<Option<AnyRow>, sqlx::Error> {
