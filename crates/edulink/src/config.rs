@@ -31,6 +31,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Seed the demo school and demo MAX account (default: on in dev mode).
     pub demo: Option<bool>,
+    /// Async worker threads (default: twice the CPUs, see [`Config::worker_threads`]).
+    pub workers: Option<usize>,
     /// The diary.
     pub diary: DiarySection,
     /// MAX.
@@ -205,6 +207,7 @@ impl Default for Config {
             mode: Mode::Dev,
             data_dir: PathBuf::from("./edulink-data"),
             demo: None,
+            workers: None,
             diary: DiarySection {
                 listen: "127.0.0.1:8080".into(),
                 public_url: None,
@@ -266,9 +269,19 @@ impl Config {
         self.demo.unwrap_or(self.mode == Mode::Dev)
     }
 
+    /// Async worker threads: `workers`, or twice the CPUs. More workers than CPUs measured faster
+    /// (BENCHMARKS.md): a request's SQLite statements run on the worker that serves it, and while
+    /// one worker waits in the kernel another has the CPU.
+    pub fn worker_threads(&self) -> usize {
+        self.workers.unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Checks the rules that production must satisfy (and that every mode must).
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.workers.is_some_and(|w| !(1..=1024).contains(&w)) {
+            return bad("workers must be between 1 and 1024");
+        }
         match self.max.sms.gateway.as_str() {
             "dev" if self.mode == Mode::Production => {
                 return bad("the dev SMS gateway is refused in production");
@@ -394,7 +407,7 @@ impl Config {
 /// something inside the `diary` or `max` section.
 fn is_config_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    matches!(k.as_str(), "mode" | "data_dir" | "demo") || k.starts_with("diary__") || k.starts_with("max__")
+    matches!(k.as_str(), "mode" | "data_dir" | "demo" | "workers") || k.starts_with("diary__") || k.starts_with("max__")
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -472,8 +485,20 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_default_to_twice_the_cpus_and_are_bounded() {
+        let mut c = Config::default();
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.worker_threads(), 2 * cpus);
+        c.workers = Some(3);
+        assert_eq!(c.worker_threads(), 3);
+        c.check().unwrap();
+        c.workers = Some(0);
+        assert!(c.check().unwrap_err().to_string().contains("workers"));
+    }
+
+    #[test]
     fn only_configuration_variables_are_read_from_the_environment() {
-        for k in ["MODE", "data_dir", "DIARY__LISTEN", "MAX__SMS__GATEWAY", "max__pool__schema"] {
+        for k in ["MODE", "data_dir", "WORKERS", "DIARY__LISTEN", "MAX__SMS__GATEWAY", "max__pool__schema"] {
             assert!(is_config_key(k), "{k}");
         }
         for k in ["REQUIRE_BROWSER", "REQUIRE_POSTGRES", "TEST_POSTGRES_URL", "AXE_JS", "UPDATE_OPENAPI", "MAXIMUM"] {

@@ -162,8 +162,7 @@ fn init_logs() {
     tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(true).init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // Allocations of 1 MiB and more (Argon2id's 19 MiB per password check) go to mmap and back to
     // the OS when freed, instead of staying in glibc's arenas: idle RSS stays small after logins.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -172,11 +171,19 @@ async fn main() -> anyhow::Result<()> {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let mut cfg = Config::load(cli.config.as_deref())?;
-    if let Some(d) = cli.data_dir {
+    if let Some(d) = cli.data_dir.take() {
         cfg.data_dir = d;
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads())
+        .enable_all()
+        .build()?
+        .block_on(run(cli, cfg))
+}
+
+async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { role } => {
             init_logs();

@@ -739,6 +739,28 @@ mod tests {
         assert_eq!(count(&db).await, 1);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_waits_for_a_lock_held_by_another_process_instead_of_failing() {
+        let (dir, db) = sqlite().await;
+        // Another process (a CLI command) holds the write lock for a while.
+        let other = rusqlite::Connection::open(dir.path().join("x.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (k, n) VALUES ('other', 7)").unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let started = std::time::Instant::now();
+        let mut tx = db.begin().await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250), "began before the lock was free");
+        insert(&mut tx, 1).await;
+        tx.commit().await.unwrap();
+        release.join().unwrap();
+        assert_eq!(count(&db).await, 2);
+        // Later writers begin at once again.
+        db.execute(sqlx::query("INSERT INTO t (k, n) VALUES ('after', 8)")).await.unwrap();
+        assert_eq!(count(&db).await, 3);
+    }
+
     #[tokio::test]
     async fn unsupported_url_is_refused() {
         assert!(matches!(Db::connect("mysql://x", &PoolConfig::default()).await, Err(StoreError::UnsupportedUrl)));

@@ -26,6 +26,9 @@ pub(crate) type Results = Vec<Either<AnyQueryResult, AnyRow>>;
 /// Prepared statements kept per connection (the hot paths use a few dozen).
 const STATEMENT_CACHE: usize = 256;
 
+/// How long a statement waits for another process's lock before it fails with `SQLITE_BUSY`.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens a connection with the settings every connection of ours has.
 pub(crate) fn open(path: &str, synchronous: &str, read_only: bool) -> Result<Connection, sqlx::Error> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -35,7 +38,7 @@ pub(crate) fn open(path: &str, synchronous: &str, read_only: bool) -> Result<Con
     let conn = Connection::open_with_flags(path, flags).map_err(error)?;
     // busy_timeout: a writer of another process (a CLI command, the benchmark's seeding) makes
     // ours wait instead of fail; WAL lets readers go on during a write.
-    conn.busy_timeout(Duration::from_secs(10)).map_err(error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
     let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(error)?;
     conn.execute_batch(&format!(
         "PRAGMA foreign_keys=ON; PRAGMA synchronous={synchronous}; PRAGMA query_only={};",

@@ -12,8 +12,8 @@
 //! has a durable write, exactly as before. A writer that fails or is dropped is rolled back to
 //! its savepoint and leaves the others' work alone. The read connections are `query_only`, so a
 //! write that bypasses the writer fails loudly instead of contending for the lock. Statements run
-//! in the calling thread (`lite.rs`); `BEGIN IMMEDIATE`, which may wait for another process, and
-//! `COMMIT`, which waits for the disk, run on the blocking pool.
+//! in the calling thread (`lite.rs`), `BEGIN IMMEDIATE` too unless another process holds the lock;
+//! `COMMIT`, which waits for the disk, runs on the blocking pool.
 //!
 //! On PostgreSQL, which has row locks and its own group commit, [`Tx`] is a plain pooled
 //! transaction.
@@ -222,13 +222,20 @@ impl Tx {
             let started = batch.conn.execute_batch(sql);
             (batch, started)
         } else {
-            // BEGIN IMMEDIATE may wait for another process's write lock (busy_timeout).
-            tokio::task::spawn_blocking(move || {
-                let started = batch.conn.execute_batch(sql);
-                (batch, started)
-            })
-            .await
-            .map_err(|_| StoreError::Unavailable("the SQLite writer task failed".into()))?
+            // This process is the only writer, so BEGIN IMMEDIATE finds the lock free and takes
+            // microseconds: run it here, without waiting. Only when another process holds the
+            // lock (a CLI command) wait for it, up to busy_timeout, on the blocking pool.
+            match begin_now(&batch.conn, sql) {
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                    tokio::task::spawn_blocking(move || {
+                        let started = batch.conn.execute_batch(sql);
+                        (batch, started)
+                    })
+                    .await
+                    .map_err(|_| StoreError::Unavailable("the SQLite writer task failed".into()))?
+                }
+                started => (batch, started),
+            }
         };
         match started {
             Ok(()) => {
@@ -333,6 +340,14 @@ impl Drop for Tx {
             }
         }
     }
+}
+
+/// Runs `BEGIN IMMEDIATE …` without waiting for a lock held elsewhere (`SQLITE_BUSY` at once).
+fn begin_now(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::ZERO)?;
+    let started = conn.execute_batch(sql);
+    conn.busy_timeout(lite::BUSY_TIMEOUT)?;
+    started
 }
 
 /// Commits the batch on the blocking pool (`COMMIT` waits for the disk).
