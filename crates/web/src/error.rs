@@ -1,7 +1,7 @@
 //! The one error type at the HTTP edge.
 //!
 //! Handlers return [`AppError`]; it becomes a response carrying an [`ErrorInfo`] extension, and the
-//! [`render_errors`] middleware (which knows the request's language, the site's look, and whether the
+//! edge middleware, through [`render_error`] (which knows the request's language, the site's look, and whether the
 //! client wants JSON) turns that into a Russian/English HTML page or the JSON envelope
 //! `{"error": {"code", "message", "retry_after"?}}`. Details of 5xx errors are logged, never shown.
 
@@ -9,7 +9,6 @@ use crate::i18n::{Lang, Tr};
 use askama::Template;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// What went wrong, as far as the client is concerned.
@@ -69,7 +68,7 @@ pub struct AppError {
     detail: Option<String>,
 }
 
-/// What [`render_errors`] needs to render an error; travels as a response extension.
+/// What [`render_error`] needs to render an error; travels as a response extension.
 #[derive(Debug, Clone)]
 pub struct ErrorInfo {
     /// Message id.
@@ -181,11 +180,25 @@ pub fn wants_json(path: &str, accept: Option<&str>) -> bool {
         || accept.is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
 }
 
-/// Middleware: turns responses carrying [`ErrorInfo`] into an HTML page or the JSON envelope.
-pub async fn render_errors(brand: Brand, req: Request, next: Next) -> Response {
-    let lang = Lang::from_headers(req.headers());
-    let json = wants_json(req.uri().path(), req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let resp = next.run(req).await;
+/// Who reads an error response: their language, and whether they want JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorReader {
+    lang: Lang,
+    json: bool,
+}
+
+impl ErrorReader {
+    /// The reader of the response to `req`.
+    pub fn of(req: &Request) -> Self {
+        let json = wants_json(req.uri().path(), req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+        Self { lang: Lang::from_headers(req.headers()), json }
+    }
+}
+
+/// Renders `resp` as an error page or JSON envelope for `to` if a handler answered with an
+/// [`AppError`]; any other response passes unchanged.
+pub fn render_error(brand: Brand, to: ErrorReader, resp: Response) -> Response {
+    let ErrorReader { lang, json } = to;
     let Some(info) = resp.extensions().get::<ErrorInfo>().cloned() else {
         return resp;
     };
