@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 /// MAX's own tables followed by Сферум's.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_max"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups"];
     own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
 }
 
@@ -248,4 +248,34 @@ pub fn router(state: MaxState) -> Router {
         https: state.cfg.https(),
     };
     harden(r.merge(edulink_web::ops::routes()).merge(api::routes()).with_state(state), BRAND, sec)
+}
+
+#[cfg(test)]
+mod query_plans {
+    use edulink_store::{Db, Row, sqlx};
+
+    /// SQLite's plan for `sql` (arguments bound to dummies), one line per step.
+    async fn plan(db: &Db, sql: &str, args: usize) -> Vec<String> {
+        let text = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for _ in 0..args {
+            q = q.bind("x");
+        }
+        q.fetch_all(db.pool()).await.unwrap().iter().map(|r| r.try_get::<String, _>("detail").unwrap()).collect()
+    }
+
+    /// The grant lookups of every sign-in and every provisioning call use an index: a scan of
+    /// `grants` (one row per linked student) grows with the whole country's links.
+    #[tokio::test]
+    async fn grant_lookups_on_hot_paths_never_scan_the_grants_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("max.db").display());
+        let db = Db::connect(&url, &edulink_store::PoolConfig::default()).await.unwrap();
+        db.migrate(&crate::migrations()).await.unwrap();
+        for sql in [crate::oidc::GRANTS_IN_SECTOR_OF_ACCOUNT, crate::sferum_web::GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR] {
+            let steps = plan(&db, sql, 2).await;
+            assert!(!steps.iter().any(|s| s.starts_with("SCAN g")), "{sql}: {steps:?}");
+            assert!(steps.iter().any(|s| s.contains("USING") && s.contains("grants_")), "{sql}: {steps:?}");
+        }
+    }
 }

@@ -506,16 +506,14 @@ pub async fn load_request(db: &Db, id: &str, now: i64) -> Result<Option<AuthRequ
     .map_err(Into::into)
 }
 
+/// Grants of account `$2` to clients of sector `$1`, counted (one per sign-in: indexed by account).
+pub(crate) const GRANTS_IN_SECTOR_OF_ACCOUNT: &str = "SELECT COUNT(*) FROM grants g JOIN clients c ON c.client_id = g.client_id WHERE c.sector = $1 AND g.account_id = $2";
+
 /// Whether the account has granted any client of `sector` (a diary's web client and its apps share a
 /// sector: consent given in one is consent for the diary).
 pub async fn has_grant_in_sector(db: &Db, sector: &str, account_id: &str) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM grants g JOIN clients c ON c.client_id = g.client_id WHERE c.sector = $1 AND g.account_id = $2",
-    )
-    .bind(sector)
-    .bind(account_id)
-    .fetch_one(db.pool())
-    .await?;
+    let n: i64 =
+        sqlx::query_scalar(GRANTS_IN_SECTOR_OF_ACCOUNT).bind(sector).bind(account_id).fetch_one(db.pool()).await?;
     Ok(n > 0)
 }
 

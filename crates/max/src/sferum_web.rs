@@ -84,6 +84,11 @@ pub async fn attendance(
     .into_response())
 }
 
+/// Grants (id, account) behind pairwise subject `$1` in the sector of client `$2` (indexed by subject).
+pub(crate) const GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR: &str = "SELECT g.id, g.account_id FROM grants g \
+     JOIN clients c ON c.client_id = g.client_id \
+     WHERE g.subject = $1 AND c.sector = (SELECT sector FROM clients WHERE client_id = $2)";
+
 /// The provisioning caller: a client holding a valid `sferum.provision` token, and the account
 /// that client's sector knows as `sub` with the grants behind it (the diary's web client and its
 /// apps share one sector, so an app-made link is provisioned by the diary's server all the same).
@@ -93,15 +98,12 @@ async fn caller(
     sub: &str,
 ) -> Result<(String, Option<(Vec<String>, String)>), AppError> {
     let client_id = service_client(st, headers).await?;
-    let grants: Vec<(String, String)> = sqlx::query_as(
-        "SELECT g.id, g.account_id FROM grants g JOIN clients c ON c.client_id = g.client_id \
-         WHERE g.subject = $1 AND c.sector = (SELECT sector FROM clients WHERE client_id = $2)",
-    )
-    .bind(sub)
-    .bind(&client_id)
-    .fetch_all(st.db.pool())
-    .await
-    .map_err(StoreError::from)?;
+    let grants: Vec<(String, String)> = sqlx::query_as(GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR)
+        .bind(sub)
+        .bind(&client_id)
+        .fetch_all(st.db.pool())
+        .await
+        .map_err(StoreError::from)?;
     let found = grants
         .first()
         .map(|(_, account)| account.clone())

@@ -143,7 +143,9 @@ pub(crate) fn run(
     let rows_affected = if read_only { 0 } else { conn.changes() };
     if let Some(t) = started {
         let summary: String = sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
-        tracing::debug!(target: "edulink_store::sql", %summary, rows = out.len(), rows_affected, elapsed_us = t.elapsed().as_micros() as u64, "statement");
+        // Rows a full table scan stepped through: non-zero on a big table means a missing index.
+        let full_scan_steps = stmt.reset_status(rusqlite::StatementStatus::FullscanStep);
+        tracing::debug!(target: "edulink_store::sql", %summary, rows = out.len(), rows_affected, full_scan_steps, elapsed_us = t.elapsed().as_micros() as u64, "statement");
     }
     out.push(Either::Left(AnyQueryResult { rows_affected, last_insert_id: None }));
     Ok(out)
