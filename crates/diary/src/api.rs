@@ -304,9 +304,9 @@ pub async fn complete_link(
             return Err(AppError::bad_request("error-callback-failed"));
         }
     };
-    match crate::links::store(&st, &user, &verified, &ip.to_string()).await? {
-        crate::links::Stored::Linked => {}
-        conflict => return Err(AppError::conflict(conflict.key())),
+    match crate::links::store(&st, &user, &verified, &ip.to_string(), None).await? {
+        (crate::links::Stored::Linked, _) => {}
+        (conflict, _) => return Err(AppError::conflict(conflict.key())),
     }
     let link = repo::link(&st.db, &user.id).await?;
     Ok(Json(LinkStatus { linked: true, account_id: Some(verified.subject), linked_at: link.map(|l| l.linked_at) })

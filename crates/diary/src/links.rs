@@ -2,7 +2,7 @@
 //! the outbox job in one transaction, then an immediate delivery attempt.
 
 use crate::outbox::{self, Job};
-use crate::repo::User;
+use crate::repo::{Session, User};
 use crate::{DiaryState, audit, repo};
 use edulink_store::{StoreError, sqlx};
 
@@ -27,9 +27,20 @@ impl Stored {
     }
 }
 
+/// A rotated session: the new cookie value and its row.
+pub type Rotated = (String, Session);
+
 /// Stores the link of `user` to the verified MAX subject and provisions Сферум (through the outbox).
-/// A conflict links nothing, gives the tokens back to MAX, and says which conflict it was.
-pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &str) -> Result<Stored, StoreError> {
+/// A conflict links nothing, gives the tokens back to MAX, and says which conflict it was. With
+/// `rotate`, a made link also gives that browser session a new id in the same transaction (one
+/// commit fewer on the link flow) and returns it.
+pub async fn store(
+    st: &DiaryState,
+    user: &User,
+    v: &crate::rp::Verified,
+    ip: &str,
+    rotate: Option<&Session>,
+) -> Result<(Stored, Option<Rotated>), StoreError> {
     let now = st.now();
     let refresh_enc = v.refresh_token.as_ref().map(|r| st.cipher.seal("links.refresh", r.as_bytes()));
     let mut tx = st.db.begin().await?;
@@ -52,6 +63,10 @@ pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &s
             // leased to this request, which delivers it at once.
             let id = outbox::enqueue_claimed(&mut tx, &job, now).await?;
             audit::record_in(&mut tx, now, "link", Some(&user.id), Some(&v.subject), Some(ip), None).await?;
+            let rotated = match rotate {
+                Some(session) => Some(repo::rotate_session_in(&mut tx, session, now, false).await?),
+                None => None,
+            };
             tx.commit().await?;
             metrics::counter!("edulink_links_total").increment(1);
             // Deliver now so the Сферум page is ready; if MAX is slow or down, the worker retries.
@@ -59,7 +74,7 @@ pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &s
                 tracing::warn!(error = %e, "immediate provisioning failed; left to the outbox");
             }
             st.outbox_wake.notify_one();
-            Ok(Stored::Linked)
+            Ok((Stored::Linked, rotated))
         }
         Err(StoreError::Conflict(constraint)) => {
             drop(tx);
@@ -72,7 +87,9 @@ pub async fn store(st: &DiaryState, user: &User, v: &crate::rp::Verified, ip: &s
             audit::record(&st.db, now, "link_conflict", Some(&user.id), Some(&v.subject), Some(ip), Some(&constraint))
                 .await;
             metrics::counter!("edulink_link_conflicts_total").increment(1);
-            Ok(if repo::link(&st.db, &user.id).await?.is_some() { Stored::AlreadyLinked } else { Stored::Taken })
+            let conflict =
+                if repo::link(&st.db, &user.id).await?.is_some() { Stored::AlreadyLinked } else { Stored::Taken };
+            Ok((conflict, None))
         }
         Err(e) => Err(e),
     }

@@ -245,17 +245,13 @@ pub async fn profile_of(st: &DiaryState, user_id: &str) -> Result<ProvisionProfi
     let classes = repo::classes_of(&st.db, &user).await?;
     let ids: Vec<String> = classes.iter().map(|(id, _)| id.clone()).collect();
     let now = st.now();
-    let lessons = repo::lessons(&st.db, &ids, now - 86_400, now + 14 * 86_400).await?;
+    let lessons = repo::distance_lessons(&st.db, &ids, now - 86_400, now + 14 * 86_400).await?;
     Ok(ProvisionProfile {
         role: if user.role == "teacher" { Role::Teacher } else { Role::Student },
         first_name: user.first_name,
         last_name: user.last_name,
         school: provisioning::School { id: user.school_id, name: school },
         classes: classes.into_iter().map(|(id, name)| provisioning::Class { id, name }).collect(),
-        lessons: lessons
-            .iter()
-            .filter(|l| l.distance && !l.cancelled)
-            .map(|l| crate::lessons::sferum_lesson(st, l))
-            .collect(),
+        lessons: lessons.iter().map(|l| crate::lessons::sferum_lesson(st, l)).collect(),
     })
 }

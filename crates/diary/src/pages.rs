@@ -328,12 +328,12 @@ async fn finish_link(
     user: &User,
     v: crate::rp::Verified,
 ) -> Result<Response, AppError> {
-    match crate::links::store(st, user, &v, ip).await? {
-        crate::links::Stored::Linked => {
-            let (raw, _) = repo::rotate_session(&st.db, session, st.now(), false).await?;
+    match crate::links::store(st, user, &v, ip, Some(session)).await? {
+        (crate::links::Stored::Linked, Some((raw, _))) => {
             Ok(set_cookie(see_other("/sferum/linked"), st.cookies.set(SESSION_COOKIE, &raw, None)))
         }
-        conflict => Ok(callback_problem(headers, StatusCode::CONFLICT, conflict.key())),
+        (crate::links::Stored::Linked, None) => Err(AppError::internal("linked without a rotated session")),
+        (conflict, _) => Ok(callback_problem(headers, StatusCode::CONFLICT, conflict.key())),
     }
 }
 

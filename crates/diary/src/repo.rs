@@ -1,7 +1,7 @@
 //! The diary's storage: users, sessions, schedule, OIDC transactions and links.
 
 use edulink_domain::crypto::{random_token, sha256_b64};
-use edulink_store::{Db, Row, StoreError, sqlx};
+use edulink_store::{Db, Row, StoreError, Tx, sqlx};
 
 /// A diary account.
 #[derive(Debug, Clone)]
@@ -106,6 +106,19 @@ pub async fn create_session(db: &Db, user_id: &str, now: i64) -> Result<(String,
 /// Gives a session a new id (on link, and after re-authentication), keeping its family and its
 /// sign-in time unless `reauth`. The old id stays valid for [`ROTATION_GRACE_SECS`].
 pub async fn rotate_session(db: &Db, old: &Session, now: i64, reauth: bool) -> Result<(String, Session), StoreError> {
+    let mut tx = db.begin().await?;
+    let rotated = rotate_session_in(&mut tx, old, now, reauth).await?;
+    tx.commit().await?;
+    Ok(rotated)
+}
+
+/// [`rotate_session`] inside a caller's write transaction.
+pub async fn rotate_session_in(
+    tx: &mut Tx,
+    old: &Session,
+    now: i64,
+    reauth: bool,
+) -> Result<(String, Session), StoreError> {
     let raw = random_token(32);
     let s = Session {
         id_hash: sha256_b64(&raw),
@@ -115,7 +128,6 @@ pub async fn rotate_session(db: &Db, old: &Session, now: i64, reauth: bool) -> R
         last_seen_at: now,
         auth_at: if reauth { now } else { old.auth_at },
     };
-    let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO sessions (id_hash, family, user_id, csrf, created_at, last_seen_at, auth_at) \
          VALUES ($1, $2, $3, $4, $5, $5, $6)",
@@ -126,14 +138,13 @@ pub async fn rotate_session(db: &Db, old: &Session, now: i64, reauth: bool) -> R
     .bind(&s.csrf)
     .bind(now)
     .bind(s.auth_at)
-    .execute(&mut tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE sessions SET replaced_at = $1 WHERE id_hash = $2 AND replaced_at IS NULL")
         .bind(now)
         .bind(&old.id_hash)
-        .execute(&mut tx)
+        .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok((raw, s))
 }
 
@@ -253,9 +264,25 @@ fn lesson_from(r: &sqlx::any::AnyRow) -> Result<Lesson, sqlx::Error> {
 
 /// Lessons of the given classes that end after `from` and start before `to`, in time order.
 pub async fn lessons(db: &Db, class_ids: &[String], from: i64, to: i64) -> Result<Vec<Lesson>, StoreError> {
+    lessons_where(db, class_ids, from, to, "").await
+}
+
+/// [`lessons`], only the distance lessons that are not cancelled (what Сферум is told of).
+pub async fn distance_lessons(db: &Db, class_ids: &[String], from: i64, to: i64) -> Result<Vec<Lesson>, StoreError> {
+    lessons_where(db, class_ids, from, to, " AND l.distance <> 0 AND l.cancelled = 0").await
+}
+
+async fn lessons_where(
+    db: &Db,
+    class_ids: &[String],
+    from: i64,
+    to: i64,
+    only: &'static str,
+) -> Result<Vec<Lesson>, StoreError> {
     let mut out = Vec::new();
-    let sql =
-        format!("{LESSON_SELECT} WHERE l.class_id = $1 AND l.ends_at > $2 AND l.starts_at < $3 ORDER BY l.starts_at");
+    let sql = format!(
+        "{LESSON_SELECT} WHERE l.class_id = $1 AND l.ends_at > $2 AND l.starts_at < $3{only} ORDER BY l.starts_at"
+    );
     for class_id in class_ids {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(class_id)
