@@ -761,6 +761,15 @@ mod tests {
         assert_eq!(count(&db).await, 3);
     }
 
+    /// `.cargo/config.toml` builds SQLite without its process-wide locks on hot paths.
+    #[tokio::test]
+    async fn sqlite_is_built_without_global_allocation_and_page_cache_locks() {
+        let (_dir, db) = sqlite().await;
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options").fetch_all(db.pool()).await.unwrap();
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    }
+
     #[tokio::test]
     async fn unsupported_url_is_refused() {
         assert!(matches!(Db::connect("mysql://x", &PoolConfig::default()).await, Err(StoreError::UnsupportedUrl)));
