@@ -30,7 +30,8 @@ use std::sync::Arc;
 
 /// MAX's own tables followed by Сферум's.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups"];
+    let own: &[Migration] =
+        edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window"];
     own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
 }
 
@@ -276,6 +277,24 @@ mod query_plans {
             let steps = plan(&db, sql, 2).await;
             assert!(!steps.iter().any(|s| s.starts_with("SCAN g")), "{sql}: {steps:?}");
             assert!(steps.iter().any(|s| s.contains("USING") && s.contains("grants_")), "{sql}: {steps:?}");
+        }
+    }
+
+    /// Tables that grow with the country (challenges, chats, lessons) are not scanned by the periodic
+    /// SMS-pumping check, by unlinking, or by a lesson chat's page.
+    #[tokio::test]
+    async fn growing_tables_are_searched_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("max.db").display());
+        let db = Db::connect(&url, &edulink_store::PoolConfig::default()).await.unwrap();
+        db.migrate(&crate::migrations()).await.unwrap();
+        for (sql, args) in [
+            (crate::limits::CHALLENGES_SINCE, 1),
+            (edulink_sferum::LEAVE_DIARY_CHATS, 2),
+            (edulink_sferum::LESSON_OF_CHAT, 1),
+        ] {
+            let steps = plan(&db, sql, args).await;
+            assert!(!steps.iter().any(|s| s.starts_with("SCAN")), "{sql}: {steps:?}");
         }
     }
 }

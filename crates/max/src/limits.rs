@@ -184,14 +184,13 @@ pub struct Conversion {
     pub alert: bool,
 }
 
+/// Challenges created after `$1`, and how many of them were used (by index on `created_at`).
+pub(crate) const CHALLENGES_SINCE: &str = "SELECT COUNT(*), COUNT(used_at) FROM sms_challenges WHERE created_at > $1";
+
 /// Computes verified/sent over the last hour, publishes it as a gauge, and logs an error (the alert)
 /// when many codes go out and few come back — the signature of SMS pumping.
 pub async fn check_conversion(db: &Db, now: i64, alert: &crate::ConversionAlert) -> Result<Conversion, StoreError> {
-    let (sent, verified): (i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), COUNT(used_at) FROM sms_challenges WHERE created_at > $1")
-            .bind(now - 3600)
-            .fetch_one(db.pool())
-            .await?;
+    let (sent, verified): (i64, i64) = sqlx::query_as(CHALLENGES_SINCE).bind(now - 3600).fetch_one(db.pool()).await?;
     let ratio = if sent > 0 { verified as f64 / sent as f64 } else { 1.0 };
     metrics::gauge!("edulink_sms_conversion_ratio").set(ratio);
     metrics::gauge!("edulink_sms_sent_last_hour").set(sent as f64);

@@ -14,7 +14,8 @@ mod chats;
 pub use chats::*;
 
 /// Сферум's tables, applied to the MAX database after MAX's own.
-pub const MIGRATIONS: &[Migration] = edulink_store::migrations![1001 => "1001_sferum", 1002 => "1002_chats_lessons"];
+pub const MIGRATIONS: &[Migration] =
+    edulink_store::migrations![1001 => "1001_sferum", 1002 => "1002_chats_lessons", 1003 => "1003_lesson_chat"];
 
 /// An educational profile as the Сферум page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,21 +409,27 @@ pub async fn push_lesson(db: &Db, client_id: &str, push: &LessonPush, now: i64) 
     Ok(PushOutcome { applied: change.is_some(), announced_in })
 }
 
+/// Memberships of account `$1` in chats of schools keyed `$2` (`<client>:%`) and in direct chats,
+/// deleted. The chats are found through the account's own memberships, not by scanning every chat.
+pub const LEAVE_DIARY_CHATS: &str = "DELETE FROM sferum_members WHERE account_id = $1 AND chat_id IN \
+     (SELECT c.id FROM sferum_members m JOIN sferum_chats c ON c.id = m.chat_id \
+      WHERE m.account_id = $1 AND (c.school_key LIKE $2 OR c.kind = 'direct'))";
+
+/// The lesson whose own chat is `$1` (by index on `chat_id`).
+pub const LESSON_OF_CHAT: &str = "SELECT id FROM sferum_lessons WHERE chat_id = $1";
+
 /// Detaches the profile from the diary `client_id`: it leaves every chat at once (that diary's class
 /// and lesson chats, the announcements channel and its direct conversations) and loses the school
 /// data and names the link carried (it falls back to the MAX account's own name). Its past messages
 /// stay, shown under a neutral label. Returns whether anything was attached.
 pub async fn detach(db: &Db, client_id: &str, account_id: &str, now: i64) -> Result<bool, StoreError> {
     let mut tx = db.begin().await?;
-    let left = sqlx::query(
-        "DELETE FROM sferum_members WHERE account_id = $1 AND chat_id IN \
-           (SELECT id FROM sferum_chats WHERE school_key LIKE $2 OR kind = 'direct')",
-    )
-    .bind(account_id)
-    .bind(format!("{client_id}:%"))
-    .execute(&mut tx)
-    .await?
-    .rows_affected();
+    let left = sqlx::query(LEAVE_DIARY_CHATS)
+        .bind(account_id)
+        .bind(format!("{client_id}:%"))
+        .execute(&mut tx)
+        .await?
+        .rows_affected();
     let reset = sqlx::query(
         "UPDATE sferum_profiles SET school_key = NULL, school_name = NULL, confirmed_by = NULL, \
            confirmed_at = NULL, role = 'student', safe_mode = 1, updated_at = $3, \
@@ -591,10 +598,7 @@ pub async fn facts(db: &Db, account_id: &str) -> Result<Facts, StoreError> {
 
 /// The lesson whose own chat is `chat_id`, as `account_id` sees it.
 pub async fn lesson_of_chat(db: &Db, chat_id: &str, account_id: &str) -> Result<Option<Lesson>, StoreError> {
-    let key: Option<String> = sqlx::query_scalar("SELECT id FROM sferum_lessons WHERE chat_id = $1")
-        .bind(chat_id)
-        .fetch_optional(db.pool())
-        .await?;
+    let key: Option<String> = sqlx::query_scalar(LESSON_OF_CHAT).bind(chat_id).fetch_optional(db.pool()).await?;
     match key {
         Some(key) => Ok(lesson_for(db, &key, account_id).await?.map(|(l, _)| l)),
         None => Ok(None),
