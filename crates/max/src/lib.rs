@@ -251,6 +251,16 @@ pub fn router(state: MaxState) -> Router {
     harden(r.merge(edulink_web::ops::routes()).merge(api::routes()).with_state(state), BRAND, sec)
 }
 
+/// A fresh SQLite database with MAX's migrations, for unit tests (dropped with the directory).
+#[cfg(test)]
+pub(crate) async fn test_db() -> (Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("max.db").display());
+    let db = Db::connect(&url, &edulink_store::PoolConfig::default()).await.unwrap();
+    db.migrate(&migrations()).await.unwrap();
+    (db, dir)
+}
+
 #[cfg(test)]
 mod query_plans {
     use edulink_store::{Db, Row, sqlx};
@@ -269,10 +279,7 @@ mod query_plans {
     /// `grants` (one row per linked student) grows with the whole country's links.
     #[tokio::test]
     async fn grant_lookups_on_hot_paths_never_scan_the_grants_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("max.db").display());
-        let db = Db::connect(&url, &edulink_store::PoolConfig::default()).await.unwrap();
-        db.migrate(&crate::migrations()).await.unwrap();
+        let (db, _dir) = crate::test_db().await;
         for sql in [crate::oidc::GRANTS_IN_SECTOR_OF_ACCOUNT, crate::sferum_web::GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR] {
             let steps = plan(&db, sql, 2).await;
             assert!(!steps.iter().any(|s| s.starts_with("SCAN g")), "{sql}: {steps:?}");
@@ -284,10 +291,7 @@ mod query_plans {
     /// SMS-pumping check, by unlinking, or by a lesson chat's page.
     #[tokio::test]
     async fn growing_tables_are_searched_by_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("max.db").display());
-        let db = Db::connect(&url, &edulink_store::PoolConfig::default()).await.unwrap();
-        db.migrate(&crate::migrations()).await.unwrap();
+        let (db, _dir) = crate::test_db().await;
         for (sql, args) in [
             (crate::limits::CHALLENGES_SINCE, 1),
             (edulink_sferum::LEAVE_DIARY_CHATS, 2),

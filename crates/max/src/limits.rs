@@ -222,14 +222,6 @@ mod tests {
     const LIMITS: SmsLimits =
         SmsLimits { resend_gap_secs: 60, per_phone_hour: 5, per_phone_day: 10, per_ip_hour: 7, global_hour: 12 };
 
-    async fn fresh_db() -> (Db, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("max.db").display());
-        let db = Db::connect(&url, &edulink_store::PoolConfig::default()).await.unwrap();
-        db.migrate(&crate::migrations()).await.unwrap();
-        (db, dir)
-    }
-
     /// One send attempt as `login::send_code` makes it: admitted and its challenge stored in one
     /// transaction, or nothing written.
     async fn admit(db: &Db, phone: &str, ip: &str, now: i64) -> Result<(), Refusal> {
@@ -258,7 +250,7 @@ mod tests {
     /// Runs batches of concurrent send attempts (each batch at one instant), recording what was
     /// admitted.
     async fn run(batches: Vec<(i64, Vec<(usize, usize)>)>) -> Vec<(i64, usize, usize)> {
-        let (db, _dir) = fresh_db().await;
+        let (db, _dir) = crate::test_db().await;
         let mut now = 1_800_000_000;
         let mut admitted = Vec::new();
         for (dt, ops) in batches {
@@ -320,7 +312,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_send_counts_nothing() {
-        let (db, _dir) = fresh_db().await;
+        let (db, _dir) = crate::test_db().await;
         let now = 1_800_000_000;
         assert!(admit(&db, "p", "ip", now).await.is_ok());
         assert_eq!(admit(&db, "p", "ip", now + 10).await, Err(Refusal::TooSoon(50)));
