@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = SmsMode::Dev)]
     sms: SmsMode,
     /// Signed-in, unlinked diary users prepared for the link scenario (one per link flow).
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = 8000)]
     link_users: usize,
     /// Scenarios to run (comma-separated): baseline, healthz, discovery, jwks, sso, link, oracle.
     #[arg(long, value_delimiter = ',', default_value = "baseline,healthz,discovery,jwks,sso,link,oracle")]
@@ -98,6 +98,16 @@ struct Outcome {
     peak_kib: u64,
     first_error: Option<String>,
     note: String,
+    /// SQLite write transactions and group commits during the scenario, per database (from the
+    /// server's `/metrics`; empty on PostgreSQL, which has no such counters).
+    writes: Vec<DbWrites>,
+}
+
+/// One SQLite database's write counters over a scenario.
+struct DbWrites {
+    db: String,
+    writes: f64,
+    commits: f64,
 }
 
 impl Outcome {
@@ -149,10 +159,15 @@ async fn measure(
     name: &str,
     unit: &'static str,
     pid: u32,
+    metrics: Option<&Url>,
     barrier: Arc<tokio::sync::Barrier>,
     workers: Vec<tokio::task::JoinHandle<Tally>>,
 ) -> Outcome {
     barrier.wait().await;
+    let writes0 = match metrics {
+        Some(url) => server::sqlite_writes(url).await,
+        None => Vec::new(),
+    };
     server::reset_peak(pid);
     let (cpu0, own0, t0) = (server::cpu_secs(pid), server::cpu_secs(std::process::id()), Instant::now());
     let (db0, m0) = (server::cpu_secs_named("postgres"), server::machine_cpu());
@@ -177,6 +192,12 @@ async fn measure(
     out.machine_busy = (m1.0 - m0.0) / (m1.1 - m0.1).max(1e-9);
     out.peak_kib = server::peak_kib(pid);
     out.lat_us.sort_unstable();
+    if let Some(url) = metrics {
+        for (db, w1, c1) in server::sqlite_writes(url).await {
+            let (w0, c0) = writes0.iter().find(|(d, ..)| *d == db).map(|&(_, w, c)| (w, c)).unwrap_or((0.0, 0.0));
+            out.writes.push(DbWrites { db, writes: w1 - w0, commits: c1 - c0 });
+        }
+    }
     out
 }
 
@@ -207,7 +228,7 @@ async fn requests(name: &str, pid: u32, url: Url, conc: usize, dur: Duration) ->
             })
         })
         .collect();
-    measure(name, "req", pid, barrier, workers).await
+    measure(name, "req", pid, None, barrier, workers).await
 }
 
 static NEXT_PHONE: AtomicU64 = AtomicU64::new(1_000_000);
@@ -250,7 +271,7 @@ async fn sso(ctx: &Ctx, pid: u32, conc: usize, dur: Duration, first_user: usize)
             })
         })
         .collect();
-    let mut out = measure("sign-in flow (linked)", "flow", pid, barrier, workers).await;
+    let mut out = measure("sign-in flow (linked)", "flow", pid, Some(&ctx.m("/metrics")), barrier, workers).await;
     let failed = setup_failed.load(Ordering::Relaxed);
     if failed > 0 {
         out.note = format!("{failed} students failed setup");
@@ -314,7 +335,7 @@ async fn link(ctx: &Ctx, pid: u32, conc: usize, dur: Duration, first_user: usize
             })
         })
         .collect();
-    let mut out = measure("link flow (new phone)", "flow", pid, barrier, workers).await;
+    let mut out = measure("link flow (new phone)", "flow", pid, Some(&ctx.m("/metrics")), barrier, workers).await;
     out.note = format!("setup: {} sign-ins in {:.1} s", users - login_failures, setup.as_secs_f64());
     if login_failures > 0 {
         out.note.push_str(&format!(", {login_failures} sign-ins failed"));
@@ -473,6 +494,22 @@ fn print_report(results: &[Outcome], base: Option<f64>) {
             o.elapsed,
             o.machine_busy * 100.0
         );
+        if o.ok > 0 && !o.writes.is_empty() {
+            let per = |x: f64| x / (o.ok + o.errors) as f64;
+            let dbs: Vec<String> = o
+                .writes
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{} {:.2} ({:.1} per commit)",
+                        w.db,
+                        per(w.writes),
+                        if w.commits > 0.0 { w.writes / w.commits } else { 0.0 }
+                    )
+                })
+                .collect();
+            println!("writes [{}]: SQLite write transactions per operation: {}", o.name, dbs.join(", "));
+        }
     }
 }
 

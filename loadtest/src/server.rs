@@ -138,3 +138,57 @@ pub async fn baseline(listen: &str) -> anyhow::Result<()> {
     axum::serve(listener, app).await?;
     Ok(())
 }
+
+/// The server's SQLite write counters from its Prometheus `/metrics`: for each database label,
+/// (label, write transactions committed, group commits). Empty when the page has none (PostgreSQL)
+/// or cannot be read.
+pub async fn sqlite_writes(url: &reqwest::Url) -> Vec<(String, f64, f64)> {
+    let Ok(resp) = reqwest::get(url.clone()).await else { return Vec::new() };
+    let Ok(text) = resp.text().await else { return Vec::new() };
+    parse_sqlite_writes(&text)
+}
+
+fn parse_sqlite_writes(text: &str) -> Vec<(String, f64, f64)> {
+    let mut out: Vec<(String, f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let (metric, is_writes) = if let Some(rest) = line.strip_prefix("edulink_sqlite_committed_writes_total{") {
+            (rest, true)
+        } else if let Some(rest) = line.strip_prefix("edulink_sqlite_commits_total{") {
+            (rest, false)
+        } else {
+            continue;
+        };
+        let Some((labels, value)) = metric.split_once("} ") else { continue };
+        let Some(db) = labels.split(',').find_map(|l| l.strip_prefix("db=\"")).and_then(|l| l.strip_suffix('"')) else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else { continue };
+        let i = match out.iter().position(|(d, ..)| d == db) {
+            Some(i) => i,
+            None => {
+                out.push((db.to_string(), 0.0, 0.0));
+                out.len() - 1
+            }
+        };
+        if is_writes { out[i].1 = value } else { out[i].2 = value }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_write_counters_of_each_database() {
+        let text = "# TYPE edulink_sqlite_commits_total counter\n\
+                    edulink_sqlite_commits_total{db=\"max\"} 10\n\
+                    edulink_sqlite_committed_writes_total{db=\"max\"} 55\n\
+                    edulink_sqlite_commits_total{db=\"diary\"} 4\n\
+                    edulink_sqlite_committed_writes_total{db=\"diary\"} 20\n\
+                    edulink_http_requests_total{class=\"ok\"} 99\n";
+        assert_eq!(
+            super::parse_sqlite_writes(text),
+            vec![("diary".to_string(), 20.0, 4.0), ("max".to_string(), 55.0, 10.0)]
+        );
+    }
+}
