@@ -257,11 +257,6 @@ pub async fn start_link(
     if repo::link(&st.db, &user.id).await?.is_some() {
         return Err(AppError::conflict("error-link-already"));
     }
-    if let Err(wait) =
-        repo::count_hourly(&st.db, &format!("link:{}", user.id), st.cfg.link_starts_per_hour, st.now()).await?
-    {
-        return Err(AppError::too_many("error-link-starts", wait));
-    }
     let c = ClientRef { id: &app.client_id, secret: None, redirect_uri: &app.redirect_uri };
     let started = st.rp.start(c, true, None, Some(&body.code_challenge)).await.map_err(max_unavailable)?;
     let t = repo::Transaction {
@@ -270,7 +265,14 @@ pub async fn start_link(
         nonce: started.nonce,
         verifier_enc: String::new(),
     };
-    repo::create_transaction(&st.db, &started.state, &format!("api:{hash}"), &t, st.now()).await?;
+    let family = format!("api:{hash}");
+    let admitted =
+        repo::create_link_transaction(&st.db, st.cfg.link_starts_per_hour, &started.state, &family, &t, st.now())
+            .await?;
+    if let Err(wait) = admitted {
+        metrics::counter!("edulink_link_starts_refused_total").increment(1);
+        return Err(AppError::too_many("error-link-starts", wait));
+    }
     let body = LinkStarted { authorization_url: started.url, redirect_uri: app.redirect_uri.clone() };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

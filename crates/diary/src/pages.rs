@@ -175,7 +175,24 @@ async fn start(
         nonce: started.nonce,
         verifier_enc: st.cipher.seal("oidc.verifier", started.verifier.as_bytes()),
     };
-    repo::create_transaction(&st.db, &started.state, &session.family, &t, st.now()).await?;
+    if link {
+        // The hourly cap on link starts is counted in the same write as the transaction.
+        let admitted = repo::create_link_transaction(
+            &st.db,
+            st.cfg.link_starts_per_hour,
+            &started.state,
+            &session.family,
+            &t,
+            st.now(),
+        )
+        .await?;
+        if let Err(wait) = admitted {
+            metrics::counter!("edulink_link_starts_refused_total").increment(1);
+            return Err(AppError::too_many("error-link-starts", wait));
+        }
+    } else {
+        repo::create_transaction(&st.db, &started.state, &session.family, &t, st.now()).await?;
+    }
     Ok(see_other(&started.url))
 }
 
@@ -199,12 +216,6 @@ pub async fn connect(
     check_csrf(&session, &form.csrf)?;
     if repo::link(&st.db, &user.id).await?.is_some() {
         return Ok(see_other("/sferum"));
-    }
-    if let Err(wait) =
-        repo::count_hourly(&st.db, &format!("link:{}", user.id), st.cfg.link_starts_per_hour, st.now()).await?
-    {
-        metrics::counter!("edulink_link_starts_refused_total").increment(1);
-        return Err(AppError::too_many("error-link-starts", wait));
     }
     start(&st, &session, &user, "link", None).await
 }

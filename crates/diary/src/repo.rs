@@ -386,7 +386,38 @@ pub async fn create_transaction(
     t: &Transaction,
     now: i64,
 ) -> Result<(), StoreError> {
-    db.execute(sqlx::query(
+    db.execute(insert_transaction(state, family, t, now)).await?;
+    Ok(())
+}
+
+/// Counts a link start in the user's hourly bucket (`link:<user id>`, at most `cap`) and, when
+/// admitted, stores its OIDC transaction: one write transaction. `Err(wait)` when refused (the
+/// refused start is counted, as with [`count_hourly`]).
+pub async fn create_link_transaction(
+    db: &Db,
+    cap: i64,
+    state: &str,
+    family: &str,
+    t: &Transaction,
+    now: i64,
+) -> Result<Result<(), i64>, StoreError> {
+    let bucket = format!("link:{}", t.user_id);
+    let mut tx = db.begin().await?;
+    let admitted = edulink_store::count_in_window_in(&mut tx, &bucket, 3600, cap, now).await?;
+    if admitted.is_ok() {
+        insert_transaction(state, family, t, now).execute(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(admitted)
+}
+
+fn insert_transaction<'q>(
+    state: &str,
+    family: &'q str,
+    t: &'q Transaction,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
         "INSERT INTO oidc_transactions (state_hash, session_family, user_id, purpose, nonce, verifier_enc, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
@@ -397,9 +428,7 @@ pub async fn create_transaction(
     .bind(&t.nonce)
     .bind(&t.verifier_enc)
     .bind(now)
-    .bind(now + 600))
-    .await?;
-    Ok(())
+    .bind(now + 600)
 }
 
 /// Takes (deletes and returns) the live transaction for `state` if it belongs to this session:

@@ -174,8 +174,9 @@ pub async fn send_code(
         expires_at: now + st.cfg.code_policy.ttl_secs,
     };
     let mac = code.mac(&st.secrets.code_mac, &challenge.id);
-    // The admission, the challenge and the session's pointer to it: one transaction (a refusal
-    // rolls back and counts nothing). The SMS goes out after the commit, never under the lock.
+    // The admission, the challenge, the session's pointer to it and the `sms_sent` audit record:
+    // one transaction (a refusal rolls back and counts nothing). The SMS goes out after the commit,
+    // never under the lock; a gateway failure adds an `sms_failed` record.
     let admitted = edulink_store::retry(|| async {
         let mut tx = st.db.begin().await?;
         if let Err(refusal) = limits::admit_send(&mut tx, &phone_hash, ip, now, &st.cfg.sms_limits).await? {
@@ -183,6 +184,7 @@ pub async fn send_code(
         }
         repo::create_challenge(&mut tx, &challenge, &mac, now).await?;
         repo::set_challenge(&mut tx, &session.id_hash, Some(&challenge.id)).await?;
+        audit::record_in(&mut tx, now, "sms_sent", None, None, Some(ip), None).await?;
         tx.commit().await?;
         Ok(Ok(()))
     })
@@ -194,10 +196,10 @@ pub async fn send_code(
     }
     if let Err(e) = st.sms.send(phone.e164(), &sms_text(&code, &st.cfg.sms_host)).await {
         tracing::error!(error = %e, phone = phone.masked(), "SMS not delivered to the gateway");
+        audit::record(&st.db, now, "sms_failed", None, None, Some(ip), None).await;
         return Err(AppError::new(edulink_web::ErrorKind::Unavailable, "error-sms-gateway"));
     }
     metrics::counter!("edulink_sms_sent_total").increment(1);
-    audit::record(&st.db, now, "sms_sent", None, None, Some(ip), None).await;
     Ok(Ok(()))
 }
 

@@ -359,15 +359,35 @@ pub async fn count_in_window(
     now: i64,
 ) -> Result<Result<(), i64>, StoreError> {
     let start = now - now.rem_euclid(window);
-    let count: i64 = sqlx::query_scalar(
+    let count: i64 = count_query(bucket, start).fetch_one(db.writer()).await?;
+    Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
+}
+
+/// [`count_in_window`] inside the caller's write transaction, so the count commits with the
+/// change it admits (one commit instead of two). A refusal is counted too: commit the
+/// transaction either way.
+pub async fn count_in_window_in(
+    tx: &mut Tx,
+    bucket: &str,
+    window: i64,
+    cap: i64,
+    now: i64,
+) -> Result<Result<(), i64>, StoreError> {
+    let start = now - now.rem_euclid(window);
+    let count: i64 = count_query(bucket, start).fetch_one(&mut *tx).await?;
+    Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
+}
+
+fn count_query<'q>(
+    bucket: &'q str,
+    window_start: i64,
+) -> sqlx::query::QueryScalar<'q, sqlx::Any, i64, sqlx::any::AnyArguments> {
+    sqlx::query_scalar(
         "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) \
          ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count",
     )
     .bind(bucket)
-    .bind(start)
-    .fetch_one(db.writer())
-    .await?;
-    Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
+    .bind(window_start)
 }
 
 impl Db {

@@ -110,7 +110,8 @@ pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> 
     Some(TestApp {
         diary: running.diary_url.clone(),
         max: running.max_url.clone(),
-        inbox: running.inbox.clone().expect("dev inbox"),
+        // An app configured with a real gateway has no dev inbox: an empty one stands in.
+        inbox: running.inbox.clone().unwrap_or_default(),
         clock,
         config,
         running,

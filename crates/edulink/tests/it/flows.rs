@@ -1,7 +1,7 @@
 //! The seed's flows end to end: link (new phone, existing profile), sign-in when linked, unlink and
 //! link again, conflict.
 
-use edulink_testkit::{Browser, FlowsExt, both_backends};
+use edulink_testkit::{Browser, FlowsExt, both_backends, both_backends_with};
 use reqwest::StatusCode;
 
 const NEW_PHONE: &str = "8 (916) 123-45-67";
@@ -272,5 +272,33 @@ both_backends! {
             assert!(!detail.unwrap_or_default().contains("9161234567"));
         }
     }
+    }
+}
+
+both_backends_with! {
+    // An SMS provider that refuses connections (port 9, discard, is closed on loopback).
+    |c: &mut edulink::config::Config| {
+        c.max.sms.gateway = "http".into();
+        c.max.sms.url = Some("http://127.0.0.1:9/send".into());
+        c.max.sms.token = Some("t".into());
+    };
+    async fn an_sms_gateway_failure_says_so_and_is_audited(app) {
+        let b = Browser::new();
+        app.diary_login(&b, "student3").await;
+        let phone_page = app.start_link(&b).await;
+        let failed = app.enter_phone(&b, &phone_page, NEW_PHONE).await;
+        assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE, "{}", failed.body);
+        assert!(failed.has("Не удалось отправить СМС"), "{}", failed.body);
+        // The code was issued (and counted against the limits) before the gateway refused it:
+        // the trail has both, in that order.
+        let max = app.running.max.as_ref().unwrap();
+        let m: Vec<(String,)> = edulink_store::sqlx::query_as(
+            "SELECT event FROM audit WHERE event LIKE 'sms_%' ORDER BY at, event DESC",
+        )
+        .fetch_all(max.db.pool())
+        .await
+        .unwrap();
+        let m: Vec<String> = m.into_iter().map(|r| r.0).collect();
+        assert_eq!(m, ["sms_sent", "sms_failed"]);
     }
 }

@@ -395,3 +395,35 @@ async fn over_https_cookies_are_host_prefixed_and_secure_and_hsts_is_sent() {
     assert!(r.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
     party.running.stop().await;
 }
+
+both_backends! {
+    // A student (or a script with their session) cannot start link after link: ten starts an hour,
+    // then 429; the refused starts leave no OIDC transaction behind but are counted.
+    async fn link_starts_are_capped_per_hour(app) {
+        let b = Browser::new();
+        app.diary_login(&b, "student2").await;
+        let connect = b.visit(&format!("{}/sferum", app.diary)).await;
+        let csrf = connect.csrf();
+        for i in 0..10 {
+            let to_max = b.post(&format!("{}/sferum/connect", app.diary), &[("csrf", &csrf)]).await;
+            assert_eq!(to_max.status, StatusCode::SEE_OTHER, "start {i}: {}", to_max.body);
+            assert!(to_max.location.as_deref().unwrap().starts_with(&format!("{}/oauth/authorize", app.max)));
+        }
+        for _ in 0..2 {
+            let refused = b.post(&format!("{}/sferum/connect", app.diary), &[("csrf", &csrf)]).await;
+            assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+            assert!(refused.has("Слишком много попыток привязки"), "{}", refused.body);
+        }
+        let diary = app.running.diary.as_ref().unwrap();
+        let stored: i64 = edulink_store::sqlx::query_scalar("SELECT COUNT(*) FROM oidc_transactions WHERE purpose = 'link'")
+            .fetch_one(diary.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, 10);
+        let counted: i64 = edulink_store::sqlx::query_scalar("SELECT count FROM rate_counters WHERE bucket LIKE 'link:%'")
+            .fetch_one(diary.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(counted, 12);
+    }
+}
