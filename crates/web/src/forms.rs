@@ -19,16 +19,16 @@ pub struct StrictQuery<T>(pub T);
 
 /// Parses `input` into `T`, refusing duplicate keys and array-style keys.
 pub fn parse_strict<T: DeserializeOwned>(input: &str) -> Result<T, AppError> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(input).map_err(|_| AppError::bad_request("error-bad-request"))?;
+    // Keys are compared decoded (`%70hone` is `phone`), as the deserializer will see them; the
+    // check borrows them from the input where nothing is escaped, and the input is then
+    // deserialized once (an `id_token_hint` or a code verifier can be long).
     let mut seen = HashSet::new();
-    for (k, _) in &pairs {
-        if k.contains('[') || !seen.insert(k.as_str()) {
+    for (k, _) in form_urlencoded::parse(input.as_bytes()) {
+        if k.contains('[') || !seen.insert(k) {
             return Err(AppError::bad_request("error-duplicate-param"));
         }
     }
-    let normalized = serde_urlencoded::to_string(&pairs).map_err(|_| AppError::bad_request("error-bad-request"))?;
-    serde_urlencoded::from_str(&normalized).map_err(|_| AppError::bad_request("error-bad-request"))
+    serde_urlencoded::from_str(input).map_err(|_| AppError::bad_request("error-bad-request"))
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for StrictForm<T> {
@@ -82,5 +82,8 @@ mod tests {
         assert!(parse_strict::<F>("phone[]=1").is_err());
         assert!(parse_strict::<F>("phone[0]=1&csrf=2").is_err());
         assert!(parse_strict::<F>("csrf=1").is_err());
+        // The same key spelled differently is still the same key.
+        assert!(parse_strict::<F>("phone=1&%70hone=2").is_err());
+        assert!(parse_strict::<F>("phone=1&phone%5B%5D=2").is_err());
     }
 }
