@@ -16,7 +16,11 @@ use edulink_domain::Cipher;
 use edulink_domain::crypto::random_token;
 use edulink_store::{Db, Row, StoreError, sqlx};
 use serde_json::{Value, json};
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Own tokens remembered as verified (see [`KeyRing::verify_own`]); the memo is emptied when full.
+const VERIFIED_MEMO: usize = 4096;
 
 /// The JWS algorithms this provider signs with.
 pub const ALGS: &[&str] = &["RS256", "ES256", "EdDSA"];
@@ -37,7 +41,14 @@ struct LoadedKey {
 /// The provider's keys: the active signer per algorithm and every published public key.
 pub struct KeyRing {
     inner: RwLock<Inner>,
+    /// Tokens whose signature verified, by the SHA-256 of the whole token: the key that signed
+    /// and the claims. A student's every sign-in sends the same stored ID token as its
+    /// `id_token_hint`, and its verification was a third of `/oauth/authorize`.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+/// A remembered verification: the signing key's id and the claims.
+type Verified = (String, Arc<Value>);
 
 struct Inner {
     keys: Vec<LoadedKey>,
@@ -144,7 +155,10 @@ async fn insert_new(tx: &mut edulink_store::Tx, cipher: &Cipher, alg: &str, now:
 impl KeyRing {
     /// Loads the keys, creating an active key for any algorithm that has none.
     pub async fn load_or_create(db: &Db, cipher: &Cipher, now: i64) -> Result<Self, StartError> {
-        let ring = KeyRing { inner: RwLock::new(Inner { keys: Vec::new(), jwks: String::new() }) };
+        let ring = KeyRing {
+            inner: RwLock::new(Inner { keys: Vec::new(), jwks: String::new() }),
+            verified: Mutex::new(HashMap::new()),
+        };
         ring.reload(db, cipher, now).await?;
         Ok(ring)
     }
@@ -196,6 +210,7 @@ impl KeyRing {
         }
         let jwks = json!({ "keys": jwks }).to_string();
         *self.inner.write().expect("key ring lock") = Inner { keys, jwks };
+        self.verified.lock().expect("memo lock").clear();
         Ok(())
     }
 
@@ -228,10 +243,33 @@ impl KeyRing {
 
     /// Verifies a compact JWS made by one of our published keys and returns its claims. Expiry is not
     /// checked: this is for `id_token_hint`, which may be an expired ID token (OIDC Core §3.1.2.1).
-    pub fn verify_own(&self, jws: &str) -> Option<Value> {
+    /// A token verified before is recognised by its digest, as long as its key is still published.
+    pub fn verify_own(&self, jws: &str) -> Option<Arc<Value>> {
+        if jws.len() > 8192 {
+            return None;
+        }
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jws.as_bytes()).as_ref().try_into().ok()?;
+        let remembered = self.verified.lock().expect("memo lock").get(&digest).cloned();
+        if let Some((kid, claims)) = remembered {
+            // A retired key's tokens stop verifying when the key is deleted from the ring.
+            return self.inner.read().expect("key ring lock").keys.iter().any(|k| k.kid == kid).then_some(claims);
+        }
+        let (kid, claims) = self.verify_signature(jws)?;
+        let claims = Arc::new(claims);
+        let mut memo = self.verified.lock().expect("memo lock");
+        if memo.len() >= VERIFIED_MEMO {
+            memo.clear();
+        }
+        memo.insert(digest, (kid, claims.clone()));
+        Some(claims)
+    }
+
+    /// The signature check of [`Self::verify_own`]: the signing key's id and the claims.
+    fn verify_signature(&self, jws: &str) -> Option<(String, Value)> {
         let mut parts = jws.split('.');
         let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || jws.len() > 8192 {
+        if parts.next().is_some() {
             return None;
         }
         let header: Value = serde_json::from_slice(&B64.decode(h).ok()?).ok()?;
@@ -247,6 +285,40 @@ impl KeyRing {
         };
         let sig = B64.decode(s).ok()?;
         UnparsedPublicKey::new(algorithm, &key.public_raw).verify(format!("{h}.{c}").as_bytes(), &sig).ok()?;
-        serde_json::from_slice(&B64.decode(c).ok()?).ok()
+        Some((kid.to_string(), serde_json::from_slice(&B64.decode(c).ok()?).ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edulink_domain::crypto::SecretKey;
+
+    #[tokio::test]
+    async fn own_tokens_verify_once_remembered_until_their_key_is_gone() {
+        let (db, _dir) = crate::test_db().await;
+        let cipher = Cipher::new(&SecretKey::generate());
+        let ring = KeyRing::load_or_create(&db, &cipher, 1_000).await.unwrap();
+        let token = ring.sign("EdDSA", &json!({ "sub": "s1", "aud": "c1" })).unwrap();
+        assert_eq!(ring.verify_own(&token).unwrap()["sub"], "s1");
+        // Remembered: the same answer without a signature check.
+        assert_eq!(ring.verify_own(&token).unwrap()["sub"], "s1");
+        // Another token (claims or signature changed) is checked, and fails.
+        let (head, rest) = token.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let forged = format!("{head}.{}.{sig}", B64.encode(r#"{"sub":"s2","aud":"c1"}"#));
+        assert!(ring.verify_own(&forged).is_none());
+        let mut bad_sig = token.clone();
+        bad_sig.pop();
+        bad_sig.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert!(ring.verify_own(&bad_sig).is_none());
+        // One rotation keeps the old key published; the second deletes it, and the remembered
+        // token stops verifying.
+        rotate(&db, &cipher, 2_000).await.unwrap();
+        ring.reload(&db, &cipher, 2_000).await.unwrap();
+        assert!(ring.verify_own(&token).is_some());
+        rotate(&db, &cipher, 3_000).await.unwrap();
+        ring.reload(&db, &cipher, 3_000).await.unwrap();
+        assert!(ring.verify_own(&token).is_none());
     }
 }
