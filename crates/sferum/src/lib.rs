@@ -133,10 +133,31 @@ async fn ensure_chat(
     parent_id: Option<&str>,
     now: i64,
 ) -> Result<String, StoreError> {
+    // Every student of a class after the first finds the chat as it is: read it, and write only
+    // what is missing or renamed (an upsert rewrote the row, and its pages, on every provisioning).
+    let existing: Option<(String, String)> =
+        sqlx::query_as("SELECT id, title FROM sferum_chats WHERE school_key = $1 AND class_key = $2")
+            .bind(school_key)
+            .bind(class_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match existing {
+        Some((id, current)) if current == title => return Ok(id),
+        Some((id, _)) => {
+            sqlx::query("UPDATE sferum_chats SET title = $1 WHERE id = $2")
+                .bind(title)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            return Ok(id);
+        }
+        None => {}
+    }
+    // New: another instance may create it at the same moment (PostgreSQL), so insert if still
+    // absent and read back whichever row won.
     sqlx::query(
         "INSERT INTO sferum_chats (id, school_key, class_key, kind, title, parent_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (school_key, class_key) DO UPDATE SET title = excluded.title",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (school_key, class_key) DO NOTHING",
     )
     .bind(new_id())
     .bind(school_key)
@@ -163,7 +184,8 @@ async fn join_chat(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO sferum_members (chat_id, account_id, role, joined_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (chat_id, account_id) DO UPDATE SET role = excluded.role",
+         ON CONFLICT (chat_id, account_id) DO UPDATE SET role = excluded.role \
+         WHERE sferum_members.role <> excluded.role",
     )
     .bind(chat_id)
     .bind(account_id)
