@@ -358,9 +358,7 @@ pub async fn count_in_window(
     cap: i64,
     now: i64,
 ) -> Result<Result<(), i64>, StoreError> {
-    let start = now - now.rem_euclid(window);
-    let count: i64 = count_query(bucket, start).fetch_one(db.writer()).await?;
-    Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
+    count_on(db.writer(), bucket, window, cap, now).await
 }
 
 /// [`count_in_window`] inside the caller's write transaction, so the count commits with the
@@ -373,21 +371,26 @@ pub async fn count_in_window_in(
     cap: i64,
     now: i64,
 ) -> Result<Result<(), i64>, StoreError> {
-    let start = now - now.rem_euclid(window);
-    let count: i64 = count_query(bucket, start).fetch_one(&mut *tx).await?;
-    Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
+    count_on(&mut *tx, bucket, window, cap, now).await
 }
 
-fn count_query<'q>(
-    bucket: &'q str,
-    window_start: i64,
-) -> sqlx::query::QueryScalar<'q, sqlx::Any, i64, sqlx::any::AnyArguments> {
-    sqlx::query_scalar(
+async fn count_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    executor: E,
+    bucket: &str,
+    window: i64,
+    cap: i64,
+    now: i64,
+) -> Result<Result<(), i64>, StoreError> {
+    let start = now - now.rem_euclid(window);
+    let count: i64 = sqlx::query_scalar(
         "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) \
          ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 RETURNING count",
     )
     .bind(bucket)
-    .bind(window_start)
+    .bind(start)
+    .fetch_one(executor)
+    .await?;
+    Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
 }
 
 impl Db {
