@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 /// The diary's tables.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons"];
+    let own: &[Migration] =
+        edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client"];
     own.to_vec()
 }
 

@@ -17,6 +17,25 @@ pub struct StrictForm<T>(pub T);
 #[derive(Debug)]
 pub struct StrictQuery<T>(pub T);
 
+/// A form that carries only the session's CSRF token (logout, resend, confirm, deny, cancel…).
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    /// The token the page was rendered with.
+    pub csrf: String,
+}
+
+/// Refuses a form whose CSRF token is not `expected` (the session's), comparing in constant time.
+/// Both parties' sessions keep a per-session token (synchronizer token pattern, OWASP CSRF cheat
+/// sheet); the origin check in `layers` is the second line.
+pub fn check_csrf(expected: &str, presented: &str) -> Result<(), AppError> {
+    if edulink_domain::crypto::ct_eq(expected.as_bytes(), presented.as_bytes()) {
+        Ok(())
+    } else {
+        metrics::counter!("edulink_csrf_refused_total").increment(1);
+        Err(AppError::forbidden("error-csrf"))
+    }
+}
+
 /// Parses `input` into `T`, refusing duplicate keys and array-style keys.
 pub fn parse_strict<T: DeserializeOwned>(input: &str) -> Result<T, AppError> {
     // Keys are compared decoded (`%70hone` is `phone`), as the deserializer will see them; the
@@ -85,5 +104,13 @@ mod tests {
         // The same key spelled differently is still the same key.
         assert!(parse_strict::<F>("phone=1&%70hone=2").is_err());
         assert!(parse_strict::<F>("phone=1&phone%5B%5D=2").is_err());
+    }
+
+    #[test]
+    fn csrf_token_must_match_exactly() {
+        assert!(check_csrf("tok-123", "tok-123").is_ok());
+        for wrong in ["", "tok-12", "tok-1234", "TOK-123"] {
+            assert!(check_csrf("tok-123", wrong).is_err(), "{wrong:?}");
+        }
     }
 }

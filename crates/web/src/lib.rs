@@ -3,6 +3,7 @@
 //! endpoints.
 
 pub mod api;
+pub mod audit;
 pub mod cookies;
 pub mod error;
 pub mod forms;
