@@ -264,6 +264,11 @@ impl Savepoint {
     /// Commits: returns once the batch holding this write is durable.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let mut batch = self.batch.take().expect("a live savepoint holds the writer");
+        if !batch.open {
+            // SQLite rolled this writer's batch back under it (see `run`): nothing of its work is
+            // left. Waiting would join the next batch and hear that batch's outcome instead.
+            return Err(StoreError::Unavailable("commit failed: SQLite rolled the batch back".into()));
+        }
         batch.last = Last::Kept;
         let (done, outcome) = oneshot::channel();
         batch.pending.push(done);

@@ -129,6 +129,42 @@ async fn a_writer_rolled_back_inside_a_batch_takes_only_its_own_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_makes_sqlite_roll_back_fails_every_writer_of_its_batch_and_runs_nothing_after() {
+    // `OR ROLLBACK` on a conflict with the first writer's row, and a trigger's `RAISE(ROLLBACK)`:
+    // either way SQLite ends the whole transaction, savepoints and all.
+    for abort in ["INSERT OR ROLLBACK INTO t (k, n) VALUES ('k0', $1)", "INSERT INTO t (k, n) VALUES ('neg', -$1)"] {
+        let f = fixture(Duration::from_secs(60));
+        let mut first = Savepoint::begin(&f.writer).await.unwrap();
+        let aborting = f
+            .queue(move |mut sp| {
+                async move {
+                    insert(&mut sp, 1).unwrap();
+                    let aborted = run(&mut sp, abort, 1).map(drop);
+                    // A caller that goes on regardless runs nothing: no autocommit of its own.
+                    let after = insert(&mut sp, 2);
+                    (aborted, after, sp.commit().await)
+                }
+            })
+            .await;
+        let next = f
+            .queue(|mut sp| async move {
+                insert(&mut sp, 3).unwrap();
+                sp.commit().await
+            })
+            .await;
+        insert(&mut first, 0).unwrap();
+        let first = first.commit().await;
+        assert!(matches!(first, Err(StoreError::Unavailable(_))), "{abort}: first writer: {first:?}");
+        let (aborted, after, commit) = aborting.await.unwrap();
+        assert!(aborted.is_err() && after.is_err() && commit.is_err(), "{abort}: {aborted:?} {after:?} {commit:?}");
+        // The writer after the aborted batch begins a fresh one.
+        next.await.unwrap().unwrap();
+        assert_eq!(f.stored(), vec![3], "{abort}");
+        assert_eq!(f.writer.stats(), (1, 1), "{abort}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_writer_does_not_fail_the_others_of_its_batch() {
     let f = fixture(Duration::from_secs(60));
     let mut first = Savepoint::begin(&f.writer).await.unwrap();
