@@ -28,6 +28,14 @@ fn fixture(max_batch_age: Duration) -> Fixture {
     Fixture { readers: Readers::new(path, "FULL", 4), dir, writer: Arc::new(writer) }
 }
 
+/// A fixture whose batches end where the test decides (not by age), and the first writer of a
+/// batch: writers queued behind it join its batch.
+async fn holding_the_writer() -> (Fixture, Savepoint) {
+    let f = fixture(Duration::from_secs(60));
+    let first = Savepoint::begin(&f.writer).await.unwrap();
+    (f, first)
+}
+
 impl Fixture {
     /// The `n` of every committed row, as another connection sees them.
     fn stored(&self) -> Vec<i64> {
@@ -57,6 +65,33 @@ impl Fixture {
         }
         task
     }
+
+    /// [`Fixture::queue`]s a writer that inserts row `k{n}` and commits.
+    async fn queue_insert(&self, n: i64) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+        self.queue(move |mut sp| async move {
+            insert(&mut sp, n).unwrap();
+            sp.commit().await
+        })
+        .await
+    }
+
+    /// [`Fixture::queue`]s one writer for each `n` of `ns`, in order.
+    async fn queue_each<T, F>(
+        &self,
+        ns: std::ops::Range<i64>,
+        body: impl FnOnce(Savepoint, i64) -> F + Clone + Send + 'static,
+    ) -> Vec<tokio::task::JoinHandle<T>>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let mut tasks = Vec::new();
+        for n in ns {
+            let body = body.clone();
+            tasks.push(self.queue(move |sp| body(sp, n)).await);
+        }
+        tasks
+    }
 }
 
 /// Runs one statement in `sp` with `n` bound to `$1` and `k{n}` to `$2`.
@@ -78,21 +113,44 @@ fn insert_returning(sp: &mut Savepoint, n: i64) -> i64 {
     }
 }
 
+/// Writes row `k{n}` in a transaction of its own.
+async fn write_alone(writer: &Arc<Writer>, n: i64) {
+    let mut sp = Savepoint::begin(writer).await.unwrap();
+    insert(&mut sp, n).unwrap();
+    sp.commit().await.unwrap();
+}
+
+/// Spawns `count` writers at once; writer `n` inserts row `k{n}`, then `then` finishes it.
+fn spawn_writers<F>(
+    f: &Arc<Fixture>,
+    count: i64,
+    then: impl FnOnce(Arc<Fixture>, Savepoint, i64) -> F + Clone + Send + 'static,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    (0..count)
+        .map(|n| {
+            let (f, then) = (f.clone(), then.clone());
+            tokio::spawn(async move {
+                let mut sp = Savepoint::begin(&f.writer).await.unwrap();
+                insert(&mut sp, n).unwrap();
+                then(f, sp, n).await
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_queued_behind_each_other_share_one_batch_and_one_commit_and_each_gets_its_own_result() {
-    let f = fixture(Duration::from_secs(60));
-    let mut first = Savepoint::begin(&f.writer).await.unwrap();
-    let mut tasks = Vec::new();
-    for n in 1..8 {
-        tasks.push(
-            f.queue(move |mut sp| async move {
-                let got = insert_returning(&mut sp, n);
-                sp.commit().await.unwrap();
-                got
-            })
-            .await,
-        );
-    }
+    let (f, mut first) = holding_the_writer().await;
+    let tasks = f
+        .queue_each(1..8, |mut sp, n| async move {
+            let got = insert_returning(&mut sp, n);
+            sp.commit().await.unwrap();
+            got
+        })
+        .await;
     assert_eq!(insert_returning(&mut first, 0), 1);
     // Returns once the last writer queued has committed the batch.
     first.commit().await.unwrap();
@@ -105,20 +163,15 @@ async fn writers_queued_behind_each_other_share_one_batch_and_one_commit_and_eac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_rolled_back_inside_a_batch_takes_only_its_own_rows() {
-    let f = fixture(Duration::from_secs(60));
-    let mut first = Savepoint::begin(&f.writer).await.unwrap();
-    let mut tasks = Vec::new();
+    let (f, mut first) = holding_the_writer().await;
     // Writer 1 and writer 4 (the last of the batch) insert, then are dropped without commit.
-    for n in 1..5 {
-        tasks.push(
-            f.queue(move |mut sp| async move {
-                insert(&mut sp, n).unwrap();
-                insert(&mut sp, n + 100).unwrap();
-                if n % 3 == 1 { drop(sp) } else { sp.commit().await.unwrap() }
-            })
-            .await,
-        );
-    }
+    let tasks = f
+        .queue_each(1..5, |mut sp, n| async move {
+            insert(&mut sp, n).unwrap();
+            insert(&mut sp, n + 100).unwrap();
+            if n % 3 == 1 { drop(sp) } else { sp.commit().await.unwrap() }
+        })
+        .await;
     insert(&mut first, 0).unwrap();
     first.commit().await.unwrap();
     for task in tasks {
@@ -133,8 +186,7 @@ async fn a_statement_that_makes_sqlite_roll_back_fails_every_writer_of_its_batch
     // `OR ROLLBACK` on a conflict with the first writer's row, and a trigger's `RAISE(ROLLBACK)`:
     // either way SQLite ends the whole transaction, savepoints and all.
     for abort in ["INSERT OR ROLLBACK INTO t (k, n) VALUES ('k0', $1)", "INSERT INTO t (k, n) VALUES ('neg', -$1)"] {
-        let f = fixture(Duration::from_secs(60));
-        let mut first = Savepoint::begin(&f.writer).await.unwrap();
+        let (f, mut first) = holding_the_writer().await;
         let aborting = f
             .queue(move |mut sp| {
                 async move {
@@ -146,12 +198,7 @@ async fn a_statement_that_makes_sqlite_roll_back_fails_every_writer_of_its_batch
                 }
             })
             .await;
-        let next = f
-            .queue(|mut sp| async move {
-                insert(&mut sp, 3).unwrap();
-                sp.commit().await
-            })
-            .await;
+        let next = f.queue_insert(3).await;
         insert(&mut first, 0).unwrap();
         let first = first.commit().await;
         assert!(matches!(first, Err(StoreError::Unavailable(_))), "{abort}: first writer: {first:?}");
@@ -166,8 +213,7 @@ async fn a_statement_that_makes_sqlite_roll_back_fails_every_writer_of_its_batch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_writer_does_not_fail_the_others_of_its_batch() {
-    let f = fixture(Duration::from_secs(60));
-    let mut first = Savepoint::begin(&f.writer).await.unwrap();
+    let (f, mut first) = holding_the_writer().await;
     let conflict = |n| {
         move |mut sp: Savepoint| {
             async move {
@@ -186,12 +232,7 @@ async fn a_failing_writer_does_not_fail_the_others_of_its_batch() {
     };
     let one = f.queue(conflict(1)).await;
     let two = f.queue(conflict(2)).await;
-    let three = f
-        .queue(|mut sp| async move {
-            insert(&mut sp, 3).unwrap();
-            sp.commit().await
-        })
-        .await;
+    let three = f.queue_insert(3).await;
     insert(&mut first, 0).unwrap();
     first.commit().await.unwrap();
     for task in [one, two] {
@@ -208,23 +249,15 @@ async fn a_failing_writer_does_not_fail_the_others_of_its_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_share_commits_and_each_sees_its_write_durable_on_return() {
     let f = Arc::new(fixture(MAX_BATCH_AGE));
-    let mut tasks = Vec::new();
-    for n in 0..200i64 {
-        let f = f.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut sp = Savepoint::begin(&f.writer).await.unwrap();
-            insert(&mut sp, n).unwrap();
-            sp.commit().await.unwrap();
-            // Committed means visible to every other connection at once.
-            let stored: i64 = f
-                .readers
-                .with(|c| {
-                    c.query_row("SELECT n FROM t WHERE k = ?1", [format!("k{n}")], |r| r.get(0)).map_err(conn::error)
-                })
-                .unwrap();
-            assert_eq!(stored, n);
-        }));
-    }
+    let tasks = spawn_writers(&f, 200, |f, sp, n| async move {
+        sp.commit().await.unwrap();
+        // Committed means visible to every other connection at once.
+        let stored: i64 = f
+            .readers
+            .with(|c| c.query_row("SELECT n FROM t WHERE k = ?1", [format!("k{n}")], |r| r.get(0)).map_err(conn::error))
+            .unwrap();
+        assert_eq!(stored, n);
+    });
     for t in tasks {
         t.await.unwrap();
     }
@@ -236,29 +269,21 @@ async fn concurrent_writers_share_commits_and_each_sees_its_write_durable_on_ret
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_or_dropped_writers_among_many_undo_only_their_own_work() {
     let f = Arc::new(fixture(MAX_BATCH_AGE));
-    let mut tasks = Vec::new();
-    for n in 0..60i64 {
-        let f = f.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut sp = Savepoint::begin(&f.writer).await.unwrap();
-            insert(&mut sp, n).unwrap();
-            match n % 3 {
-                // Dropped without commit.
-                0 => drop(sp),
-                // A second statement fails: the caller returns early with the error.
-                1 => assert!(insert(&mut sp, n).is_err()),
-                _ => sp.commit().await.unwrap(),
-            }
-        }));
-    }
+    let tasks = spawn_writers(&f, 60, |_, mut sp, n| async move {
+        match n % 3 {
+            // Dropped without commit.
+            0 => drop(sp),
+            // A second statement fails: the caller returns early with the error.
+            1 => assert!(insert(&mut sp, n).is_err()),
+            _ => sp.commit().await.unwrap(),
+        }
+    });
     for t in tasks {
         t.await.unwrap();
     }
     assert_eq!(f.stored(), (0..60).filter(|n| n % 3 == 2).collect::<Vec<_>>());
     // The writer is free again: a later write commits on its own.
-    let mut sp = Savepoint::begin(&f.writer).await.unwrap();
-    insert(&mut sp, 100).unwrap();
-    sp.commit().await.unwrap();
+    write_alone(&f.writer, 100).await;
     assert_eq!(f.stored().len(), 21);
 }
 
@@ -266,17 +291,14 @@ async fn failed_or_dropped_writers_among_many_undo_only_their_own_work() {
 async fn writers_cancelled_at_any_point_leave_the_writer_usable_and_lose_no_confirmed_write() {
     let f = Arc::new(fixture(MAX_BATCH_AGE));
     let confirmed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for n in 0..120i64 {
-        let (f, confirmed) = (f.clone(), confirmed.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut sp = Savepoint::begin(&f.writer).await.unwrap();
-            insert(&mut sp, n).unwrap();
+    let tasks = spawn_writers(&f, 120, {
+        let confirmed = confirmed.clone();
+        move |_, sp, n| async move {
             tokio::task::yield_now().await;
             sp.commit().await.unwrap();
             confirmed.lock().unwrap().push(n);
-        }));
-    }
+        }
+    });
     // Cancel every third task wherever it is: queued, mid-statement, or waiting for COMMIT.
     for (n, t) in tasks.iter().enumerate() {
         if n % 3 == 0 {
@@ -286,9 +308,7 @@ async fn writers_cancelled_at_any_point_leave_the_writer_usable_and_lose_no_conf
     for t in tasks {
         let _ = t.await;
     }
-    let mut sp = Savepoint::begin(&f.writer).await.unwrap();
-    insert(&mut sp, 1000).unwrap();
-    sp.commit().await.unwrap();
+    write_alone(&f.writer, 1000).await;
     let stored = f.stored();
     for n in confirmed.lock().unwrap().iter() {
         assert!(stored.contains(n), "confirmed write {n} lost");
@@ -315,9 +335,7 @@ async fn a_writer_waits_for_a_lock_held_by_another_process_instead_of_failing() 
     assert_eq!(f.stored(), vec![1, 7]);
     // Later writers begin at once again.
     let started = Instant::now();
-    let mut sp = Savepoint::begin(&f.writer).await.unwrap();
+    write_alone(&f.writer, 8).await;
     assert!(started.elapsed() < Duration::from_millis(250));
-    insert(&mut sp, 8).unwrap();
-    sp.commit().await.unwrap();
     assert_eq!(f.stored(), vec![1, 7, 8]);
 }
