@@ -1,0 +1,127 @@
+//! Forward-only migrations, one file per backend under the same name.
+
+use crate::{Backend, Db, StoreError};
+
+/// One forward-only migration, with the DDL for each backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Ordering key; applied in ascending order, each exactly once.
+    pub version: i64,
+    /// File name without extension, the same for both backends.
+    pub name: &'static str,
+    /// SQL for SQLite.
+    pub sqlite: &'static str,
+    /// SQL for PostgreSQL.
+    pub postgres: &'static str,
+}
+
+/// Declares a party's migrations from `migrations/{sqlite,postgres}/NNNN_name.sql` next to its Cargo.toml.
+#[macro_export]
+macro_rules! migrations {
+    ($($version:literal => $name:literal),* $(,)?) => {
+        &[$($crate::Migration {
+            version: $version,
+            name: $name,
+            sqlite: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite/", $name, ".sql")),
+            postgres: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres/", $name, ".sql")),
+        }),*]
+    };
+}
+
+impl Db {
+    /// Applies the migrations not applied yet, each in its own transaction, in version order.
+    /// Returns the versions applied now.
+    pub async fn migrate(&self, migrations: &[Migration]) -> Result<Vec<i64>, StoreError> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (\
+               version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(self.writer())
+        .await?;
+        let mut applied = Vec::new();
+        let mut sorted: Vec<&Migration> = migrations.iter().collect();
+        sorted.sort_by_key(|m| m.version);
+        for m in sorted {
+            let mut tx = self.begin().await?;
+            if self.backend() == Backend::Postgres {
+                // Several instances may start at once: one migrates, the others wait and then skip.
+                sqlx::query("SELECT pg_advisory_xact_lock(7319001)").execute(&mut tx).await?;
+            }
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut tx)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            let sql = match self.backend() {
+                Backend::Sqlite => m.sqlite,
+                Backend::Postgres => m.postgres,
+            };
+            sqlx::raw_sql(sql).execute(&mut tx).await.map_err(|source| StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                source,
+            })?;
+            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(unix_now())
+                .execute(&mut tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version = m.version, name = m.name, "migration applied");
+            applied.push(m.version);
+        }
+        Ok(applied)
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::PoolConfig;
+
+    pub(crate) const M: &[Migration] = &[
+        Migration {
+            version: 1,
+            name: "t",
+            sqlite: "CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT NOT NULL);",
+            postgres: "CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT NOT NULL);",
+        },
+        Migration {
+            version: 2,
+            name: "u",
+            sqlite: "CREATE INDEX t_n ON t (n);",
+            postgres: "CREATE INDEX t_n ON t (n);",
+        },
+    ];
+
+    /// A migrated SQLite database in a temporary directory (kept while the directory lives).
+    pub(crate) async fn sqlite() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("x.db").display());
+        let db = Db::connect(&url, &PoolConfig::default()).await.unwrap();
+        db.migrate(M).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn migrations_apply_once_and_unique_violation_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("x.db").display());
+        let db = Db::connect(&url, &PoolConfig::default()).await.unwrap();
+        assert_eq!(db.migrate(M).await.unwrap(), vec![1, 2]);
+        assert!(db.migrate(M).await.unwrap().is_empty());
+        db.execute(sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)").bind("a").bind(1i64)).await.unwrap();
+        let err =
+            db.execute(sqlx::query("INSERT INTO t (k, n) VALUES ($1, $2)").bind("a").bind(2i64)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(db.pool()).await.unwrap();
+        assert_eq!(mode, "wal");
+    }
+}
