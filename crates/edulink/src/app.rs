@@ -187,6 +187,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         .unwrap_or_else(|| format!("http://{}", diary_listener.local_addr().expect("bound")));
     let max_url =
         cfg.max.public_url.clone().unwrap_or_else(|| format!("http://{}", max_listener.local_addr().expect("bound")));
+    let trusted = cfg.trusted().map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut running = Running {
@@ -216,7 +217,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         if cfg.demo() {
             edulink_max::demo::seed(&st).await?;
         }
-        let router = edulink_max::router(st.clone());
+        let router = edulink_web::client_ip::resolve(edulink_max::router(st.clone()), trusted.clone());
         tasks.push(tokio::spawn(reload_keys(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(watch_conversion(st.clone(), shutdown_rx.clone())));
         let mut rx = shutdown_rx.clone();
@@ -266,7 +267,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         if cfg.demo() {
             edulink_diary::demo::seed(&st.db, st.cfg.password_cost, st.now()).await?;
         }
-        let router = edulink_diary::router(st.clone());
+        let router = edulink_web::client_ip::resolve(edulink_diary::router(st.clone()), trusted.clone());
         let mut rx = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let stop = async move {

@@ -33,6 +33,15 @@ pub struct Config {
     pub demo: Option<bool>,
     /// Async worker threads (default: twice the CPUs, see [`Config::worker_threads`]).
     pub workers: Option<usize>,
+    /// Load balancers and reverse proxies whose forwarding header is believed (CIDR blocks or
+    /// addresses; `EDULINK_TRUSTED_PROXIES='["10.0.0.0/8"]'`). Empty by default: the TCP peer is the
+    /// client, and forwarding headers are ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies append the client address to: `x-forwarded-for` (default) or
+    /// `forwarded` (RFC 7239).
+    #[serde(default)]
+    pub forwarded_header: edulink_web::client_ip::ForwardedHeader,
     /// The diary.
     pub diary: DiarySection,
     /// MAX.
@@ -208,6 +217,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./edulink-data"),
             demo: None,
             workers: None,
+            trusted_proxies: Vec::new(),
+            forwarded_header: Default::default(),
             diary: DiarySection {
                 listen: "127.0.0.1:8080".into(),
                 public_url: None,
@@ -264,6 +275,11 @@ impl Config {
         Ok(fig.extract().map_err(Box::new)?)
     }
 
+    /// The trusted proxies, parsed.
+    pub fn trusted(&self) -> Result<edulink_web::client_ip::TrustedProxies, String> {
+        edulink_web::client_ip::TrustedProxies::parse(&self.trusted_proxies, self.forwarded_header)
+    }
+
     /// Whether to seed demo data.
     pub fn demo(&self) -> bool {
         self.demo.unwrap_or(self.mode == Mode::Dev)
@@ -281,6 +297,9 @@ impl Config {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.workers.is_some_and(|w| !(1..=1024).contains(&w)) {
             return bad("workers must be between 1 and 1024");
+        }
+        if let Err(e) = self.trusted() {
+            return bad(&format!("trusted_proxies: {e}"));
         }
         match self.max.sms.gateway.as_str() {
             "dev" if self.mode == Mode::Production => {
@@ -407,7 +426,9 @@ impl Config {
 /// something inside the `diary` or `max` section.
 fn is_config_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    matches!(k.as_str(), "mode" | "data_dir" | "demo" | "workers") || k.starts_with("diary__") || k.starts_with("max__")
+    matches!(k.as_str(), "mode" | "data_dir" | "demo" | "workers" | "trusted_proxies" | "forwarded_header")
+        || k.starts_with("diary__")
+        || k.starts_with("max__")
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -11,6 +11,9 @@ use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use std::sync::Arc;
 
+mod proxy;
+pub use proxy::forwarding_proxy;
+
 /// The storage backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -303,6 +306,18 @@ impl Browser {
         Self { client, hops: Vec::new(), recorder: None }
     }
 
+    /// A fresh browser whose connections come from `ip` (any address of 127.0.0.0/8 works on
+    /// loopback): a distinct client for per-IP limits.
+    pub fn from_address(ip: std::net::IpAddr) -> Self {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .local_address(ip)
+            .build()
+            .expect("client");
+        Self { client, hops: Vec::new(), recorder: None }
+    }
+
     /// A fresh browser that keeps every response it receives, for auditing what was shown.
     pub fn recording() -> (Self, Arc<std::sync::Mutex<Vec<Page>>>) {
         let rec = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -352,6 +367,12 @@ impl Browser {
     /// `POST url` with a form (one request).
     pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Page {
         let resp = self.client.post(self.route(url)).form(form).send().await.expect("POST");
+        self.page(url.to_string(), resp).await
+    }
+
+    /// `POST url` with a form and one extra request header (one request).
+    pub async fn post_with(&self, url: &str, form: &[(&str, &str)], name: &str, value: &str) -> Page {
+        let resp = self.client.post(self.route(url)).header(name, value).form(form).send().await.expect("POST");
         self.page(url.to_string(), resp).await
     }
 

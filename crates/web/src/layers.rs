@@ -49,7 +49,11 @@ pub fn harden(router: Router, brand: Brand, sec: SiteSecurity) -> Router {
                 .get::<axum::extract::MatchedPath>()
                 .map(|m| m.as_str().to_owned())
                 .unwrap_or_else(|| "(unmatched)".to_owned());
-            tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id)
+            let ip = req.extensions().get::<crate::client_ip::ResolvedClientIp>().map(|r| r.0);
+            match ip {
+                Some(ip) => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id, client_ip = %ip),
+                None => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id),
+            }
         }))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestUuid))
 }
@@ -113,17 +117,25 @@ fn security_headers(https: bool, is_static: bool, h: &mut axum::http::HeaderMap)
     }
 }
 
-/// The client's IP address: the TCP peer. (Behind a load balancer, configure the balancer to
-/// terminate and this to be replaced by its trusted header; never trust a header by default.)
+/// The client's IP address: the one [`crate::client_ip::resolve`] found (the TCP peer, or behind a
+/// trusted proxy the address that proxy saw), else the TCP peer.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    /// The client IP of a request's parts.
+    pub fn of(parts: &Parts) -> IpAddr {
+        if let Some(r) = parts.extensions.get::<crate::client_ip::ResolvedClientIp>() {
+            return r.0;
+        }
+        parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip =
-            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        Ok(ClientIp(ip))
+        Ok(ClientIp(ClientIp::of(parts)))
     }
 }

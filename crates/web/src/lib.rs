@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod client_ip;
 pub mod cookies;
 pub mod error;
 pub mod forms;

@@ -4,6 +4,7 @@ mod api;
 mod flows;
 mod hygiene;
 mod oidc;
+mod proxy;
 mod resilience;
 mod rp;
 mod rules;
