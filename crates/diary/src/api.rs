@@ -214,7 +214,7 @@ pub async fn me(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Resp
     let classes = repo::classes_of(&st.db, &user).await?.into_iter().map(|(_, n)| n).collect();
     Ok(Json(Me {
         login: user.login,
-        role: user.role,
+        role: user.role.as_str().into(),
         first_name: user.first_name,
         last_name: user.last_name,
         school,
@@ -261,7 +261,7 @@ pub async fn start_link(
     let started = st.rp.start(c, true, None, Some(&body.code_challenge)).await.map_err(max_unavailable)?;
     let t = repo::Transaction {
         user_id: user.id,
-        purpose: format!("app:{}", app.key),
+        purpose: repo::Purpose::App(app.key.clone()),
         nonce: started.nonce,
         verifier_enc: String::new(),
     };
@@ -294,9 +294,11 @@ pub async fn complete_link(
     if body.iss != st.rp.issuer() {
         return Err(AppError::bad_request("error-callback-iss"));
     }
-    let app_key = t.purpose.strip_prefix("app:").unwrap_or_default();
-    let app =
-        st.cfg.apps.iter().find(|a| a.key == app_key).ok_or_else(|| AppError::bad_request("error-callback-state"))?;
+    let app = match &t.purpose {
+        repo::Purpose::App(key) => st.cfg.apps.iter().find(|a| a.key == *key),
+        _ => None,
+    }
+    .ok_or_else(|| AppError::bad_request("error-callback-state"))?;
     let c = ClientRef { id: &app.client_id, secret: None, redirect_uri: &app.redirect_uri };
     let verified = match st.rp.finish(c, &body.code, &body.code_verifier, &t.nonce).await {
         Ok(v) => v,
@@ -328,7 +330,10 @@ pub async fn unlink(
     if st.now() - signed_in_at > st.cfg.reauth_secs {
         return Err(AppError::forbidden("error-reauth-required"));
     }
-    if !crate::links::remove(&st, &user, &ip.to_string()).await? {
+    let ip = ip.to_string();
+    if crate::links::remove(&st, &user, crate::links::Actor::Owner { ip: &ip }).await?
+        == crate::links::Removed::NotLinked
+    {
         return Err(AppError::new(ErrorKind::NotFound, "error-not-linked"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -1,7 +1,7 @@
 //! The diary's audit trail; also the source of the «Безопасность» history. Pseudonymous ids only.
 
 use edulink_domain::crypto::new_id;
-use edulink_store::{Db, Row, StoreError, sqlx};
+use edulink_store::{Db, StoreError, sqlx};
 
 /// Writes one record (failure is logged, not raised: the action it records already happened).
 /// The audit insert, for either executor.
@@ -56,7 +56,7 @@ pub async fn record(
 }
 
 /// One event of a user's security history.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Event {
     /// Event name (`link`, `unlink`, `login`, …).
     pub event: String,
@@ -66,15 +66,34 @@ pub struct Event {
 
 /// The newest security events of a user.
 pub async fn history(db: &Db, user_id: &str) -> Result<Vec<Event>, StoreError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT event, at FROM audit WHERE user_id = $1 AND event IN ('link', 'unlink', 'link_conflict', 'login') \
          ORDER BY at DESC, id LIMIT 10",
     )
     .bind(user_id)
     .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|r| -> Result<Event, sqlx::Error> { Ok(Event { event: r.try_get(0)?, at: r.try_get(1)? }) })
-        .collect::<Result<_, _>>()
-        .map_err(Into::into)
+    .await?)
+}
+
+/// One audit record, as support reads the trail.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Record {
+    /// When, Unix seconds.
+    pub at: i64,
+    /// Event name.
+    pub event: String,
+    /// The diary user, if any.
+    pub user_id: Option<String>,
+    /// The subject at MAX, if any.
+    pub subject: Option<String>,
+    /// The client address, if any.
+    pub ip: Option<String>,
+}
+
+/// The newest `limit` records of the whole trail, newest first.
+pub async fn newest(db: &Db, limit: i64) -> Result<Vec<Record>, StoreError> {
+    Ok(sqlx::query_as("SELECT at, event, user_id, subject, ip FROM audit ORDER BY at DESC LIMIT $1")
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?)
 }

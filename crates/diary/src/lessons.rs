@@ -4,17 +4,17 @@
 
 use crate::DiaryState;
 use crate::outbox::{self, Job};
-use crate::repo::{self, Lesson, User};
+use crate::repo::{self, Lesson, Role, User};
 use crate::rp::RpError;
-use edulink_domain::provisioning::{self, LessonPush};
-use edulink_store::{Row, StoreError, sqlx};
+use edulink_domain::provisioning;
+use edulink_store::{StoreError, sqlx};
 
 /// Moscow time, where the diary's schools are (UTC+3, no daylight saving).
 const MSK: i64 = 3 * 3600;
 
 /// Whether `user` teaches the lesson's class (and so may change it and see its attendance).
 pub async fn teaches(st: &DiaryState, user: &User, lesson: &Lesson) -> Result<bool, StoreError> {
-    if user.role != "teacher" {
+    if user.role != Role::Teacher {
         return Ok(false);
     }
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM teacher_classes WHERE teacher_id = $1 AND class_id = $2")
@@ -55,13 +55,16 @@ pub struct Edit {
 }
 
 /// Why an edit was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
     /// Not an `https://` link.
+    #[error("the call link is not an https link")]
     CallUrl,
     /// Not a date and time.
+    #[error("not a date and time")]
     When,
-    /// The lesson is cancelled.
+    /// The lesson is cancelled: it takes no more changes.
+    #[error("the lesson is cancelled")]
     Cancelled,
 }
 
@@ -76,8 +79,23 @@ impl EditError {
     }
 }
 
-/// Parses the teacher's form at the edge.
-pub fn parse_edit(distance: bool, call_url: &str, date: &str, hm: &str) -> Result<Edit, EditError> {
+/// Why a teacher's change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum LessonError {
+    /// The change is refused (the teacher is told why).
+    #[error("change refused: {0}")]
+    Refused(#[from] EditError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Parses the teacher's form for `lesson` at the edge. A cancelled lesson takes no edit, whatever
+/// the form says.
+pub fn parse_edit(lesson: &Lesson, distance: bool, call_url: &str, date: &str, hm: &str) -> Result<Edit, EditError> {
+    if lesson.cancelled {
+        return Err(EditError::Cancelled);
+    }
     let call_url = match call_url.trim() {
         "" => None,
         u if provisioning::valid_call_url(u) => Some(u.to_owned()),
@@ -88,17 +106,19 @@ pub fn parse_edit(distance: bool, call_url: &str, date: &str, hm: &str) -> Resul
 }
 
 /// Applies a teacher's change: the lesson's revision grows, and when Сферум has (or should have) the
-/// lesson, a push goes into the outbox in the same transaction, then is tried at once.
-pub async fn apply(st: &DiaryState, lesson: &Lesson, edit: &Edit) -> Result<(), StoreError> {
+/// lesson, a push goes into the outbox in the same transaction, then is tried at once. A cancelled
+/// lesson is refused.
+pub async fn apply(st: &DiaryState, lesson: &Lesson, edit: &Edit) -> Result<(), LessonError> {
     if lesson.cancelled {
-        return Err(StoreError::Conflict("cancelled".into()));
+        return Err(EditError::Cancelled.into());
     }
     let ends_at = edit.starts_at + (lesson.ends_at - lesson.starts_at);
     let push = lesson.distance || edit.distance;
     change(st, lesson, push, |q| {
         q.bind(i64::from(edit.distance)).bind(edit.call_url.clone()).bind(edit.starts_at).bind(ends_at)
     }, "UPDATE lessons SET distance = $2, call_url = $3, starts_at = $4, ends_at = $5, revision = revision + 1 WHERE id = $1")
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Cancels the lesson (pushed to Сферум when it is a distance lesson).
@@ -140,47 +160,12 @@ async fn change(
     Ok(())
 }
 
-/// The call link of a lesson: the teacher's, or the school's room derived from the configured base
-/// URL and a keyed hash of the lesson (unguessable, stable across changes).
-pub fn call_url(st: &DiaryState, lesson: &Lesson) -> String {
-    match &lesson.call_url {
-        Some(u) => u.clone(),
-        None => {
-            let room = st.cfg.secret.derive("diary/call-room").keyed_hash("room", &lesson.id);
-            format!("{}/{}", st.cfg.call_base_url.trim_end_matches('/'), &room[..22])
-        }
-    }
-}
-
-/// What Сферум is told of a lesson: its current state, under its current revision (a lesson that is
-/// no longer a distance lesson is «held in class», not cancelled).
-pub async fn push_of(st: &DiaryState, lesson: &Lesson) -> Result<LessonPush, StoreError> {
-    let (school_id, school_name): (String, String) =
-        sqlx::query_as("SELECT s.id, s.name FROM classes c JOIN schools s ON s.id = c.school_id WHERE c.id = $1")
-            .bind(&lesson.class_id)
-            .fetch_one(st.db.pool())
-            .await?;
-    Ok(LessonPush {
-        school: provisioning::School { id: school_id, name: school_name },
-        class: provisioning::Class { id: lesson.class_id.clone(), name: lesson.class_name.clone() },
-        lesson: sferum_lesson(st, lesson),
-    })
-}
-
-/// A lesson in Сферум's terms.
-pub fn sferum_lesson(st: &DiaryState, l: &Lesson) -> provisioning::Lesson {
-    provisioning::Lesson {
-        id: l.id.clone(),
-        class_id: l.class_id.clone(),
-        subject: l.subject.clone(),
-        teacher: l.teacher.clone(),
-        starts_at: l.starts_at,
-        ends_at: l.ends_at,
-        revision: l.revision,
-        call_url: Some(call_url(st, l)),
-        cancelled: l.cancelled,
-        in_class: !l.cancelled && !l.distance,
-    }
+/// An attendance row with the attendee's name.
+#[derive(sqlx::FromRow)]
+struct AttendeeRow {
+    first_name: String,
+    last_name: String,
+    joined_at: i64,
 }
 
 /// One attendee as the teacher sees them.
@@ -222,7 +207,7 @@ pub async fn attendance(st: &DiaryState, lesson: &Lesson) -> Result<(Vec<Attende
             false
         }
     };
-    let rows = sqlx::query(
+    let rows: Vec<AttendeeRow> = sqlx::query_as(
         "SELECT u.first_name, u.last_name, a.joined_at FROM attendance a JOIN users u ON u.id = a.user_id \
          WHERE a.lesson_id = $1 ORDER BY a.joined_at, u.last_name",
     )
@@ -230,12 +215,9 @@ pub async fn attendance(st: &DiaryState, lesson: &Lesson) -> Result<(Vec<Attende
     .fetch_all(st.db.pool())
     .await?;
     let list = rows
-        .iter()
-        .map(|r| -> Result<Attendee, StoreError> {
-            let (first, last): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            Ok(Attendee { name: format!("{first} {last}"), joined_at: r.try_get(2)? })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .into_iter()
+        .map(|r| Attendee { name: format!("{} {}", r.first_name, r.last_name), joined_at: r.joined_at })
+        .collect();
     Ok((list, fresh))
 }
 
@@ -260,12 +242,37 @@ mod tests {
         assert!(parse_msk("2026-11-25", "25:00").is_none());
     }
 
+    fn lesson(cancelled: bool) -> Lesson {
+        Lesson {
+            id: "lesson-1".into(),
+            class_id: "class-7a".into(),
+            class_name: "7 А".into(),
+            subject: "Алгебра".into(),
+            teacher_id: "teacher-1".into(),
+            teacher: "Ольга Сергеевна".into(),
+            starts_at: 1_795_591_200,
+            ends_at: 1_795_593_900,
+            distance: false,
+            call_url: None,
+            cancelled,
+            revision: 1,
+        }
+    }
+
     #[test]
     fn an_edit_takes_only_web_call_links() {
-        assert_eq!(parse_edit(true, "javascript:alert(1)", "2026-11-25", "10:20"), Err(EditError::CallUrl));
-        assert_eq!(parse_edit(true, "https://", "2026-11-25", "10:20"), Err(EditError::CallUrl));
-        assert_eq!(parse_edit(true, "", "25.11.2026", "10:20"), Err(EditError::When));
-        let e = parse_edit(true, " https://call.example/r/1 ", "2026-11-25", "10:20").unwrap();
+        let l = lesson(false);
+        assert_eq!(parse_edit(&l, true, "javascript:alert(1)", "2026-11-25", "10:20"), Err(EditError::CallUrl));
+        assert_eq!(parse_edit(&l, true, "https://", "2026-11-25", "10:20"), Err(EditError::CallUrl));
+        assert_eq!(parse_edit(&l, true, "", "25.11.2026", "10:20"), Err(EditError::When));
+        let e = parse_edit(&l, true, " https://call.example/r/1 ", "2026-11-25", "10:20").unwrap();
         assert_eq!(e.call_url.as_deref(), Some("https://call.example/r/1"));
+    }
+
+    #[test]
+    fn a_cancelled_lesson_takes_no_edit_before_its_form_is_read() {
+        let l = lesson(true);
+        assert_eq!(parse_edit(&l, true, "javascript:alert(1)", "2026-11-25", "10:20"), Err(EditError::Cancelled));
+        assert_eq!(parse_edit(&l, false, "", "2026-11-25", "10:20"), Err(EditError::Cancelled));
     }
 }

@@ -11,6 +11,7 @@ pub mod pages;
 pub mod passwords;
 pub mod repo;
 pub mod rp;
+pub mod sferum;
 pub mod signin;
 mod views;
 
@@ -169,20 +170,20 @@ pub const BRAND: Brand = Brand { css: "/static/diary.css", title_key: "diary-tit
 /// The diary's whole site.
 pub fn router(state: DiaryState) -> Router {
     let r = Router::new()
-        .route("/", get(pages::home))
-        .route("/login", get(pages::login_page).post(pages::login_submit))
-        .route("/logout", post(pages::logout))
-        .route("/sferum", get(pages::sferum))
-        .route("/sferum/connect", post(pages::connect))
-        .route("/sferum/callback", get(pages::callback))
-        .route("/sferum/linked", get(pages::linked))
-        .route("/sferum/handoff", get(pages::handoff).post(pages::handoff_submit))
-        .route("/sferum/lessons/{id}", get(pages::join_lesson))
-        .route("/lessons/{id}", get(pages::lesson_page).post(pages::lesson_submit))
-        .route("/lessons/{id}/cancel", post(pages::lesson_cancel))
-        .route("/passport", get(pages::passport))
-        .route("/passport/security", get(pages::security))
-        .route("/passport/security/unlink", get(pages::unlink_page).post(pages::unlink_submit))
+        .route("/", get(pages::home::home))
+        .route("/login", get(pages::home::login_page).post(pages::home::login_submit))
+        .route("/logout", post(pages::home::logout))
+        .route("/sferum", get(pages::link::sferum))
+        .route("/sferum/connect", post(pages::link::connect))
+        .route("/sferum/callback", get(pages::link::callback))
+        .route("/sferum/linked", get(pages::link::linked))
+        .route("/sferum/handoff", get(pages::home::handoff).post(pages::home::handoff_submit))
+        .route("/sferum/lessons/{id}", get(pages::lessons::join_lesson))
+        .route("/lessons/{id}", get(pages::lessons::lesson_page).post(pages::lessons::lesson_submit))
+        .route("/lessons/{id}/cancel", post(pages::lessons::lesson_cancel))
+        .route("/passport", get(pages::passport::passport))
+        .route("/passport/security", get(pages::passport::security))
+        .route("/passport/security/unlink", get(pages::passport::unlink_page).post(pages::passport::unlink_submit))
         .route(
             "/readyz",
             get(|axum::extract::State(s): axum::extract::State<DiaryState>| async move {

@@ -95,9 +95,44 @@ pub async fn store(
     }
 }
 
-/// Removes the link of `user`: pending link proofs die with it, and detaching at Сферум and revoking
-/// the tokens at MAX go through the outbox in the same transaction. Returns whether there was a link.
-pub async fn remove(st: &DiaryState, user: &User, ip: &str) -> Result<bool, StoreError> {
+/// Who removes a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor<'a> {
+    /// The account's owner, from a browser or an app at this client address.
+    Owner {
+        /// The client address.
+        ip: &'a str,
+    },
+    /// Support, through `edulink admin unlink` (no request, no address).
+    Admin,
+}
+
+impl<'a> Actor<'a> {
+    /// The audit record's `ip` and `detail`.
+    fn audit(self) -> (Option<&'a str>, Option<&'static str>) {
+        match self {
+            Actor::Owner { ip } => (Some(ip), None),
+            Actor::Admin => (None, Some("admin")),
+        }
+    }
+}
+
+/// What [`remove`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// There was no link.
+    NotLinked,
+    /// The link is gone and MAX was told at once (profile detached, tokens revoked).
+    Told,
+    /// The link is gone; MAX could not be told at once, so the outbox keeps the job for its worker.
+    Queued,
+}
+
+/// Removes the link of `user` for `actor`: pending OIDC transactions of the user (link proofs in
+/// flight) die with it, and detaching at Сферум and revoking the tokens at MAX go through the outbox
+/// in the same transaction, then are tried at once. The one unlink of the web, the apps' API and the
+/// command line.
+pub async fn remove(st: &DiaryState, user: &User, actor: Actor<'_>) -> Result<Removed, StoreError> {
     let now = st.now();
     let mut tx = st.db.begin().await?;
     let removed: Option<(String, Option<String>)> =
@@ -105,15 +140,20 @@ pub async fn remove(st: &DiaryState, user: &User, ip: &str) -> Result<bool, Stor
             .bind(&user.id)
             .fetch_optional(&mut tx)
             .await?;
-    let Some((subject, refresh_enc)) = removed else { return Ok(false) };
+    let Some((subject, refresh_enc)) = removed else { return Ok(Removed::NotLinked) };
     sqlx::query("DELETE FROM oidc_transactions WHERE user_id = $1").bind(&user.id).execute(&mut tx).await?;
     let id = outbox::enqueue(&mut tx, &Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
     tx.commit().await?;
-    audit::record(&st.db, now, "unlink", Some(&user.id), Some(&subject), Some(ip), None).await;
+    let (ip, detail) = actor.audit();
+    audit::record(&st.db, now, "unlink", Some(&user.id), Some(&subject), ip, detail).await;
     metrics::counter!("edulink_unlinks_total").increment(1);
-    if let Err(e) = outbox::deliver(st, &id).await {
-        tracing::warn!(error = %e, "immediate detach failed; left to the outbox");
-    }
+    let told = match outbox::deliver(st, &id).await {
+        Ok(told) => told,
+        Err(e) => {
+            tracing::warn!(error = %e, "immediate detach failed; left to the outbox");
+            false
+        }
+    };
     st.outbox_wake.notify_one();
-    Ok(true)
+    Ok(if told { Removed::Told } else { Removed::Queued })
 }

@@ -7,9 +7,8 @@
 //! an atomic lease, so several diary instances never deliver the same job at the same time.
 
 use crate::rp::RpError;
-use crate::{DiaryState, repo};
+use crate::{DiaryState, repo, sferum};
 use edulink_domain::crypto::random_token;
-use edulink_domain::provisioning::{self, ProvisionProfile, Role};
 use edulink_store::{StoreError, sqlx};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -213,7 +212,7 @@ async fn run(st: &DiaryState, job: &Job) -> Result<(), RpError> {
                 Some(l) if l.subject == *subject => {}
                 _ => return Ok(()),
             }
-            let profile = profile_of(st, user_id).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
+            let profile = sferum::profile_of(st, user_id).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
             st.rp.provision(subject, &profile).await
         }
         Job::Unlink { subject, refresh_enc } => {
@@ -232,26 +231,8 @@ async fn run(st: &DiaryState, job: &Job) -> Result<(), RpError> {
             else {
                 return Ok(());
             };
-            let push = crate::lessons::push_of(st, &lesson).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
+            let push = sferum::push_of(st, &lesson).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
             st.rp.push_lesson(&push).await.map(|_| ())
         }
     }
-}
-
-/// What the diary vouches for: role, names, school, classes and their distance lessons.
-pub async fn profile_of(st: &DiaryState, user_id: &str) -> Result<ProvisionProfile, StoreError> {
-    let user = repo::user(&st.db, user_id).await?.ok_or_else(|| StoreError::Conflict("user".into()))?;
-    let school = repo::school_name(&st.db, &user.school_id).await?;
-    let classes = repo::classes_of(&st.db, &user).await?;
-    let ids: Vec<String> = classes.iter().map(|(id, _)| id.clone()).collect();
-    let now = st.now();
-    let lessons = repo::distance_lessons(&st.db, &ids, now - 86_400, now + 14 * 86_400).await?;
-    Ok(ProvisionProfile {
-        role: if user.role == "teacher" { Role::Teacher } else { Role::Student },
-        first_name: user.first_name,
-        last_name: user.last_name,
-        school: provisioning::School { id: user.school_id, name: school },
-        classes: classes.into_iter().map(|(id, name)| provisioning::Class { id, name }).collect(),
-        lessons: lessons.iter().map(|l| crate::lessons::sferum_lesson(st, l)).collect(),
-    })
 }

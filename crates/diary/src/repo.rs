@@ -1,7 +1,8 @@
 //! The diary's storage: users, sessions, schedule, OIDC transactions and links.
 
 use edulink_domain::crypto::{random_token, sha256_b64};
-use edulink_store::{Db, Row, StoreError, Tx, sqlx};
+pub use edulink_domain::provisioning::Role;
+use edulink_store::{Db, StoreError, Tx, sqlx};
 
 /// A diary account.
 #[derive(Debug, Clone)]
@@ -10,8 +11,8 @@ pub struct User {
     pub id: String,
     /// Login.
     pub login: String,
-    /// `student` or `teacher`.
-    pub role: String,
+    /// Student or teacher.
+    pub role: Role,
     /// First name.
     pub first_name: String,
     /// Last name.
@@ -24,37 +25,62 @@ pub struct User {
 
 const USER_COLS: &str = "id, login, role, first_name, last_name, school_id, class_id";
 
-fn user_from(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: r.try_get("id")?,
-        login: r.try_get("login")?,
-        role: r.try_get("role")?,
-        first_name: r.try_get("first_name")?,
-        last_name: r.try_get("last_name")?,
-        school_id: r.try_get("school_id")?,
-        class_id: r.try_get("class_id")?,
-    })
+/// A `users` row as stored: the role still text.
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    login: String,
+    role: String,
+    first_name: String,
+    last_name: String,
+    school_id: String,
+    class_id: Option<String>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+
+    fn try_from(r: UserRow) -> Result<Self, StoreError> {
+        let role = Role::parse(&r.role)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown role {:?} of user {}", r.role, r.id).into()))?;
+        Ok(User {
+            id: r.id,
+            login: r.login,
+            role,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            school_id: r.school_id,
+            class_id: r.class_id,
+        })
+    }
+}
+
+/// A user with the password hash.
+#[derive(sqlx::FromRow)]
+struct UserHashRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: String,
 }
 
 /// The user with this login and its password hash.
 pub async fn user_by_login(db: &Db, login: &str) -> Result<Option<(User, String)>, StoreError> {
-    let row =
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS}, password_hash FROM users WHERE login = $1")))
+    let row: Option<UserHashRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS}, password_hash FROM users WHERE login = $1")))
             .bind(login)
             .fetch_optional(db.pool())
             .await?;
-    row.map(|r| -> Result<(User, String), sqlx::Error> { Ok((user_from(&r)?, r.try_get("password_hash")?)) })
-        .transpose()
-        .map_err(Into::into)
+    row.map(|r| Ok((r.user.try_into()?, r.password_hash))).transpose()
 }
 
 /// The user with this id.
 pub async fn user(db: &Db, id: &str) -> Result<Option<User>, StoreError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
-    row.as_ref().map(user_from).transpose().map_err(Into::into)
+    let row: Option<UserRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(User::try_from).transpose()
 }
 
 /// A signed-in browser session.
@@ -172,7 +198,7 @@ pub async fn load_session_user(
         return Ok(None);
     }
     let hash = sha256_b64(raw);
-    let row = sqlx::query(
+    let row: Option<SessionUserRow> = sqlx::query_as(
         "SELECT s.family, s.user_id, s.csrf, s.last_seen_at, s.auth_at, s.created_at, s.replaced_at, \
            u.id, u.login, u.role, u.first_name, u.last_name, u.school_id, u.class_id \
          FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1",
@@ -180,13 +206,11 @@ pub async fn load_session_user(
     .bind(&hash)
     .fetch_optional(db.pool())
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let user = user_from(&row)?;
-    let (family, user_id, csrf): (String, String, String) =
-        (row.try_get("family")?, row.try_get("user_id")?, row.try_get("csrf")?);
-    let (last_seen_at, auth_at, created_at): (i64, i64, i64) =
-        (row.try_get("last_seen_at")?, row.try_get("auth_at")?, row.try_get("created_at")?);
-    let replaced_at: Option<i64> = row.try_get("replaced_at")?;
+    let Some(SessionUserRow { family, user_id, csrf, last_seen_at, auth_at, created_at, replaced_at, user }) = row
+    else {
+        return Ok(None);
+    };
+    let user = User::try_from(user)?;
     let replaced_long_ago = replaced_at.is_some_and(|r| now - r > ROTATION_GRACE_SECS);
     if last_seen_at + idle < now || created_at + absolute < now || replaced_long_ago {
         db.execute(sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(&hash)).await?;
@@ -198,6 +222,20 @@ pub async fn load_session_user(
             .await?;
     }
     Ok(Some((Session { id_hash: hash, family, user_id, csrf, last_seen_at, auth_at }, user)))
+}
+
+/// A session joined with its user.
+#[derive(sqlx::FromRow)]
+struct SessionUserRow {
+    family: String,
+    user_id: String,
+    csrf: String,
+    last_seen_at: i64,
+    auth_at: i64,
+    created_at: i64,
+    replaced_at: Option<i64>,
+    #[sqlx(flatten)]
+    user: UserRow,
 }
 
 /// Ends a session and every id of its family (sign-out is server-side).
@@ -239,27 +277,45 @@ pub struct Lesson {
     pub revision: i64,
 }
 
-const LESSON_SELECT: &str = "SELECT l.id, l.class_id, c.name, l.subject, l.teacher_id, u.first_name, u.last_name, \
-       l.starts_at, l.ends_at, l.distance, l.call_url, l.cancelled, l.revision \
+const LESSON_SELECT: &str = "SELECT l.id, l.class_id, c.name AS class_name, l.subject, l.teacher_id, \
+       u.first_name, u.last_name, l.starts_at, l.ends_at, l.distance, l.call_url, l.cancelled, l.revision \
      FROM lessons l JOIN classes c ON c.id = l.class_id JOIN users u ON u.id = l.teacher_id";
 
-fn lesson_from(r: &sqlx::any::AnyRow) -> Result<Lesson, sqlx::Error> {
-    let first: String = r.try_get(5)?;
-    let last: String = r.try_get(6)?;
-    Ok(Lesson {
-        id: r.try_get(0)?,
-        class_id: r.try_get(1)?,
-        class_name: r.try_get(2)?,
-        subject: r.try_get(3)?,
-        teacher_id: r.try_get(4)?,
-        teacher: format!("{first} {last}"),
-        starts_at: r.try_get(7)?,
-        ends_at: r.try_get(8)?,
-        distance: r.try_get::<i64, _>(9)? != 0,
-        call_url: r.try_get(10)?,
-        cancelled: r.try_get::<i64, _>(11)? != 0,
-        revision: r.try_get(12)?,
-    })
+/// A lesson as [`LESSON_SELECT`] reads it: flags as integers, the teacher's name in two parts.
+#[derive(sqlx::FromRow)]
+struct LessonRow {
+    id: String,
+    class_id: String,
+    class_name: String,
+    subject: String,
+    teacher_id: String,
+    first_name: String,
+    last_name: String,
+    starts_at: i64,
+    ends_at: i64,
+    distance: i64,
+    call_url: Option<String>,
+    cancelled: i64,
+    revision: i64,
+}
+
+impl From<LessonRow> for Lesson {
+    fn from(r: LessonRow) -> Self {
+        Lesson {
+            id: r.id,
+            class_id: r.class_id,
+            class_name: r.class_name,
+            subject: r.subject,
+            teacher_id: r.teacher_id,
+            teacher: format!("{} {}", r.first_name, r.last_name),
+            starts_at: r.starts_at,
+            ends_at: r.ends_at,
+            distance: r.distance != 0,
+            call_url: r.call_url,
+            cancelled: r.cancelled != 0,
+            revision: r.revision,
+        }
+    }
 }
 
 /// Lessons of the given classes that end after `from` and start before `to`, in time order.
@@ -284,15 +340,13 @@ async fn lessons_where(
         "{LESSON_SELECT} WHERE l.class_id = $1 AND l.ends_at > $2 AND l.starts_at < $3{only} ORDER BY l.starts_at"
     );
     for class_id in class_ids {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        let rows: Vec<LessonRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
             .bind(class_id)
             .bind(from)
             .bind(to)
             .fetch_all(db.pool())
             .await?;
-        for r in rows {
-            out.push(lesson_from(&r)?);
-        }
+        out.extend(rows.into_iter().map(Lesson::from));
     }
     out.sort_by_key(|l| l.starts_at);
     Ok(out)
@@ -301,13 +355,13 @@ async fn lessons_where(
 /// One lesson.
 pub async fn lesson(db: &Db, id: &str) -> Result<Option<Lesson>, StoreError> {
     let sql = format!("{LESSON_SELECT} WHERE l.id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db.pool()).await?;
-    Ok(row.as_ref().map(lesson_from).transpose()?)
+    let row: Option<LessonRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(db.pool()).await?;
+    Ok(row.map(Lesson::from))
 }
 
 /// The classes of a user: a student's own, or every class a teacher teaches, as `(id, name)`.
 pub async fn classes_of(db: &Db, user: &User) -> Result<Vec<(String, String)>, StoreError> {
-    let rows: Vec<(String, String)> = if user.role == "teacher" {
+    let rows: Vec<(String, String)> = if user.role == Role::Teacher {
         sqlx::query_as(
             "SELECT c.id, c.name FROM classes c JOIN teacher_classes t ON t.class_id = c.id WHERE t.teacher_id = $1 ORDER BY c.name",
         )
@@ -326,7 +380,7 @@ pub async fn school_name(db: &Db, school_id: &str) -> Result<String, StoreError>
 }
 
 /// A link to a MAX account.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Link {
     /// The issuer (MAX).
     pub issuer: String,
@@ -340,23 +394,12 @@ pub struct Link {
     pub id_token: Option<String>,
 }
 
-/// `(issuer, subject, linked_at, refresh_enc, id_token)`.
-type LinkRow = (String, String, i64, Option<String>, Option<String>);
-
 /// The live link of a user.
 pub async fn link(db: &Db, user_id: &str) -> Result<Option<Link>, StoreError> {
-    let row: Option<LinkRow> =
-        sqlx::query_as("SELECT issuer, subject, linked_at, refresh_enc, id_token FROM links WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(db.pool())
-            .await?;
-    Ok(row.map(|(issuer, subject, linked_at, refresh_enc, id_token)| Link {
-        issuer,
-        subject,
-        linked_at,
-        refresh_enc,
-        id_token,
-    }))
+    Ok(sqlx::query_as("SELECT issuer, subject, linked_at, refresh_enc, id_token FROM links WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .await?)
 }
 
 /// Stores the newest ID token of a link (after a sign-in to Сферум).
@@ -365,13 +408,52 @@ pub async fn set_link_id_token(db: &Db, user_id: &str, id_token: &str) -> Result
     Ok(())
 }
 
+/// Why an authorization request was started. Stored as text: `link`, `sso`, `join:<lesson id>`,
+/// `app:<app key>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// Link the account («Перейти к подключению» on the web).
+    Link,
+    /// Sign in to Сферум through MAX (the «Сферум» button of a linked account).
+    SignIn,
+    /// Sign in and land in this lesson's room («Подключиться»).
+    Join(String),
+    /// Link from the diary's app with this key (`dnevnik_mesh`, `moyashkola`).
+    App(String),
+}
+
+impl Purpose {
+    /// The stored form.
+    pub fn to_column(&self) -> String {
+        match self {
+            Purpose::Link => "link".into(),
+            Purpose::SignIn => "sso".into(),
+            Purpose::Join(lesson) => format!("join:{lesson}"),
+            Purpose::App(key) => format!("app:{key}"),
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn from_column(s: &str) -> Option<Self> {
+        match s {
+            "link" => Some(Purpose::Link),
+            "sso" => Some(Purpose::SignIn),
+            _ => match s.split_once(':')? {
+                ("join", lesson) => Some(Purpose::Join(lesson.into())),
+                ("app", key) => Some(Purpose::App(key.into())),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// A started authorization request, as stored until its callback.
 #[derive(Debug, Clone)]
 pub struct Transaction {
     /// The user who started it.
     pub user_id: String,
-    /// `link` or `sso`.
-    pub purpose: String,
+    /// What it is for.
+    pub purpose: Purpose,
     /// The nonce.
     pub nonce: String,
     /// The PKCE verifier, encrypted.
@@ -424,7 +506,7 @@ fn insert_transaction<'q>(
     .bind(sha256_b64(state))
     .bind(family)
     .bind(&t.user_id)
-    .bind(&t.purpose)
+    .bind(t.purpose.to_column())
     .bind(&t.nonce)
     .bind(&t.verifier_enc)
     .bind(now)
@@ -437,7 +519,7 @@ pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> R
     if state.len() > 512 {
         return Ok(None);
     }
-    let row: Option<(String, String, String, String)> = sqlx::query_as(
+    let row: Option<TransactionRow> = sqlx::query_as(
         "DELETE FROM oidc_transactions WHERE state_hash = $1 AND session_family = $2 AND expires_at > $3 \
          RETURNING user_id, purpose, nonce, verifier_enc",
     )
@@ -446,7 +528,26 @@ pub async fn take_transaction(db: &Db, state: &str, family: &str, now: i64) -> R
     .bind(now)
     .fetch_optional(db.writer())
     .await?;
-    Ok(row.map(|(user_id, purpose, nonce, verifier_enc)| Transaction { user_id, purpose, nonce, verifier_enc }))
+    row.map(Transaction::try_from).transpose()
+}
+
+/// An `oidc_transactions` row as stored: the purpose still text.
+#[derive(sqlx::FromRow)]
+struct TransactionRow {
+    user_id: String,
+    purpose: String,
+    nonce: String,
+    verifier_enc: String,
+}
+
+impl TryFrom<TransactionRow> for Transaction {
+    type Error = StoreError;
+
+    fn try_from(r: TransactionRow) -> Result<Self, StoreError> {
+        let purpose = Purpose::from_column(&r.purpose)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown transaction purpose {:?}", r.purpose).into()))?;
+        Ok(Transaction { user_id: r.user_id, purpose, nonce: r.nonce, verifier_enc: r.verifier_enc })
+    }
 }
 
 /// Counts one event in `bucket`'s current hour and says whether it stays within `cap`; the count and
@@ -465,4 +566,25 @@ pub async fn hourly_count(db: &Db, bucket: &str, now: i64) -> Result<i64, StoreE
             .fetch_optional(db.pool())
             .await?;
     Ok(count.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purposes_keep_their_stored_form() {
+        let all = [
+            (Purpose::Link, "link"),
+            (Purpose::SignIn, "sso"),
+            (Purpose::Join("lesson-7a-1".into()), "join:lesson-7a-1"),
+            (Purpose::App("dnevnik_mesh".into()), "app:dnevnik_mesh"),
+        ];
+        for (purpose, stored) in all {
+            assert_eq!(purpose.to_column(), stored);
+            assert_eq!(Purpose::from_column(stored), Some(purpose));
+        }
+        assert_eq!(Purpose::from_column("login"), None);
+        assert_eq!(Purpose::from_column("sso:x"), None);
+    }
 }

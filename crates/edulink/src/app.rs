@@ -164,6 +164,43 @@ pub const MESH_APP_REDIRECT: &str = "ru.mos.dnevnik:/sferum/callback";
 /// Its app-link redirect («Моя школа Дневник»).
 pub const MYSCHOOL_REDIRECT: &str = "ru.myschool.diary:/sferum/callback";
 
+/// The diary's configuration from the file's, served at `diary_url`, with MAX at `max_url` unless
+/// the file names another issuer.
+pub fn diary_config(cfg: &Config, diary_url: String, max_url: &str) -> anyhow::Result<DiaryConfig> {
+    let secret = SecretKey::from_base64(cfg.diary.secret.as_deref().unwrap_or_default())?;
+    let mut dc = DiaryConfig::new(
+        diary_url,
+        secret,
+        cfg.diary.max_issuer.clone().unwrap_or_else(|| max_url.to_owned()),
+        cfg.diary.client_id.clone(),
+        cfg.diary.client_secret.clone().unwrap_or_default(),
+    );
+    dc.link_starts_per_hour = cfg.diary.link_starts_per_hour;
+    if let Some(base) = &cfg.diary.call_base_url {
+        dc.call_base_url = base.clone();
+    }
+    dc.apps = vec![
+        edulink_diary::AppClient {
+            key: "dnevnik_mesh".into(),
+            client_id: MESH_APP_CLIENT.into(),
+            redirect_uri: MESH_APP_REDIRECT.into(),
+        },
+        edulink_diary::AppClient {
+            key: "moyashkola".into(),
+            client_id: MYSCHOOL_CLIENT.into(),
+            redirect_uri: MYSCHOOL_REDIRECT.into(),
+        },
+    ];
+    Ok(dc)
+}
+
+/// The diary's state without a server, for the command line: its database (migrated), and MAX at
+/// the configured address, so calls to MAX (an unlink's detach) are made as a server would make them.
+pub async fn diary_state(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<DiaryState> {
+    let dc = diary_config(cfg, cfg.diary_url(), &cfg.max_url())?;
+    Ok(DiaryState::new(diary_db(cfg).await?, dc, clock))
+}
+
 /// Starts the parties of `role` and returns once they accept connections.
 pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides) -> anyhow::Result<Running> {
     cfg.check()?;
@@ -236,33 +273,10 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
     }
     if role != Role::Max {
         let db = diary_db(&cfg).await?;
-        let secret = SecretKey::from_base64(cfg.diary.secret.as_deref().unwrap_or_default())?;
-        let mut dc = DiaryConfig::new(
-            diary_url.clone(),
-            secret,
-            cfg.diary.max_issuer.clone().unwrap_or_else(|| max_url.clone()),
-            cfg.diary.client_id.clone(),
-            cfg.diary.client_secret.clone().unwrap_or_default(),
-        );
+        let mut dc = diary_config(&cfg, diary_url.clone(), &max_url)?;
         if let Some(cost) = ov.password_cost {
             dc.password_cost = cost;
         }
-        dc.link_starts_per_hour = cfg.diary.link_starts_per_hour;
-        if let Some(base) = &cfg.diary.call_base_url {
-            dc.call_base_url = base.clone();
-        }
-        dc.apps = vec![
-            edulink_diary::AppClient {
-                key: "dnevnik_mesh".into(),
-                client_id: MESH_APP_CLIENT.into(),
-                redirect_uri: MESH_APP_REDIRECT.into(),
-            },
-            edulink_diary::AppClient {
-                key: "moyashkola".into(),
-                client_id: MYSCHOOL_CLIENT.into(),
-                redirect_uri: MYSCHOOL_REDIRECT.into(),
-            },
-        ];
         let st = DiaryState::new(db, dc, clock.clone());
         if cfg.demo() {
             edulink_diary::demo::seed(&st.db, st.cfg.password_cost, st.now()).await?;

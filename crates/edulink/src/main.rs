@@ -4,7 +4,6 @@ use clap::{Parser, Subcommand};
 use edulink::app::{self, Overrides, Role};
 use edulink::config::Config;
 use edulink_domain::{SecretKey, SystemClock};
-use edulink_store::{Row, sqlx};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -291,77 +290,57 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Admin { what } => {
             let cfg = cfg.with_secrets()?;
-            let db = app::diary_db(&cfg).await?;
-            match what {
-                AdminCmd::Link { login } => {
-                    let row: Option<(String, String, i64)> = sqlx::query_as(
-                        "SELECT l.issuer, l.subject, l.linked_at FROM links l JOIN users u ON u.id = l.user_id WHERE u.login = $1",
-                    )
-                    .bind(&login)
-                    .fetch_optional(db.pool())
-                    .await?;
-                    match row {
-                        Some((iss, sub, at)) => {
-                            println!("{login}: linked to {sub} at {iss} since {at} (unix)")
-                        }
-                        None => println!("{login}: not linked"),
-                    }
-                }
-                AdminCmd::Unlink { login } => {
-                    let n = admin_unlink(&db, &login).await?;
-                    println!(
-                        "{login}: {}",
-                        if n { "unlinked (MAX will be told by the outbox)" } else { "was not linked" }
-                    );
-                }
-                AdminCmd::Audit { limit } => {
-                    let rows =
-                        sqlx::query("SELECT at, event, user_id, subject, ip FROM audit ORDER BY at DESC LIMIT $1")
-                            .bind(limit)
-                            .fetch_all(db.pool())
-                            .await?;
-                    for r in rows {
-                        let at: i64 = r.try_get(0)?;
-                        let event: String = r.try_get(1)?;
-                        let user: Option<String> = r.try_get(2)?;
-                        let sub: Option<String> = r.try_get(3)?;
-                        let ip: Option<String> = r.try_get(4)?;
-                        println!(
-                            "{at}\t{event}\t{}\t{}\t{}",
-                            user.unwrap_or_default(),
-                            sub.unwrap_or_default(),
-                            ip.unwrap_or_default()
-                        );
-                    }
-                }
-            }
+            let st = app::diary_state(&cfg, Arc::new(SystemClock)).await?;
+            let result = admin(&st, what).await;
+            st.db.close().await;
+            result?;
         }
     }
     Ok(())
 }
 
-/// Unlinks a login from the command line, queuing the calls to MAX like the web does.
-async fn admin_unlink(db: &edulink_store::Db, login: &str) -> anyhow::Result<bool> {
-    let now = SystemClock.now_secs();
-    let mut tx = db.begin().await?;
-    let removed: Option<(String, String, Option<String>)> = sqlx::query_as(
-        "DELETE FROM links WHERE user_id = (SELECT id FROM users WHERE login = $1) RETURNING user_id, subject, refresh_enc",
-    )
-    .bind(login)
-    .fetch_optional(&mut tx)
-    .await?;
-    let Some((user_id, subject, refresh_enc)) = removed else {
-        return Ok(false);
-    };
-    edulink_diary::outbox::enqueue(
-        &mut tx,
-        &edulink_diary::outbox::Job::Unlink { subject: subject.clone(), refresh_enc },
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    edulink_diary::audit::record(db, now, "unlink", Some(&user_id), Some(&subject), None, Some("admin")).await;
-    Ok(true)
+/// Support's commands, on the diary's state (no server needs to run).
+async fn admin(st: &edulink_diary::DiaryState, what: AdminCmd) -> anyhow::Result<()> {
+    use edulink_diary::links::{self, Actor, Removed};
+    use edulink_diary::{audit, repo};
+    match what {
+        AdminCmd::Link { login } => {
+            let link = match repo::user_by_login(&st.db, &login).await? {
+                Some((user, _)) => repo::link(&st.db, &user.id).await?,
+                None => None,
+            };
+            match link {
+                Some(l) => println!("{login}: linked to {} at {} since {} (unix)", l.subject, l.issuer, l.linked_at),
+                None => println!("{login}: not linked"),
+            }
+        }
+        AdminCmd::Unlink { login } => {
+            // The unlink of the web and the apps: MAX is told at once when it answers.
+            let removed = match repo::user_by_login(&st.db, &login).await? {
+                Some((user, _)) => links::remove(st, &user, Actor::Admin).await?,
+                None => Removed::NotLinked,
+            };
+            let said = match removed {
+                Removed::NotLinked => "was not linked",
+                Removed::Told => "unlinked (MAX was told)",
+                Removed::Queued => "unlinked (MAX could not be told now: a running diary's outbox will tell it)",
+            };
+            println!("{login}: {said}");
+        }
+        AdminCmd::Audit { limit } => {
+            for r in audit::newest(&st.db, limit).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    r.at,
+                    r.event,
+                    r.user_id.unwrap_or_default(),
+                    r.subject.unwrap_or_default(),
+                    r.ip.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 trait NowSecs {

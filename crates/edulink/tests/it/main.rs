@@ -1,5 +1,6 @@
 //! One integration-test binary: both parties on 127.0.0.1:0, driven over HTTP like a browser.
 
+mod admin;
 mod api;
 mod flows;
 mod hygiene;

@@ -428,7 +428,7 @@ both_backends! {
     // A stale revision arriving late does not roll anything back.
     let max = app.running.max.as_ref().unwrap();
     let l = edulink_diary::repo::lesson(&diary.db, &plain).await.unwrap().unwrap();
-    let mut push = edulink_diary::lessons::push_of(diary, &l).await.unwrap();
+    let mut push = edulink_diary::sferum::push_of(diary, &l).await.unwrap();
     push.lesson.revision -= 1;
     push.lesson.starts_at += 86_400;
     push.lesson.ends_at += 86_400;
