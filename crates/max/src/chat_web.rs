@@ -5,7 +5,6 @@
 use crate::hub::{self, Event};
 use crate::login::{check_csrf, current};
 use crate::repo::Session;
-use crate::sferum_port::MaxDirectory;
 use crate::views::{self, ChatPage, LessonClosedPage, MessageView, PeoplePage};
 use crate::{MaxState, repo};
 use axum::extract::{Path, State};
@@ -31,7 +30,7 @@ async fn signed_in(st: &MaxState, headers: &HeaderMap) -> Result<Option<(Session
 /// The chat as `account_id` may reach it: 404 for no such chat, 403 for a non-member (or a former
 /// member: after unlinking nothing of the chat is readable).
 async fn reach(st: &MaxState, chat_id: &str, account_id: &str) -> Result<ChatAccess, AppError> {
-    match edulink_sferum::access(&st.db, &MaxDirectory::new(&st.db), chat_id, account_id).await? {
+    match edulink_sferum::access(&st.db, &st.sferum_directory(), chat_id, account_id).await? {
         Ok(a) => Ok(a),
         Err(Denied::NotFound) => Err(AppError::not_found()),
         Err(Denied::NotMember) => Err(AppError::forbidden("error-not-member")),
@@ -79,8 +78,7 @@ pub async fn chat(
     let access = reach(&st, &chat_id, &me).await?;
     let tr = Tr::new(Lang::from_headers(&headers));
     // One row more than a page tells whether there is an older page, without another query.
-    let mut messages =
-        edulink_sferum::history(&st.db, &MaxDirectory::new(&st.db), &chat_id, q.before, PAGE + 1).await?;
+    let mut messages = edulink_sferum::history(&st.db, &st.sferum_directory(), &chat_id, q.before, PAGE + 1).await?;
     let older = if messages.len() as i64 > PAGE {
         messages.remove(0);
         messages.first().map(|m| m.id)
@@ -93,7 +91,7 @@ pub async fn chat(
     };
     let lesson = edulink_sferum::lesson_of_chat(&st.db, &chat_id, &me).await?;
     let now = st.now();
-    let members = edulink_sferum::members(&st.db, &MaxDirectory::new(&st.db), &chat_id).await?;
+    let members = edulink_sferum::members(&st.db, &st.sferum_directory(), &chat_id).await?;
     Ok(html(&ChatPage {
         csrf: session.csrf,
         can_post: access.role.is_none_or(|r| can_post(access.kind.as_str(), r)),
@@ -175,14 +173,14 @@ impl Live {
         let session_alive = repo::session_alive(&self.st.db, &self.session).await.unwrap_or(false);
         session_alive
             && matches!(
-                edulink_sferum::access(&self.st.db, &MaxDirectory::new(&self.st.db), &self.chat_id, &self.me).await,
+                edulink_sferum::access(&self.st.db, &self.st.sferum_directory(), &self.chat_id, &self.me).await,
                 Ok(Ok(_))
             )
     }
 
     async fn refill(&mut self) {
         if let Ok(new) =
-            edulink_sferum::since(&self.st.db, &MaxDirectory::new(&self.st.db), &self.chat_id, self.after, 100).await
+            edulink_sferum::since(&self.st.db, &self.st.sferum_directory(), &self.chat_id, self.after, 100).await
         {
             for m in new {
                 self.after = m.id;
@@ -340,7 +338,7 @@ pub async fn message_person(
         return Ok(see_other("/login"));
     };
     check_csrf(&session, &form.csrf)?;
-    match edulink_sferum::open_direct(&st.db, &MaxDirectory::new(&st.db), &me, &target, st.now()).await? {
+    match edulink_sferum::open_direct(&st.db, &st.sferum_directory(), &me, &target, st.now()).await? {
         Some(chat_id) => Ok(see_other(&format!("/sferum/chats/{chat_id}"))),
         None => {
             metrics::counter!("edulink_safe_mode_refusals_total").increment(1);

@@ -37,6 +37,13 @@ impl<'a> MaxDirectory<'a> {
     }
 }
 
+impl crate::MaxState {
+    /// MAX's accounts and links, as Сферум asks for them.
+    pub fn sferum_directory(&self) -> MaxDirectory<'_> {
+        MaxDirectory::new(&self.db)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct NameRow {
     id: String,

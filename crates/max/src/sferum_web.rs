@@ -3,7 +3,6 @@
 
 use crate::login::current;
 use crate::oidc::{self, bearer};
-use crate::sferum_port::MaxDirectory;
 use crate::views::SferumPage;
 use crate::{MaxState, audit, repo};
 use axum::Json;
@@ -23,7 +22,7 @@ pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
         return Ok(see_other("/login"));
     };
     let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
-    let overview = edulink_sferum::overview(&st.db, &MaxDirectory::new(&st.db), &account_id, st.now()).await?;
+    let overview = edulink_sferum::overview(&st.db, &st.sferum_directory(), &account_id, st.now()).await?;
     let confirmed_by = match overview.profile.as_ref().and_then(|p| p.confirmed_by.clone()) {
         Some(id) => oidc::cached_client(&st, &id).await?.map(|c| c.name),
         None => None,
@@ -79,7 +78,7 @@ pub async fn attendance(
     let client_id = service_client(&st, &headers).await?;
     let sector = oidc::cached_client(&st, &client_id).await?.map(|c| c.sector).ok_or_else(AppError::not_found)?;
     let key = edulink_sferum::key(&client_id, &lesson_id);
-    let rows = edulink_sferum::attendance(&st.db, &MaxDirectory::new(&st.db), &key, &sector).await?;
+    let rows = edulink_sferum::attendance(&st.db, &st.sferum_directory(), &key, &sector).await?;
     Ok(Json(Attendance {
         attendance: rows.into_iter().map(|(sub, joined_at)| AttendanceEntry { sub, joined_at }).collect(),
     })
@@ -164,7 +163,7 @@ pub async fn detach(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let now = st.now();
-    edulink_sferum::detach(&st.db, &MaxDirectory::new(&st.db), &client_id, &account_id, now).await?;
+    edulink_sferum::detach(&st.db, &st.sferum_directory(), &client_id, &account_id, now).await?;
     let mut revoked = 0;
     for grant_id in &grant_ids {
         revoked += oidc::revoke_grant_tokens(&st.db, grant_id, now).await?;

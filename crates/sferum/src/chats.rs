@@ -6,7 +6,6 @@ use crate::Directory;
 use edulink_domain::crypto::new_id;
 use edulink_domain::provisioning::Role;
 use edulink_store::{Db, StoreError, Tx, sqlx};
-use std::fmt;
 
 /// What a chat is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,32 +30,9 @@ impl ChatKind {
             ChatKind::Direct => "direct",
         }
     }
-
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Self> {
-        [ChatKind::Class, ChatKind::Announcements, ChatKind::Lesson, ChatKind::Direct]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
 }
 
-impl fmt::Display for ChatKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A stored kind Сферум does not know (a newer version wrote it, or the row is damaged).
-#[derive(Debug, thiserror::Error)]
-#[error("unknown stored kind {0:?}")]
-pub struct UnknownKind(pub String);
-
-impl TryFrom<String> for ChatKind {
-    type Error = UnknownKind;
-    fn try_from(s: String) -> Result<Self, UnknownKind> {
-        ChatKind::parse(&s).ok_or(UnknownKind(s))
-    }
-}
+stored_kind!(ChatKind: Class, Announcements, Lesson, Direct);
 
 /// A chat the profile is a member of.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,32 @@
 //! Сферум's tables live in MAX's database, but its queries read and write only them: whatever MAX
 //! knows (names, pairwise subjects) is asked through [`Directory`], which MAX implements.
 
+/// `parse`, `Display` and `TryFrom<String>` (for `#[sqlx(try_from = "String")]`) of an enum stored
+/// by the name its `as_str` gives.
+macro_rules! stored_kind {
+    ($t:ident: $($v:ident),+) => {
+        impl $t {
+            /// Parses the stored form.
+            pub fn parse(s: &str) -> Option<Self> {
+                [$($t::$v),+].into_iter().find(|k| k.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $t {
+            type Error = $crate::UnknownKind;
+            fn try_from(s: String) -> Result<Self, $crate::UnknownKind> {
+                $t::parse(&s).ok_or($crate::UnknownKind(s))
+            }
+        }
+    };
+}
+
 mod chats;
 mod directory;
 mod lessons;
@@ -30,6 +56,11 @@ use edulink_store::{Db, Migration, StoreError};
 /// by foreign key, so an account's Сферум data goes with the account).
 pub const MIGRATIONS: &[Migration] =
     edulink_store::migrations![1001 => "1001_sferum", 1002 => "1002_chats_lessons", 1003 => "1003_lesson_chat"];
+
+/// A stored kind Сферум does not know (a newer version wrote it, or the row is damaged).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown stored kind {0:?}")]
+pub struct UnknownKind(pub String);
 
 /// Everything the «Сферум в MAX» page shows.
 #[derive(Debug, Clone, PartialEq, Eq)]

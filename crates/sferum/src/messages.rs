@@ -2,11 +2,9 @@
 //! members; those without an educational profile are named by MAX, through [`Directory`].
 
 use crate::Directory;
-use crate::chats::UnknownKind;
 use edulink_domain::provisioning::Role;
 use edulink_domain::sferum::MessageText;
 use edulink_store::{Db, StoreError, sqlx};
-use std::fmt;
 
 /// What a message is: a member's text, or Сферум's note about a lesson.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,33 +32,9 @@ impl MessageKind {
             MessageKind::LessonInClass => "lesson_in_class",
         }
     }
-
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            MessageKind::Text,
-            MessageKind::LessonCreated,
-            MessageKind::LessonMoved,
-            MessageKind::LessonCancelled,
-            MessageKind::LessonInClass,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
 }
 
-impl fmt::Display for MessageKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for MessageKind {
-    type Error = UnknownKind;
-    fn try_from(s: String) -> Result<Self, UnknownKind> {
-        MessageKind::parse(&s).ok_or(UnknownKind(s))
-    }
-}
+stored_kind!(MessageKind: Text, LessonCreated, LessonMoved, LessonCancelled, LessonInClass);
 
 /// Who wrote a message, as readers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
