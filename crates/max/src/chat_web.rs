@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use edulink_domain::Phone;
 use edulink_domain::provisioning::Role;
 use edulink_domain::sferum::{JoinWindow, MessageError, MessageText, can_post};
-use edulink_sferum::{Author, ChatAccess, Denied, Message};
+use edulink_sferum::{Author, ChatAccess, Denied, Message, MessageKind};
 use edulink_web::{AppError, Lang, StrictForm, StrictQuery, Tr, html, see_other};
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -30,7 +30,7 @@ async fn signed_in(st: &MaxState, headers: &HeaderMap) -> Result<Option<(Session
 /// The chat as `account_id` may reach it: 404 for no such chat, 403 for a non-member (or a former
 /// member: after unlinking nothing of the chat is readable).
 async fn reach(st: &MaxState, chat_id: &str, account_id: &str) -> Result<ChatAccess, AppError> {
-    match edulink_sferum::access(&st.db, chat_id, account_id).await? {
+    match edulink_sferum::access(&st.db, &st.sferum_directory(), chat_id, account_id).await? {
         Ok(a) => Ok(a),
         Err(Denied::NotFound) => Err(AppError::not_found()),
         Err(Denied::NotMember) => Err(AppError::forbidden("error-not-member")),
@@ -46,12 +46,14 @@ pub fn view(tr: &Tr, m: &Message, me: &str) -> MessageView {
         Author::Former => (tr.t("chat-former-member"), false, false, true),
         Author::System => (tr.t("chat-system"), false, false, false),
     };
-    let system = m.kind != "text";
-    let text = match (m.kind.as_str(), m.at_ref) {
-        ("text", _) => m.body.clone(),
-        (kind, Some(at)) => {
-            tr.t2(&format!("chat-{}", kind.replace('_', "-")), ("subject", &m.body), ("when", &views::when(at)))
-        }
+    let system = m.kind != MessageKind::Text;
+    let text = match (m.kind, m.at_ref) {
+        (MessageKind::Text, _) => m.body.clone(),
+        (kind, Some(at)) => tr.t2(
+            &format!("chat-{}", kind.as_str().replace('_', "-")),
+            ("subject", &m.body),
+            ("when", &views::when(at)),
+        ),
         _ => m.body.clone(),
     };
     MessageView { id: m.id, author, mine, teacher, former, system, text, at: views::when(m.created_at) }
@@ -76,7 +78,7 @@ pub async fn chat(
     let access = reach(&st, &chat_id, &me).await?;
     let tr = Tr::new(Lang::from_headers(&headers));
     // One row more than a page tells whether there is an older page, without another query.
-    let mut messages = edulink_sferum::history(&st.db, &chat_id, q.before, PAGE + 1).await?;
+    let mut messages = edulink_sferum::history(&st.db, &st.sferum_directory(), &chat_id, q.before, PAGE + 1).await?;
     let older = if messages.len() as i64 > PAGE {
         messages.remove(0);
         messages.first().map(|m| m.id)
@@ -89,10 +91,10 @@ pub async fn chat(
     };
     let lesson = edulink_sferum::lesson_of_chat(&st.db, &chat_id, &me).await?;
     let now = st.now();
-    let members = edulink_sferum::members(&st.db, &chat_id).await?;
+    let members = edulink_sferum::members(&st.db, &st.sferum_directory(), &chat_id).await?;
     Ok(html(&ChatPage {
         csrf: session.csrf,
-        can_post: access.role.is_none_or(|r| can_post(&access.kind, r)),
+        can_post: access.role.is_none_or(|r| can_post(access.kind.as_str(), r)),
         live: q.before.is_none(),
         after: messages.last().map(|m| m.id).unwrap_or(0),
         messages: messages.iter().map(|m| view(&tr, m, &me)).collect(),
@@ -127,7 +129,7 @@ pub async fn post(
     };
     check_csrf(&session, &form.csrf)?;
     let access = reach(&st, &chat_id, &me).await?;
-    if !access.role.is_none_or(|r| can_post(&access.kind, r)) {
+    if !access.role.is_none_or(|r| can_post(access.kind.as_str(), r)) {
         return Err(AppError::forbidden("error-announcements-readonly"));
     }
     let now = st.now();
@@ -169,11 +171,17 @@ impl Live {
     /// Still allowed to read: the session is alive and the account is a member.
     async fn allowed(&self) -> bool {
         let session_alive = repo::session_alive(&self.st.db, &self.session).await.unwrap_or(false);
-        session_alive && matches!(edulink_sferum::access(&self.st.db, &self.chat_id, &self.me).await, Ok(Ok(_)))
+        session_alive
+            && matches!(
+                edulink_sferum::access(&self.st.db, &self.st.sferum_directory(), &self.chat_id, &self.me).await,
+                Ok(Ok(_))
+            )
     }
 
     async fn refill(&mut self) {
-        if let Ok(new) = edulink_sferum::since(&self.st.db, &self.chat_id, self.after, 100).await {
+        if let Ok(new) =
+            edulink_sferum::since(&self.st.db, &self.st.sferum_directory(), &self.chat_id, self.after, 100).await
+        {
             for m in new {
                 self.after = m.id;
                 let v = view(&self.tr, &m, &self.me);
@@ -330,7 +338,7 @@ pub async fn message_person(
         return Ok(see_other("/login"));
     };
     check_csrf(&session, &form.csrf)?;
-    match edulink_sferum::open_direct(&st.db, &me, &target, st.now()).await? {
+    match edulink_sferum::open_direct(&st.db, &st.sferum_directory(), &me, &target, st.now()).await? {
         Some(chat_id) => Ok(see_other(&format!("/sferum/chats/{chat_id}"))),
         None => {
             metrics::counter!("edulink_safe_mode_refusals_total").increment(1);

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod login;
 pub mod oidc;
 pub mod repo;
+pub mod sferum_port;
 pub mod sferum_web;
 pub mod views;
 
@@ -279,7 +280,12 @@ mod query_plans {
     #[tokio::test]
     async fn grant_lookups_on_hot_paths_never_scan_the_grants_table() {
         let (db, _dir) = crate::test_db().await;
-        for sql in [crate::oidc::GRANTS_IN_SECTOR_OF_ACCOUNT, crate::sferum_web::GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR] {
+        let attendance = crate::sferum_port::subjects_sql(1);
+        for sql in [
+            crate::oidc::GRANTS_IN_SECTOR_OF_ACCOUNT,
+            crate::sferum_web::GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR,
+            attendance.as_str(),
+        ] {
             let steps = plan(&db, sql, 2).await;
             assert!(!steps.iter().any(|s| s.starts_with("SCAN g")), "{sql}: {steps:?}");
             assert!(steps.iter().any(|s| s.contains("USING") && s.contains("grants_")), "{sql}: {steps:?}");
@@ -299,57 +305,5 @@ mod query_plans {
             let steps = plan(&db, sql, args).await;
             assert!(!steps.iter().any(|s| s.starts_with("SCAN")), "{sql}: {steps:?}");
         }
-    }
-}
-
-#[cfg(test)]
-mod provisioning {
-    use edulink_domain::provisioning::{Class, ProvisionProfile, Role, School};
-    use edulink_store::sqlx;
-
-    fn profile(role: Role, class_name: &str) -> ProvisionProfile {
-        ProvisionProfile {
-            role,
-            first_name: "Вера".into(),
-            last_name: "Кузнецова".into(),
-            school: School { id: "s1".into(), name: "Школа № 1".into() },
-            classes: vec![Class { id: "c7a".into(), name: class_name.into() }],
-            lessons: vec![],
-        }
-    }
-
-    async fn chats(db: &edulink_store::Db) -> Vec<(String, String, String)> {
-        sqlx::query_as(
-            "SELECT c.id, c.title, m.role FROM sferum_chats c JOIN sferum_members m ON m.chat_id = c.id \
-             ORDER BY c.kind, c.id",
-        )
-        .fetch_all(db.pool())
-        .await
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn provisioning_again_keeps_the_chats_and_applies_renames_and_roles() {
-        let (db, _dir) = crate::test_db().await;
-        db.execute(sqlx::query(
-            "INSERT INTO accounts (id, phone_hash, phone_enc, first_name, last_name, created_at) \
-             VALUES ('a1', 'h', 'e', 'Вера', 'Кузнецова', 0)",
-        ))
-        .await
-        .unwrap();
-        let first = edulink_sferum::provision(&db, "diary", "a1", &profile(Role::Student, "7 А"), 10).await.unwrap();
-        let before = chats(&db).await;
-        assert_eq!(before.len(), 2, "announcements and the class: {before:?}");
-        assert!(before.iter().any(|(_, title, role)| title == "7 А" && role == "student"), "{before:?}");
-        // The same call again: the same chats, nothing new.
-        let again = edulink_sferum::provision(&db, "diary", "a1", &profile(Role::Student, "7 А"), 20).await.unwrap();
-        assert_eq!(again.chats, first.chats);
-        assert_eq!(chats(&db).await, before);
-        // The class renamed and the role changed in the diary: the same chats, renamed, new role.
-        let renamed = edulink_sferum::provision(&db, "diary", "a1", &profile(Role::Teacher, "8 А"), 30).await.unwrap();
-        assert_eq!(renamed.chats, first.chats);
-        let after = chats(&db).await;
-        assert!(after.iter().any(|(_, title, _)| title == "8 А") && !after.iter().any(|(_, t, _)| t == "7 А"));
-        assert!(after.iter().all(|(_, _, role)| role == "teacher"), "{after:?}");
     }
 }

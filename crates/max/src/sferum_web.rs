@@ -22,7 +22,7 @@ pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
         return Ok(see_other("/login"));
     };
     let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
-    let overview = edulink_sferum::overview(&st.db, &account_id, st.now()).await?;
+    let overview = edulink_sferum::overview(&st.db, &st.sferum_directory(), &account_id, st.now()).await?;
     let confirmed_by = match overview.profile.as_ref().and_then(|p| p.confirmed_by.clone()) {
         Some(id) => oidc::cached_client(&st, &id).await?.map(|c| c.name),
         None => None,
@@ -77,7 +77,8 @@ pub async fn attendance(
 ) -> Result<Response, AppError> {
     let client_id = service_client(&st, &headers).await?;
     let sector = oidc::cached_client(&st, &client_id).await?.map(|c| c.sector).ok_or_else(AppError::not_found)?;
-    let rows = edulink_sferum::attendance(&st.db, &edulink_sferum::key(&client_id, &lesson_id), &sector).await?;
+    let key = edulink_sferum::key(&client_id, &lesson_id);
+    let rows = edulink_sferum::attendance(&st.db, &st.sferum_directory(), &key, &sector).await?;
     Ok(Json(Attendance {
         attendance: rows.into_iter().map(|(sub, joined_at)| AttendanceEntry { sub, joined_at }).collect(),
     })
@@ -130,14 +131,9 @@ pub async fn provision(
     // One transaction: the profile, its chats and lessons, and (on the first attach) the notification
     // and the audit record commit together.
     let mut tx = st.db.begin().await?;
-    let was_confirmed: Option<Option<String>> =
-        sqlx::query_scalar("SELECT confirmed_by FROM sferum_profiles WHERE account_id = $1")
-            .bind(&account_id)
-            .fetch_optional(&mut tx)
-            .await
-            .map_err(StoreError::from)?;
+    let was_confirmed = edulink_sferum::confirmed_by_in(&mut tx, &account_id).await?;
     let result = edulink_sferum::provision_in(&mut tx, &client_id, &account_id, &p, now).await?;
-    if was_confirmed.flatten().as_deref() != Some(client_id.as_str()) {
+    if was_confirmed.as_deref() != Some(client_id.as_str()) {
         repo::notify_in(&mut tx, &account_id, "link", &name, now).await?;
         audit::record_in(
             &mut tx,
@@ -167,7 +163,7 @@ pub async fn detach(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let now = st.now();
-    edulink_sferum::detach(&st.db, &client_id, &account_id, now).await?;
+    edulink_sferum::detach(&st.db, &st.sferum_directory(), &client_id, &account_id, now).await?;
     let mut revoked = 0;
     for grant_id in &grant_ids {
         revoked += oidc::revoke_grant_tokens(&st.db, grant_id, now).await?;
