@@ -1,6 +1,7 @@
 //! Making and removing a link, shared by the web pages and the apps' API: the database change and
 //! the outbox job in one transaction, then an immediate delivery attempt.
 
+use crate::audit::{Event, Record};
 use crate::outbox::{self, Job};
 use crate::repo::{Session, User};
 use crate::{DiaryState, audit, repo};
@@ -62,7 +63,7 @@ pub async fn store(
             // The link, its audit record and the provisioning job commit together; the job is
             // leased to this request, which delivers it at once.
             let id = outbox::enqueue_claimed(&mut tx, &job, now).await?;
-            audit::record_in(&mut tx, now, "link", Some(&user.id), Some(&v.subject), Some(ip), None).await?;
+            audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::Link).principal(&user.id).subject(&v.subject).ip(ip)).await?;
             let rotated = match rotate {
                 Some(session) => Some(repo::rotate_session_in(&mut tx, session, now, false).await?),
                 None => None,
@@ -84,7 +85,7 @@ pub async fn store(
                 tx.commit().await?;
                 st.outbox_wake.notify_one();
             }
-            audit::record(&st.db, now, "link_conflict", Some(&user.id), Some(&v.subject), Some(ip), Some(&constraint))
+            audit::TRAIL.record(&st.db, now, &Record::new(Event::LinkConflict).principal(&user.id).subject(&v.subject).ip(ip).detail(&constraint))
                 .await;
             metrics::counter!("edulink_link_conflicts_total").increment(1);
             let conflict =
@@ -145,7 +146,7 @@ pub async fn remove(st: &DiaryState, user: &User, actor: Actor<'_>) -> Result<Re
     let id = outbox::enqueue(&mut tx, &Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
     tx.commit().await?;
     let (ip, detail) = actor.audit();
-    audit::record(&st.db, now, "unlink", Some(&user.id), Some(&subject), ip, detail).await;
+    audit::TRAIL.record(&st.db, now, &Record::new(Event::Unlink).principal(&user.id).subject(&subject).ip_opt(ip).detail_opt(detail)).await;
     metrics::counter!("edulink_unlinks_total").increment(1);
     let told = match outbox::deliver(st, &id).await {
         Ok(told) => told,

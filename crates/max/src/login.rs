@@ -1,6 +1,7 @@
 //! Sign-in to MAX by SMS code: «Окно ввода номера телефона» → «Продолжить» → «Окно ввода кода» →
 //! «Перейти в MAX», and registration of a new phone after its code is verified.
 
+use crate::audit::{Event, Record};
 use crate::repo::{self, Session};
 use crate::views::{self, CodePage, HomePage, InboxPage, PhonePage, RegisterPage};
 use crate::{MaxState, audit, limits};
@@ -184,19 +185,19 @@ pub async fn send_code(
         }
         repo::create_challenge(&mut tx, &challenge, &mac, now).await?;
         repo::set_challenge(&mut tx, &session.id_hash, Some(&challenge.id)).await?;
-        audit::record_in(&mut tx, now, "sms_sent", None, None, Some(ip), None).await?;
+        audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::SmsSent).ip(ip)).await?;
         tx.commit().await?;
         Ok(Ok(()))
     })
     .await?;
     if let Err(refusal) = admitted {
         metrics::counter!("edulink_sms_refused_total", "reason" => refusal.reason()).increment(1);
-        audit::record(&st.db, now, "sms_refused", None, None, Some(ip), Some(refusal.reason())).await;
+        audit::TRAIL.record(&st.db, now, &Record::new(Event::SmsRefused).ip(ip).detail(refusal.reason())).await;
         return Ok(Err(refusal));
     }
     if let Err(e) = st.sms.send(phone.e164(), &sms_text(&code, &st.cfg.sms_host)).await {
         tracing::error!(error = %e, phone = phone.masked(), "SMS not delivered to the gateway");
-        audit::record(&st.db, now, "sms_failed", None, None, Some(ip), None).await;
+        audit::TRAIL.record(&st.db, now, &Record::new(Event::SmsFailed).ip(ip)).await;
         return Err(AppError::new(edulink_web::ErrorKind::Unavailable, "error-sms-gateway"));
     }
     metrics::counter!("edulink_sms_sent_total").increment(1);
@@ -268,7 +269,7 @@ pub async fn code_submit(
             limits::record_failure(&mut tx, &challenge.phone_hash, st.now(), &st.cfg.code_policy).await?;
             tx.commit().await?;
             metrics::counter!("edulink_param_pollution_total").increment(1);
-            audit::record(&st.db, st.now(), "param_pollution", None, None, Some(&ip.to_string()), Some("code")).await;
+            audit::TRAIL.record(&st.db, st.now(), &Record::new(Event::ParamPollution).ip(&ip.to_string()).detail("code")).await;
             return Err(e);
         }
     };
@@ -321,7 +322,7 @@ pub async fn verify_code(
     } else {
         match repo::take_attempt(&mut tx, &challenge.id, now, policy.max_attempts).await? {
             None => {
-                audit::record_in(&mut tx, now, "code_dead", None, None, Some(ip), None).await?;
+                audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeDead).ip(ip)).await?;
                 tx.commit().await?;
                 return Ok(Verified::Dead);
             }
@@ -330,17 +331,17 @@ pub async fn verify_code(
     };
     if verified != Some(true) || !repo::use_challenge(&mut tx, &challenge.id, now).await? {
         let failures = limits::record_failure(&mut tx, &challenge.phone_hash, now, policy).await?;
-        let event = if policy.lock_secs(failures).is_some() { "phone_locked" } else { "code_wrong" };
-        audit::record_in(&mut tx, now, event, None, None, Some(ip), None).await?;
+        let event = if policy.lock_secs(failures).is_some() { Event::PhoneLocked } else { Event::CodeWrong };
+        audit::TRAIL.record_in(&mut tx, now, &Record::new(event).ip(ip)).await?;
         tx.commit().await?;
         metrics::counter!("edulink_code_failures_total").increment(1);
         return Ok(Verified::Wrong);
     }
     limits::clear_failures(&mut tx, &challenge.phone_hash).await?;
-    audit::record_in(&mut tx, now, "code_verified", None, None, Some(ip), None).await?;
+    audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeVerified).ip(ip)).await?;
     let verified = match repo::account_by_phone(&mut tx, &challenge.phone_hash).await? {
         Some(account) => {
-            audit::record_in(&mut tx, now, "sign_in", Some(&account.id), None, Some(ip), None).await?;
+            audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::SignIn).principal(&account.id).ip(ip)).await?;
             Verified::SignedIn(account.id)
         }
         None => {
@@ -479,7 +480,7 @@ pub async fn register_account(
     let mut tx = st.db.begin().await?;
     match repo::create_account(&mut tx, phone_hash, phone_enc, first, last, now).await {
         Ok(account) => {
-            audit::record_in(&mut tx, now, "register", Some(&account.id), None, Some(ip), None).await?;
+            audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::Register).principal(&account.id).ip(ip)).await?;
             let (raw, new) = repo::sign_in_in(&mut tx, session, &account.id, now).await?;
             tx.commit().await?;
             Ok((account, raw, new))
@@ -490,7 +491,7 @@ pub async fn register_account(
             let account = repo::account_by_phone(st.db.pool(), phone_hash)
                 .await?
                 .ok_or_else(|| AppError::internal("account vanished"))?;
-            audit::record(&st.db, now, "register", Some(&account.id), None, Some(ip), None).await;
+            audit::TRAIL.record(&st.db, now, &Record::new(Event::Register).principal(&account.id).ip(ip)).await;
             let (raw, new) = repo::sign_in(&st.db, session, &account.id, now).await?;
             Ok((account, raw, new))
         }

@@ -1,6 +1,7 @@
 //! Сферум on the web: the page «Сферум в MAX», and the provisioning API that diaries call
 //! (bearer token from `client_credentials` with scope `sferum.provision`).
 
+use crate::audit::{Event, Record};
 use crate::login::current;
 use crate::oidc::{self, bearer};
 use crate::views::SferumPage;
@@ -135,15 +136,7 @@ pub async fn provision(
     let result = edulink_sferum::provision_in(&mut tx, &client_id, &account_id, &p, now).await?;
     if was_confirmed.as_deref() != Some(client_id.as_str()) {
         repo::notify_in(&mut tx, &account_id, "link", &name, now).await?;
-        audit::record_in(
-            &mut tx,
-            now,
-            "sferum_attached",
-            Some(&account_id),
-            Some(&client_id),
-            Some(&ip.to_string()),
-            None,
-        )
+        audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::SferumAttached).principal(&account_id).subject(&sub).client(&client_id).ip(&ip.to_string()))
         .await?;
     }
     tx.commit().await?;
@@ -173,15 +166,7 @@ pub async fn detach(
     st.hub.publish(crate::hub::Event::Left(account_id.as_str().into()));
     let name = oidc::cached_client(&st, &client_id).await?.map(|c| c.name).unwrap_or_default();
     repo::notify(&st.db, &account_id, "unlink", &name, now).await?;
-    audit::record(
-        &st.db,
-        now,
-        "sferum_detached",
-        Some(&account_id),
-        Some(&client_id),
-        Some(&ip.to_string()),
-        Some(&format!("revoked={revoked}")),
-    )
+    audit::TRAIL.record(&st.db, now, &Record::new(Event::SferumDetached).principal(&account_id).subject(&sub).client(&client_id).ip(&ip.to_string()).detail(&format!("revoked={revoked}")))
     .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -146,6 +146,11 @@ impl<'a> Record<'a> {
         self.detail = Some(v);
         self
     }
+    /// Sets the client IP when there is one.
+    pub const fn ip_opt(mut self, v: Option<&'a str>) -> Self {
+        self.ip = v;
+        self
+    }
     /// Sets the detail when there is one.
     pub const fn detail_opt(mut self, v: Option<&'a str>) -> Self {
         self.detail = v;

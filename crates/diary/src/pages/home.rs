@@ -1,5 +1,6 @@
 //! The main page, signing in and out, and an app's handoff of its signed-in person to the browser.
 
+use crate::audit::{Event, Record};
 use super::{CsrfForm, PRE_COOKIE, SESSION_COOKIE, check_csrf, current, set_cookie, tr};
 use crate::repo::{self, User};
 use crate::views::{self, HandoffPage, HomePage, LoginPage, Nav};
@@ -89,7 +90,7 @@ async fn finish_login(
         repo::delete_session(&st.db, &edulink_domain::crypto::sha256_b64(&old)).await?;
     }
     let (raw, _) = repo::create_session(&st.db, &user.id, now).await?;
-    audit::record(&st.db, now, "login", Some(&user.id), None, Some(ip), None).await;
+    audit::TRAIL.record(&st.db, now, &Record::new(Event::Login).principal(&user.id).ip(ip)).await;
     let resp = set_cookie(see_other("/"), st.cookies.set(SESSION_COOKIE, &raw, None));
     Ok(set_cookie(resp, st.cookies.clear(PRE_COOKIE)))
 }
@@ -162,6 +163,6 @@ pub async fn handoff_submit(
     .map_err(edulink_store::StoreError::from)?;
     let Some(user_id) = user else { return Err(AppError::bad_request("error-handoff")) };
     let (raw, _) = repo::create_session(&st.db, &user_id, now).await?;
-    audit::record(&st.db, now, "login", Some(&user_id), None, Some(&ip.to_string()), Some("handoff")).await;
+    audit::TRAIL.record(&st.db, now, &Record::new(Event::Login).principal(&user_id).ip(&ip.to_string()).detail("handoff")).await;
     Ok(set_cookie(see_other("/sferum"), st.cookies.set(SESSION_COOKIE, &raw, None)))
 }

@@ -1,5 +1,6 @@
 //! A lesson: its page, the teacher's changes and cancellation, and «Подключиться» to its room.
 
+use crate::audit::{Event, Record};
 use super::link::start;
 use super::{check_csrf, tr};
 use crate::lessons::{self, LessonError};
@@ -120,7 +121,7 @@ pub async fn lesson_submit(
         }
         Err(LessonError::Store(e)) => return Err(e.into()),
     }
-    audit::record(&st.db, st.now(), "lesson_changed", Some(&user.id), None, None, Some(&lesson.id)).await;
+    audit::TRAIL.record(&st.db, st.now(), &Record::new(Event::LessonChanged).principal(&user.id).detail(&lesson.id)).await;
     Ok(see_other(&format!("/lessons/{}", lesson.id)))
 }
 
@@ -145,6 +146,6 @@ pub async fn lesson_cancel(
     }
     let lesson = taught_lesson(&st, &user, &id).await?;
     lessons::cancel(&st, &lesson).await?;
-    audit::record(&st.db, st.now(), "lesson_cancelled", Some(&user.id), None, None, Some(&lesson.id)).await;
+    audit::TRAIL.record(&st.db, st.now(), &Record::new(Event::LessonCancelled).principal(&user.id).detail(&lesson.id)).await;
     Ok(see_other(&format!("/lessons/{}", lesson.id)))
 }

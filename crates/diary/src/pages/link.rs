@@ -1,6 +1,7 @@
 //! «Сферум»: the connect page, the authorization request to MAX, its callback (a link or a
 //! sign-in), and the success page.
 
+use crate::audit::{Event, Record};
 use super::{CsrfForm, SESSION_COOKIE, check_csrf, current, max_unavailable, set_cookie, tr};
 use crate::repo::{self, Purpose, Session, User};
 use crate::rp::RpError;
@@ -118,14 +119,14 @@ async fn callback_inner(
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-state"));
     };
     let Some(t) = repo::take_transaction(&st.db, state, &session.family, now).await? else {
-        audit::record(&st.db, now, "callback_bad_state", Some(&user.id), None, Some(ip), None).await;
+        audit::TRAIL.record(&st.db, now, &Record::new(Event::CallbackBadState).principal(&user.id).ip(ip)).await;
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-state"));
     };
     if t.user_id != user.id {
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-state"));
     }
     if p.iss.as_deref() != Some(st.rp.issuer()) {
-        audit::record(&st.db, now, "callback_bad_iss", Some(&user.id), None, Some(ip), None).await;
+        audit::TRAIL.record(&st.db, now, &Record::new(Event::CallbackBadIss).principal(&user.id).ip(ip)).await;
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-iss"));
     }
     if let Some(err) = p.error.as_deref() {
@@ -149,7 +150,7 @@ async fn callback_inner(
         Err(RpError::Unavailable(e)) => return Err(max_unavailable(RpError::Unavailable(e))),
         Err(e) => {
             tracing::warn!(error = %e, "authorization response refused");
-            audit::record(&st.db, now, "callback_invalid", Some(&user.id), None, Some(ip), None).await;
+            audit::TRAIL.record(&st.db, now, &Record::new(Event::CallbackInvalid).principal(&user.id).ip(ip)).await;
             return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-failed"));
         }
     };
