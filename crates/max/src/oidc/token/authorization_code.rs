@@ -130,7 +130,7 @@ mod tests {
         let code = f.code("openid profile offline_access").await;
         let out = exchange(&f.st, &f.client, &f.exchange(&code, VERIFIER), "ip").await.unwrap();
         assert_eq!(out.token_type, "Bearer");
-        assert_eq!(out.scope, "offline_access openid profile");
+        assert_eq!(out.scope, "openid profile offline_access");
         assert!(out.refresh_token.is_some());
         let claims = f.st.keys.verify_own(out.id_token.as_deref().unwrap()).unwrap();
         assert_eq!(claims["aud"], f.client.client_id.as_str());
