@@ -308,20 +308,7 @@ async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Op
 
 /// Stores a validated request until the person confirms it.
 pub async fn store_request(tx: &mut edulink_store::Tx, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
-    let row = grants::NewRequest {
-        id: &r.id,
-        client_id: &r.client_id,
-        redirect_uri: &r.redirect_uri,
-        scope: &r.scope,
-        state: r.state.as_deref(),
-        nonce: r.nonce.as_deref(),
-        code_challenge: &r.code_challenge,
-        hint_account_id: r.hint_account_id.as_deref(),
-        consent: r.consent,
-        created_at: now,
-        expires_at: now + REQUEST_TTL,
-    };
-    grants::insert_request(tx, &row).await
+    grants::insert_request(tx, r, now, now + REQUEST_TTL).await
 }
 
 /// Loads a live stored request.

@@ -140,6 +140,14 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
     }))
 }
 
+/// The pending request of a form posted on the confirmation page, after its CSRF check.
+async fn pending_form(st: &MaxState, headers: &HeaderMap, form: &CsrfForm) -> Result<(Session, AuthRequest), AppError> {
+    let (session, req) =
+        pending(st, headers).await?.ok_or_else(|| AppError::bad_request("error-oauth-request-expired"))?;
+    check_csrf(&session, &form.csrf)?;
+    Ok((session, req))
+}
+
 /// `POST /authorize/confirm`: the person confirms the account; the code goes back to the client.
 pub async fn confirm(
     State(st): State<MaxState>,
@@ -147,10 +155,7 @@ pub async fn confirm(
     headers: HeaderMap,
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
-    let Some((session, req)) = pending(&st, &headers).await? else {
-        return Err(AppError::bad_request("error-oauth-request-expired"));
-    };
-    check_csrf(&session, &form.csrf)?;
+    let (session, req) = pending_form(&st, &headers, &form).await?;
     let Some(account_id) = session.account_id.clone() else {
         return Ok(see_other("/login"));
     };
@@ -169,10 +174,7 @@ pub async fn deny(
     headers: HeaderMap,
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
-    let Some((session, req)) = pending(&st, &headers).await? else {
-        return Err(AppError::bad_request("error-oauth-request-expired"));
-    };
-    check_csrf(&session, &form.csrf)?;
+    let (session, req) = pending_form(&st, &headers, &form).await?;
     let mut tx = st.db.begin().await?;
     repo::set_pending_request(&mut tx, &session.id_hash, None).await?;
     grants::delete_request(&mut tx, &req.id).await?;
@@ -187,10 +189,7 @@ pub async fn switch_account(
     headers: HeaderMap,
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
-    let Some((session, req)) = pending(&st, &headers).await? else {
-        return Err(AppError::bad_request("error-oauth-request-expired"));
-    };
-    check_csrf(&session, &form.csrf)?;
+    let (session, req) = pending_form(&st, &headers, &form).await?;
     repo::delete_session(&st.db, &session.id_hash).await?;
     let (raw, _) = repo::create_session(&st.db, st.now(), Some(&req.id)).await?;
     let mut resp = see_other("/login");

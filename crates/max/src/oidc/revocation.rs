@@ -4,13 +4,12 @@
 //! authorization grant"). `token_type_hint` is parsed but may be ignored (§2.1): the token is found
 //! by its hash whatever its kind.
 
-use super::clients::authenticate;
 use super::error::OAuthError;
-use super::token::TokenParams;
+use super::token::ClientRequest;
 use crate::repo::tokens::{self, TokenKind, TokensOf};
 use crate::{MaxState, audit};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use edulink_domain::crypto::sha256_b64;
 use edulink_store::{Db, StoreError};
@@ -67,11 +66,8 @@ pub async fn revoke_grant_tokens(db: &Db, grant_id: &str, now: i64) -> Result<u6
 pub async fn revoke(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    body: String,
+    ClientRequest { client, params: p }: ClientRequest,
 ) -> Result<Response, OAuthError> {
-    let p = TokenParams::parse(&body)?;
-    let client = authenticate(&st, &headers, &p).await?;
     let token = p.token.as_deref().ok_or(OAuthError::InvalidRequest("token is required"))?;
     let hint = p.token_type_hint.as_deref().map(TokenTypeHint::parse);
     let now = st.now();

@@ -1,6 +1,7 @@
 //! The provider's consent state: authorization requests waiting for sign-in (`auth_requests`),
 //! grants (`grants`, one per client and account) and authorization codes (`auth_codes`).
 
+use crate::oidc::AuthRequest;
 use edulink_store::{Db, StoreError, sqlx};
 
 /// A stored authorization request as read back (see `oidc::AuthRequest`).
@@ -26,50 +27,28 @@ pub struct AuthRequestRow {
     pub prompt_none: i64,
 }
 
-/// An authorization request to store.
-#[derive(Debug, Clone, Copy)]
-pub struct NewRequest<'a> {
-    /// Id.
-    pub id: &'a str,
-    /// The client.
-    pub client_id: &'a str,
-    /// The validated redirect URI.
-    pub redirect_uri: &'a str,
-    /// Granted scopes, space-separated.
-    pub scope: &'a str,
-    /// The client's state.
-    pub state: Option<&'a str>,
-    /// The client's nonce.
-    pub nonce: Option<&'a str>,
-    /// PKCE S256 challenge.
-    pub code_challenge: &'a str,
-    /// The account the client expects.
-    pub hint_account_id: Option<&'a str>,
-    /// `prompt=consent`.
-    pub consent: bool,
-    /// Creation time.
-    pub created_at: i64,
-    /// Expiry.
-    pub expires_at: i64,
-}
-
 /// Stores an authorization request until the person confirms it.
-pub async fn insert_request(tx: &mut edulink_store::Tx, r: &NewRequest<'_>) -> Result<(), StoreError> {
+pub async fn insert_request(
+    tx: &mut edulink_store::Tx,
+    r: &AuthRequest,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO auth_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, \
            prompt_none, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(r.id)
-    .bind(r.client_id)
-    .bind(r.redirect_uri)
-    .bind(r.scope)
-    .bind(r.state)
-    .bind(r.nonce)
-    .bind(r.code_challenge)
-    .bind(r.hint_account_id)
+    .bind(&r.id)
+    .bind(&r.client_id)
+    .bind(&r.redirect_uri)
+    .bind(&r.scope)
+    .bind(&r.state)
+    .bind(&r.nonce)
+    .bind(&r.code_challenge)
+    .bind(&r.hint_account_id)
     .bind(i64::from(r.consent))
-    .bind(r.created_at)
-    .bind(r.expires_at)
+    .bind(now)
+    .bind(expires_at)
     .execute(tx)
     .await?;
     Ok(())

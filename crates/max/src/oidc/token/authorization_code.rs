@@ -84,7 +84,8 @@ pub async fn exchange(st: &MaxState, client: &Client, x: &CodeExchange, ip: &str
     let issued = store_tokens(st, &mut tx, &issue).await?;
     tx.commit().await?;
     let id_token = id_token(st, client, &code, &subject, &scopes).await?;
-    metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "authorization_code").increment(1);
+    let grant = super::GrantType::AuthorizationCode.as_str();
+    metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => grant).increment(1);
     Ok(issued.response(st, code.scope, Some(id_token)))
 }
 

@@ -1,7 +1,7 @@
 //! The client credentials grant (RFC 6749 §4.4): confidential clients only (§2.1, §4.4.2), for the
 //! `sferum.provision` scope only (the diary's provisioning calls). No refresh token (§4.4.3).
 
-use super::{Issue, TokenResponse, store_tokens};
+use super::{GrantType, Issue, TokenResponse, issue_tokens};
 use crate::MaxState;
 use crate::oidc::clients::Client;
 use crate::oidc::error::OAuthError;
@@ -25,7 +25,6 @@ pub fn granted_scope(client: &Client, requested: Option<&str>) -> Result<String,
 /// Issues an access token to the client itself.
 pub async fn issue(st: &MaxState, client: &Client, requested: Option<&str>) -> Result<TokenResponse, OAuthError> {
     let scope = granted_scope(client, requested)?;
-    let mut tx = st.db.begin().await?;
     let issue = Issue {
         client_id: &client.client_id,
         grant_id: None,
@@ -34,9 +33,7 @@ pub async fn issue(st: &MaxState, client: &Client, requested: Option<&str>) -> R
         scope: &scope,
         with_refresh: false,
     };
-    let issued = store_tokens(st, &mut tx, &issue).await?;
-    tx.commit().await?;
-    metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "client_credentials").increment(1);
+    let issued = issue_tokens(st, &issue, GrantType::ClientCredentials).await?;
     Ok(issued.response(st, scope, None))
 }
 

@@ -11,12 +11,11 @@ pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 
-use super::clients::authenticate;
+use super::clients::{Client, authenticate};
 use super::error::{OAuthError, no_store_json};
 use crate::repo::tokens::{self, NewToken, TokenKind, TokensOf};
 use crate::{MaxState, audit};
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{FromRequest, Request, State};
 use axum::response::{IntoResponse, Response};
 use edulink_domain::crypto::{random_token, sha256_b64};
 use edulink_store::StoreError;
@@ -58,6 +57,15 @@ pub enum GrantType {
 }
 
 impl GrantType {
+    /// The `grant_type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+
     /// Parses `grant_type`; `None` for anything unsupported.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -69,33 +77,46 @@ impl GrantType {
     }
 }
 
+/// A back-channel request of an authenticated client (token and revocation endpoints): its form
+/// parameters, each at most once (RFC 6749 §3.2), and the client (RFC 6749 §2.3.1, §3.2.1).
+pub struct ClientRequest {
+    pub(crate) client: Client,
+    pub(crate) params: TokenParams,
+}
+
+impl FromRequest<MaxState> for ClientRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, st: &MaxState) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let body = String::from_request(req, st).await.map_err(IntoResponse::into_response)?;
+        let params = TokenParams::parse(&body).map_err(IntoResponse::into_response)?;
+        let client = authenticate(st, &headers, &params).await.map_err(IntoResponse::into_response)?;
+        Ok(ClientRequest { client, params })
+    }
+}
+
 /// `POST /oauth/token`.
 pub async fn token(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    body: String,
-) -> Result<Response, OAuthError> {
-    let p = TokenParams::parse(&body)?;
-    let client = authenticate(&st, &headers, &p).await?;
+    ClientRequest { client, params: p }: ClientRequest,
+) -> Result<TokenResponse, OAuthError> {
     let ip = ip.to_string();
-    let issued = match p.grant_type.as_deref().and_then(GrantType::parse) {
+    match p.grant_type.as_deref().and_then(GrantType::parse) {
         Some(GrantType::AuthorizationCode) => {
             let exchange = authorization_code::CodeExchange::from_params(&p)?;
-            authorization_code::exchange(&st, &client, &exchange, &ip).await?
+            authorization_code::exchange(&st, &client, &exchange, &ip).await
         }
         Some(GrantType::RefreshToken) => {
             let token = p.refresh_token.as_deref().ok_or(OAuthError::InvalidRequest("refresh_token is required"))?;
-            refresh_token::refresh(&st, &client, token, &ip).await?
+            refresh_token::refresh(&st, &client, token, &ip).await
         }
-        Some(GrantType::ClientCredentials) => client_credentials::issue(&st, &client, p.scope.as_deref()).await?,
+        Some(GrantType::ClientCredentials) => client_credentials::issue(&st, &client, p.scope.as_deref()).await,
         None => {
-            return Err(OAuthError::UnsupportedGrantType(
-                "supported: authorization_code, refresh_token, client_credentials",
-            ));
+            Err(OAuthError::UnsupportedGrantType("supported: authorization_code, refresh_token, client_credentials"))
         }
-    };
-    Ok(issued.into_response())
+    }
 }
 
 /// A successful token response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
@@ -184,6 +205,15 @@ pub(crate) async fn store_tokens(
         tokens::insert_token(tx, &row).await?;
     }
     Ok(Issued { access, refresh })
+}
+
+/// Issues tokens in a transaction of their own and counts them under `grant`.
+pub(crate) async fn issue_tokens(st: &MaxState, issue: &Issue<'_>, grant: GrantType) -> Result<Issued, StoreError> {
+    let mut tx = st.db.begin().await?;
+    let issued = store_tokens(st, &mut tx, issue).await?;
+    tx.commit().await?;
+    metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => grant.as_str()).increment(1);
+    Ok(issued)
 }
 
 /// A sign that a token family has leaked.

@@ -3,7 +3,7 @@
 //! family (RFC 9700 §4.14.2, RFC 6749 §10.4). The token must belong to the calling client and its
 //! grant must still exist; the scope stays the grant's (a narrower `scope` is not supported).
 
-use super::{Compromise, Issue, TokenResponse, revoke_compromised_family, store_tokens};
+use super::{Compromise, GrantType, Issue, TokenResponse, issue_tokens, revoke_compromised_family};
 use crate::MaxState;
 use crate::oidc::clients::Client;
 use crate::oidc::error::OAuthError;
@@ -30,7 +30,6 @@ pub async fn refresh(st: &MaxState, client: &Client, token: &str, ip: &str) -> R
     if grants::grant_subject(st.db.pool(), &grant_id).await?.is_none() {
         return Err(OAuthError::InvalidGrant("the grant was revoked"));
     }
-    let mut tx = st.db.begin().await?;
     let issue = Issue {
         client_id: &client.client_id,
         grant_id: Some(&grant_id),
@@ -39,9 +38,7 @@ pub async fn refresh(st: &MaxState, client: &Client, token: &str, ip: &str) -> R
         scope: &scope,
         with_refresh: true,
     };
-    let issued = store_tokens(st, &mut tx, &issue).await?;
-    tx.commit().await?;
-    metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => "refresh_token").increment(1);
+    let issued = issue_tokens(st, &issue, GrantType::RefreshToken).await?;
     Ok(issued.response(st, scope, None))
 }
 
