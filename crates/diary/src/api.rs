@@ -8,8 +8,8 @@
 //! `state` and its verifier to the diary; the diary redeems the code, validates the ID token fully,
 //! and stores the link exactly as the web callback does.
 
-use crate::audit::{Event, Record};
 use crate::DiaryState;
+use crate::audit::{Event, Record};
 use crate::repo::{self, User};
 use crate::rp::{ClientRef, RpError};
 use axum::extract::State;
@@ -193,7 +193,9 @@ pub async fn sign_in(
                 .bind(now + st.cfg.api_token_ttl),
         )
         .await?;
-    audit::TRAIL.record(&st.db, now, &Record::new(Event::Login).principal(&user.id).ip(&ip.to_string()).detail("app")).await;
+    crate::audit::TRAIL
+        .record(&st.db, now, &Record::new(Event::Login).principal(&user.id).ip(&ip.to_string()).detail("app"))
+        .await;
     Ok((StatusCode::CREATED, Json(Token { token, expires_in: st.cfg.api_token_ttl })).into_response())
 }
 

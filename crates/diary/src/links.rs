@@ -63,7 +63,9 @@ pub async fn store(
             // The link, its audit record and the provisioning job commit together; the job is
             // leased to this request, which delivers it at once.
             let id = outbox::enqueue_claimed(&mut tx, &job, now).await?;
-            audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::Link).principal(&user.id).subject(&v.subject).ip(ip)).await?;
+            audit::TRAIL
+                .record_in(&mut tx, now, &Record::new(Event::Link).principal(&user.id).subject(&v.subject).ip(ip))
+                .await?;
             let rotated = match rotate {
                 Some(session) => Some(repo::rotate_session_in(&mut tx, session, now, false).await?),
                 None => None,
@@ -85,7 +87,16 @@ pub async fn store(
                 tx.commit().await?;
                 st.outbox_wake.notify_one();
             }
-            audit::TRAIL.record(&st.db, now, &Record::new(Event::LinkConflict).principal(&user.id).subject(&v.subject).ip(ip).detail(&constraint))
+            audit::TRAIL
+                .record(
+                    &st.db,
+                    now,
+                    &Record::new(Event::LinkConflict)
+                        .principal(&user.id)
+                        .subject(&v.subject)
+                        .ip(ip)
+                        .detail(&constraint),
+                )
                 .await;
             metrics::counter!("edulink_link_conflicts_total").increment(1);
             let conflict =
@@ -146,7 +157,13 @@ pub async fn remove(st: &DiaryState, user: &User, actor: Actor<'_>) -> Result<Re
     let id = outbox::enqueue(&mut tx, &Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
     tx.commit().await?;
     let (ip, detail) = actor.audit();
-    audit::TRAIL.record(&st.db, now, &Record::new(Event::Unlink).principal(&user.id).subject(&subject).ip_opt(ip).detail_opt(detail)).await;
+    audit::TRAIL
+        .record(
+            &st.db,
+            now,
+            &Record::new(Event::Unlink).principal(&user.id).subject(&subject).ip_opt(ip).detail_opt(detail),
+        )
+        .await;
     metrics::counter!("edulink_unlinks_total").increment(1);
     let told = match outbox::deliver(st, &id).await {
         Ok(told) => told,

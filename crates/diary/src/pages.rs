@@ -8,9 +8,7 @@ use crate::repo::{self, Session, User};
 use crate::rp::RpError;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
-use edulink_domain::crypto::ct_eq;
 use edulink_web::{AppError, Lang, Tr};
-use serde::Deserialize;
 
 /// The session cookie's base name.
 pub const SESSION_COOKIE: &str = "diary_sid";
@@ -26,15 +24,6 @@ async fn current(st: &DiaryState, headers: &HeaderMap) -> Result<Option<(Session
         return Ok(None);
     };
     Ok(repo::load_session_user(&st.db, &raw, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await?)
-}
-
-fn check_csrf(session: &Session, presented: &str) -> Result<(), AppError> {
-    if ct_eq(session.csrf.as_bytes(), presented.as_bytes()) {
-        Ok(())
-    } else {
-        metrics::counter!("edulink_csrf_refused_total").increment(1);
-        Err(AppError::forbidden("error-csrf"))
-    }
 }
 
 fn set_cookie(mut resp: Response, value: HeaderValue) -> Response {
@@ -56,12 +45,6 @@ pub mod home;
 pub mod lessons;
 pub mod link;
 pub mod passport;
-
-/// A form with only the CSRF token.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
 
 fn max_unavailable(e: RpError) -> AppError {
     tracing::error!(error = %e, "MAX unavailable");

@@ -240,7 +240,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             let cfg = cfg.with_secrets()?;
             let db = app::max_db(&cfg).await?;
             let secret = SecretKey::from_base64(cfg.max.secret.as_deref().unwrap_or_default())?;
-            let cipher = edulink_domain::Cipher::new(&secret.derive("max/signing-keys"));
+            let cipher = edulink_domain::Cipher::new(&secret.derive(edulink_max::SIGNING_KEYS_LABEL));
             let kids = edulink_max::keys::rotate(&db, &cipher, SystemClock.now_secs()).await?;
             println!("new signing keys: {}", kids.join(", "));
             println!("running instances pick them up within a minute");

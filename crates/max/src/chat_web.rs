@@ -3,7 +3,7 @@
 //! «Подключиться» to a distance lesson.
 
 use crate::hub::{self, Event};
-use crate::login::{check_csrf, current};
+use crate::login::current;
 use crate::repo::Session;
 use crate::views::{self, ChatPage, LessonClosedPage, MessageView, PeoplePage};
 use crate::{MaxState, repo};
@@ -15,6 +15,7 @@ use edulink_domain::Phone;
 use edulink_domain::provisioning::Role;
 use edulink_domain::sferum::{JoinWindow, MessageError, MessageText, can_post};
 use edulink_sferum::{Author, ChatAccess, Denied, Message, MessageKind};
+use edulink_web::forms::{CsrfForm, check_csrf};
 use edulink_web::{AppError, Lang, StrictForm, StrictQuery, Tr, html, see_other};
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -127,7 +128,7 @@ pub async fn post(
     let Some((session, me)) = signed_in(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     let access = reach(&st, &chat_id, &me).await?;
     if !access.role.is_none_or(|r| can_post(access.kind.as_str(), r)) {
         return Err(AppError::forbidden("error-announcements-readonly"));
@@ -300,7 +301,7 @@ pub async fn search(
     let Some((session, me)) = signed_in(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     let query = form.q.chars().take(100).collect::<String>().trim().to_owned();
     if !query.is_empty() {
         let bucket = format!("search:{me}");
@@ -332,12 +333,12 @@ pub async fn message_person(
     State(st): State<MaxState>,
     headers: HeaderMap,
     Path(target): Path<String>,
-    StrictForm(form): StrictForm<crate::login::CsrfForm>,
+    StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     let Some((session, me)) = signed_in(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     match edulink_sferum::open_direct(&st.db, &st.sferum_directory(), &me, &target, st.now()).await? {
         Some(chat_id) => Ok(see_other(&format!("/sferum/chats/{chat_id}"))),
         None => {

@@ -3,6 +3,7 @@
 //! DESIGN.md §6). `edulink keys rotate` retires the current keys; the previous ones stay published.
 
 use crate::StartError;
+use crate::repo::signing_keys::{self, SigningKeyRow};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
@@ -14,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use edulink_domain::Cipher;
 use edulink_domain::crypto::random_token;
-use edulink_store::{Db, Row, StoreError, sqlx};
+use edulink_store::Db;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -114,15 +115,7 @@ fn parse_signer(alg: &str, der: &[u8]) -> Result<Signer, String> {
 /// earlier rotation are deleted, so exactly one previous generation stays published.
 pub async fn rotate(db: &Db, cipher: &Cipher, now: i64) -> Result<Vec<String>, StartError> {
     let mut tx = db.begin().await?;
-    sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL")
-        .execute(&mut tx)
-        .await
-        .map_err(StoreError::from)?;
-    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-        .bind(now)
-        .execute(&mut tx)
-        .await
-        .map_err(StoreError::from)?;
+    signing_keys::retire_active(&mut tx, now).await?;
     let mut kids = Vec::new();
     for alg in ALGS {
         kids.push(insert_new(&mut tx, cipher, alg, now).await?);
@@ -137,19 +130,16 @@ async fn insert_new(tx: &mut edulink_store::Tx, cipher: &Cipher, alg: &str, now:
     jwk["kid"] = kid.clone().into();
     jwk["alg"] = (*alg).into();
     jwk["use"] = "sig".into();
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, alg, private_enc, public_raw, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&kid)
-    .bind(alg)
-    .bind(cipher.seal("signing_keys.private", &der))
-    .bind(B64.encode(&public_raw))
-    .bind(jwk.to_string())
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::from)?;
-    Ok(kid)
+    let row = SigningKeyRow {
+        kid,
+        alg: alg.to_string(),
+        private_enc: cipher.seal("signing_keys.private", &der),
+        public_raw: B64.encode(&public_raw),
+        public_jwk: jwk.to_string(),
+        retired_at: None,
+    };
+    signing_keys::insert_key(tx, &row, now).await?;
+    Ok(row.kid)
 }
 
 impl KeyRing {
@@ -165,10 +155,7 @@ impl KeyRing {
 
     /// Re-reads keys from the database (after a rotation by another process).
     pub async fn reload(&self, db: &Db, cipher: &Cipher, now: i64) -> Result<(), StartError> {
-        let active: Vec<String> = sqlx::query_scalar("SELECT alg FROM signing_keys WHERE retired_at IS NULL")
-            .fetch_all(db.pool())
-            .await
-            .map_err(StoreError::from)?;
+        let active = signing_keys::active_algs(db).await?;
         let missing: Vec<&str> = ALGS.iter().copied().filter(|a| !active.iter().any(|x| x == a)).collect();
         if !missing.is_empty() {
             let mut tx = db.begin().await?;
@@ -177,35 +164,23 @@ impl KeyRing {
             }
             tx.commit().await?;
         }
-        let rows = sqlx::query(
-            "SELECT kid, alg, private_enc, public_raw, public_jwk, retired_at FROM signing_keys ORDER BY created_at DESC",
-        )
-        .fetch_all(db.pool())
-        .await
-        .map_err(StoreError::from)?;
         let mut keys = Vec::new();
         let mut jwks = Vec::new();
-        for r in rows {
-            let kid: String = r.try_get("kid").map_err(StoreError::from)?;
-            let alg: String = r.try_get("alg").map_err(StoreError::from)?;
-            let retired: Option<i64> = r.try_get("retired_at").map_err(StoreError::from)?;
-            let jwk: String = r.try_get("public_jwk").map_err(StoreError::from)?;
-            let raw: String = r.try_get("public_raw").map_err(StoreError::from)?;
-            let signer = if retired.is_none() {
-                let enc: String = r.try_get("private_enc").map_err(StoreError::from)?;
+        for r in signing_keys::all_keys(db).await? {
+            let signer = if r.retired_at.is_none() {
                 let der = cipher
-                    .open("signing_keys.private", &enc)
+                    .open("signing_keys.private", &r.private_enc)
                     .map_err(|_| StartError::Keys("cannot decrypt a signing key: wrong secret?".into()))?;
-                Some(parse_signer(&alg, &der).map_err(StartError::Keys)?)
+                Some(parse_signer(&r.alg, &der).map_err(StartError::Keys)?)
             } else {
                 None
             };
-            jwks.push(serde_json::from_str::<Value>(&jwk).map_err(|e| StartError::Keys(e.to_string()))?);
+            jwks.push(serde_json::from_str::<Value>(&r.public_jwk).map_err(|e| StartError::Keys(e.to_string()))?);
             keys.push(LoadedKey {
-                kid,
-                alg,
+                kid: r.kid,
+                alg: r.alg,
                 signer,
-                public_raw: B64.decode(raw).map_err(|e| StartError::Keys(e.to_string()))?,
+                public_raw: B64.decode(r.public_raw).map_err(|e| StartError::Keys(e.to_string()))?,
             });
         }
         let jwks = json!({ "keys": jwks }).to_string();

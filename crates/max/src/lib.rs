@@ -124,13 +124,16 @@ pub struct Secrets {
     pub pairwise: SecretKey,
 }
 
+/// The derivation label of the key that seals signing keys at rest (`edulink keys rotate` derives it too).
+pub const SIGNING_KEYS_LABEL: &str = "max/signing-keys";
+
 impl Secrets {
     fn derive(master: &SecretKey) -> Self {
         Self {
             phone_hash: master.derive("max/phone-hash"),
             phone_cipher: Cipher::new(&master.derive("max/phone-enc")),
             code_mac: master.derive("max/sms-code"),
-            key_cipher: Cipher::new(&master.derive("max/signing-keys")),
+            key_cipher: Cipher::new(&master.derive(SIGNING_KEYS_LABEL)),
             pairwise: master.derive("max/pairwise-sub"),
         }
     }
@@ -263,16 +266,22 @@ pub(crate) async fn test_db() -> (Db, tempfile::TempDir) {
 
 #[cfg(test)]
 mod query_plans {
-    use edulink_store::{Db, Row, sqlx};
+    use edulink_store::{Db, sqlx};
+
+    /// One step of SQLite's `EXPLAIN QUERY PLAN`.
+    #[derive(sqlx::FromRow)]
+    struct Step {
+        detail: String,
+    }
 
     /// SQLite's plan for `sql` (arguments bound to dummies), one line per step.
     async fn plan(db: &Db, sql: &str, args: usize) -> Vec<String> {
         let text = format!("EXPLAIN QUERY PLAN {sql}");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        let mut q = sqlx::query_as::<_, Step>(sqlx::AssertSqlSafe(text));
         for _ in 0..args {
             q = q.bind("x");
         }
-        q.fetch_all(db.pool()).await.unwrap().iter().map(|r| r.try_get::<String, _>("detail").unwrap()).collect()
+        q.fetch_all(db.pool()).await.unwrap().into_iter().map(|s| s.detail).collect()
     }
 
     /// The grant lookups of every sign-in and every provisioning call use an index: a scan of
@@ -282,7 +291,7 @@ mod query_plans {
         let (db, _dir) = crate::test_db().await;
         let attendance = crate::sferum_port::subjects_sql(1);
         for sql in [
-            crate::oidc::GRANTS_IN_SECTOR_OF_ACCOUNT,
+            crate::repo::grants::GRANTS_IN_SECTOR_OF_ACCOUNT,
             crate::sferum_web::GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR,
             attendance.as_str(),
         ] {

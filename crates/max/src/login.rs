@@ -8,9 +8,10 @@ use crate::{MaxState, audit, limits};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use edulink_domain::crypto::{ct_eq, new_id};
+use edulink_domain::crypto::new_id;
 use edulink_domain::otp::{OtpCode, sms_text};
 use edulink_domain::{Phone, PhoneError};
+use edulink_web::forms::{CsrfForm, check_csrf};
 use edulink_web::{AppError, ClientIp, Lang, StrictForm, Tr, html, see_other};
 use serde::Deserialize;
 
@@ -32,16 +33,6 @@ pub async fn current_or_new(st: &MaxState, headers: &HeaderMap) -> Result<(Sessi
     }
     let (raw, s) = repo::create_session(&st.db, st.now(), None).await?;
     Ok((s, Some(st.cookies.set(SESSION_COOKIE, &raw, None))))
-}
-
-/// Refuses a form whose CSRF token is not the session's.
-pub fn check_csrf(session: &Session, presented: &str) -> Result<(), AppError> {
-    if ct_eq(session.csrf.as_bytes(), presented.as_bytes()) {
-        Ok(())
-    } else {
-        metrics::counter!("edulink_csrf_refused_total").increment(1);
-        Err(AppError::forbidden("error-csrf"))
-    }
 }
 
 fn with_cookie(mut resp: Response, cookie: Option<HeaderValue>) -> Response {
@@ -105,7 +96,7 @@ pub async fn phone_submit(
     let Some(session) = current(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     let tr = tr(&headers);
     let phone = match Phone::parse(&form.phone, &st.cfg.default_region, &st.cfg.allowed_countries) {
         Ok(p) => p,
@@ -269,11 +260,13 @@ pub async fn code_submit(
             limits::record_failure(&mut tx, &challenge.phone_hash, st.now(), &st.cfg.code_policy).await?;
             tx.commit().await?;
             metrics::counter!("edulink_param_pollution_total").increment(1);
-            audit::TRAIL.record(&st.db, st.now(), &Record::new(Event::ParamPollution).ip(&ip.to_string()).detail("code")).await;
+            audit::TRAIL
+                .record(&st.db, st.now(), &Record::new(Event::ParamPollution).ip(&ip.to_string()).detail("code"))
+                .await;
             return Err(e);
         }
     };
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     let tr = tr(&headers);
     let key = match verify_code(&st, &session, &challenge, &form.code, &ip.to_string()).await? {
         Verified::SignedIn(account_id) => return finish_sign_in(&st, &session, &account_id).await,
@@ -366,13 +359,6 @@ fn signed_in(st: &MaxState, raw: &str, new: &Session) -> Response {
     with_cookie(see_other(next), Some(st.cookies.set(SESSION_COOKIE, raw, None)))
 }
 
-/// The resend form.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    /// The session's CSRF token.
-    pub csrf: String,
-}
-
 /// `POST /login/resend`: a new code to the same phone, no sooner than the gap allows.
 pub async fn resend(
     State(st): State<MaxState>,
@@ -383,7 +369,7 @@ pub async fn resend(
     let Some(session) = current(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     let Some(challenge) = challenge_of(&st, &session).await? else {
         return Ok(see_other("/login"));
     };
@@ -443,7 +429,7 @@ pub async fn register_submit(
     let Some(session) = current(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     let (Some(hash), Some(enc)) = (session.verified_phone_hash.clone(), session.verified_phone_enc.clone()) else {
         return Ok(see_other("/login"));
     };
@@ -506,7 +492,7 @@ pub async fn logout(
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     if let Some(session) = current(&st, &headers).await? {
-        check_csrf(&session, &form.csrf)?;
+        check_csrf(&session.csrf, &form.csrf)?;
         repo::delete_session(&st.db, &session.id_hash).await?;
     }
     Ok(with_cookie(see_other("/"), Some(st.cookies.clear(SESSION_COOKIE))))

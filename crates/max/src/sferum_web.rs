@@ -136,8 +136,17 @@ pub async fn provision(
     let result = edulink_sferum::provision_in(&mut tx, &client_id, &account_id, &p, now).await?;
     if was_confirmed.as_deref() != Some(client_id.as_str()) {
         repo::notify_in(&mut tx, &account_id, "link", &name, now).await?;
-        audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::SferumAttached).principal(&account_id).subject(&sub).client(&client_id).ip(&ip.to_string()))
-        .await?;
+        audit::TRAIL
+            .record_in(
+                &mut tx,
+                now,
+                &Record::new(Event::SferumAttached)
+                    .principal(&account_id)
+                    .subject(&sub)
+                    .client(&client_id)
+                    .ip(&ip.to_string()),
+            )
+            .await?;
     }
     tx.commit().await?;
     Ok(Json(result).into_response())
@@ -166,7 +175,17 @@ pub async fn detach(
     st.hub.publish(crate::hub::Event::Left(account_id.as_str().into()));
     let name = oidc::cached_client(&st, &client_id).await?.map(|c| c.name).unwrap_or_default();
     repo::notify(&st.db, &account_id, "unlink", &name, now).await?;
-    audit::TRAIL.record(&st.db, now, &Record::new(Event::SferumDetached).principal(&account_id).subject(&sub).client(&client_id).ip(&ip.to_string()).detail(&format!("revoked={revoked}")))
-    .await;
+    audit::TRAIL
+        .record(
+            &st.db,
+            now,
+            &Record::new(Event::SferumDetached)
+                .principal(&account_id)
+                .subject(&sub)
+                .client(&client_id)
+                .ip(&ip.to_string())
+                .detail(&format!("revoked={revoked}")),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -34,14 +34,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// The bearer token of the `Authorization` header, if well-formed (43 URL-safe base64 characters).
+/// The token of an `Authorization` header value `Bearer <token>` (RFC 6750 §2.1). The scheme is
+/// matched case-insensitively (RFC 9110 §11.1) and spaces around the token are ignored; the token must
+/// be a `b64token` (RFC 6750 §2.1). Any other scheme, or no token, gives `None`.
+pub fn parse_bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    let body = token.trim_end_matches('=');
+    let b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+    (scheme.eq_ignore_ascii_case("bearer") && !body.is_empty() && body.bytes().all(b64)).then_some(token)
+}
+
+/// The bearer token of the `Authorization` header (see [`parse_bearer`]); never a query parameter
+/// (RFC 6750 §2.3 is not supported on purpose).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(parse_bearer)
+}
+
+/// True for the shape of the apps' session tokens: 43 URL-safe base64 characters (32 random bytes).
+pub fn is_session_token(token: &str) -> bool {
+    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The app session token of the `Authorization` header: a bearer token shaped as [`is_session_token`].
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| t.len() == 43 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    bearer_token(headers).filter(|t| is_session_token(t))
 }
 
 /// 401 for a missing or dead bearer token.
@@ -115,4 +132,51 @@ impl utoipa::Modify for BearerScheme {
 pub fn openapi_response(doc: &utoipa::openapi::OpenApi) -> axum::response::Response {
     use axum::response::IntoResponse;
     ([(header::CONTENT_TYPE, "application/json")], render_openapi(doc)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_abcde";
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            assert_eq!(parse_bearer(&format!("{scheme} {TOKEN}")), Some(TOKEN), "{scheme}");
+        }
+    }
+
+    #[test]
+    fn extra_spaces_around_the_token_are_ignored() {
+        assert_eq!(parse_bearer(&format!("Bearer   {TOKEN}  ")), Some(TOKEN));
+        assert_eq!(parse_bearer(&format!("  Bearer {TOKEN}")), Some(TOKEN));
+    }
+
+    #[test]
+    fn a_missing_or_malformed_token_is_refused() {
+        for v in ["Bearer", "Bearer ", "Bearer    ", "Bearer a b", "Bearer ===", "Bearer tök"] {
+            assert_eq!(parse_bearer(v), None, "{v:?}");
+        }
+        assert_eq!(parse_bearer("Bearer abc=="), Some("abc=="));
+    }
+
+    #[test]
+    fn other_schemes_are_refused() {
+        for v in [format!("Basic {TOKEN}"), format!("Bearerx {TOKEN}"), format!("Token {TOKEN}"), TOKEN.to_string()] {
+            assert_eq!(parse_bearer(&v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn app_session_tokens_also_need_their_shape() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, format!("bearer {TOKEN}").parse().unwrap());
+        assert_eq!(bearer(&headers), Some(TOKEN));
+        headers.insert(header::AUTHORIZATION, "Bearer short".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("short"));
+        assert_eq!(bearer(&headers), None);
+        headers.remove(header::AUTHORIZATION);
+        assert_eq!(bearer_token(&headers), None);
+    }
 }

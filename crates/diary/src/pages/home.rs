@@ -1,7 +1,7 @@
 //! The main page, signing in and out, and an app's handoff of its signed-in person to the browser.
 
+use super::{PRE_COOKIE, SESSION_COOKIE, current, set_cookie, tr};
 use crate::audit::{Event, Record};
-use super::{CsrfForm, PRE_COOKIE, SESSION_COOKIE, check_csrf, current, set_cookie, tr};
 use crate::repo::{self, User};
 use crate::views::{self, HandoffPage, HomePage, LoginPage, Nav};
 use crate::{DiaryState, audit};
@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use edulink_domain::crypto::{ct_eq, random_token};
+use edulink_web::forms::{CsrfForm, check_csrf};
 use edulink_web::{AppError, ClientIp, StrictForm, StrictQuery, html, see_other};
 use serde::Deserialize;
 
@@ -102,7 +103,7 @@ pub async fn logout(
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     if let Some((session, _)) = current(&st, &headers).await? {
-        check_csrf(&session, &form.csrf)?;
+        check_csrf(&session.csrf, &form.csrf)?;
         repo::delete_session(&st.db, &session.id_hash).await?;
     }
     Ok(set_cookie(see_other("/login"), st.cookies.clear(SESSION_COOKIE)))
@@ -163,6 +164,8 @@ pub async fn handoff_submit(
     .map_err(edulink_store::StoreError::from)?;
     let Some(user_id) = user else { return Err(AppError::bad_request("error-handoff")) };
     let (raw, _) = repo::create_session(&st.db, &user_id, now).await?;
-    audit::TRAIL.record(&st.db, now, &Record::new(Event::Login).principal(&user_id).ip(&ip.to_string()).detail("handoff")).await;
+    audit::TRAIL
+        .record(&st.db, now, &Record::new(Event::Login).principal(&user_id).ip(&ip.to_string()).detail("handoff"))
+        .await;
     Ok(set_cookie(see_other("/sferum"), st.cookies.set(SESSION_COOKIE, &raw, None)))
 }

@@ -1,8 +1,8 @@
 //! A lesson: its page, the teacher's changes and cancellation, and «Подключиться» to its room.
 
-use crate::audit::{Event, Record};
 use super::link::start;
-use super::{check_csrf, tr};
+use super::tr;
+use crate::audit::{Event, Record};
 use crate::lessons::{self, LessonError};
 use crate::repo::{self, Lesson, Purpose, Session, User};
 use crate::views::{LessonPage, Nav};
@@ -10,6 +10,7 @@ use crate::{DiaryState, audit};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use edulink_web::forms::check_csrf;
 use edulink_web::{AppError, StrictForm, html, see_other};
 use serde::Deserialize;
 
@@ -108,7 +109,7 @@ pub async fn lesson_submit(
     StrictForm(form): StrictForm<LessonForm>,
 ) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     let lesson = taught_lesson(&st, &user, &id).await?;
     let applied = match lessons::parse_edit(&lesson, form.distance.is_some(), &form.call_url, &form.date, &form.time) {
         Ok(edit) => lessons::apply(&st, &lesson, &edit).await,
@@ -121,7 +122,9 @@ pub async fn lesson_submit(
         }
         Err(LessonError::Store(e)) => return Err(e.into()),
     }
-    audit::TRAIL.record(&st.db, st.now(), &Record::new(Event::LessonChanged).principal(&user.id).detail(&lesson.id)).await;
+    audit::TRAIL
+        .record(&st.db, st.now(), &Record::new(Event::LessonChanged).principal(&user.id).detail(&lesson.id))
+        .await;
     Ok(see_other(&format!("/lessons/{}", lesson.id)))
 }
 
@@ -140,12 +143,14 @@ pub async fn lesson_cancel(
     StrictForm(form): StrictForm<CancelForm>,
 ) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     if form.confirm.as_deref() != Some("yes") {
         return Err(AppError::bad_request("lesson-error-confirm"));
     }
     let lesson = taught_lesson(&st, &user, &id).await?;
     lessons::cancel(&st, &lesson).await?;
-    audit::TRAIL.record(&st.db, st.now(), &Record::new(Event::LessonCancelled).principal(&user.id).detail(&lesson.id)).await;
+    audit::TRAIL
+        .record(&st.db, st.now(), &Record::new(Event::LessonCancelled).principal(&user.id).detail(&lesson.id))
+        .await;
     Ok(see_other(&format!("/lessons/{}", lesson.id)))
 }

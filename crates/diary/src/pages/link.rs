@@ -1,8 +1,8 @@
 //! «Сферум»: the connect page, the authorization request to MAX, its callback (a link or a
 //! sign-in), and the success page.
 
+use super::{SESSION_COOKIE, current, max_unavailable, set_cookie, tr};
 use crate::audit::{Event, Record};
-use super::{CsrfForm, SESSION_COOKIE, check_csrf, current, max_unavailable, set_cookie, tr};
 use crate::repo::{self, Purpose, Session, User};
 use crate::rp::RpError;
 use crate::views::{ConnectPage, LinkedPage, Nav, ProblemPage};
@@ -10,6 +10,7 @@ use crate::{DiaryState, audit};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use edulink_web::forms::{CsrfForm, check_csrf};
 use edulink_web::{AppError, ClientIp, StrictForm, StrictQuery, html, see_other};
 use serde::Deserialize;
 
@@ -68,7 +69,7 @@ pub async fn connect(
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     if repo::link(&st.db, &user.id).await?.is_some() {
         return Ok(see_other("/sferum"));
     }

@@ -1,6 +1,6 @@
 //! «Мой паспорт»: personal data, and «Безопасность» with the link, its history and unlinking.
 
-use super::{SESSION_COOKIE, check_csrf, set_cookie, tr};
+use super::{SESSION_COOKIE, set_cookie, tr};
 use crate::links::{self, Actor, Removed};
 use crate::repo::{self, Session, User};
 use crate::views::{self, LinkView, Nav, PassportPage, SecurityPage, UnlinkPage};
@@ -8,6 +8,7 @@ use crate::{DiaryState, audit, passwords};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use edulink_web::forms::check_csrf;
 use edulink_web::{AppError, ClientIp, StrictForm, StrictQuery, html, see_other};
 use serde::Deserialize;
 
@@ -84,7 +85,7 @@ pub async fn unlink_submit(
     StrictForm(form): StrictForm<UnlinkForm>,
 ) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
-    check_csrf(&session, &form.csrf)?;
+    check_csrf(&session.csrf, &form.csrf)?;
     let now = st.now();
     let mut cookie = None;
     if now - session.auth_at > st.cfg.reauth_secs {

@@ -1,0 +1,209 @@
+//! Consent and the authorization response (RFC 6749 §4.1.2; OIDC Core §3.1.2.4 and §3.1.2.5): after
+//! sign-in the person confirms the account (first link, or `prompt=consent`), declines
+//! (`access_denied`, RFC 6749 §4.1.2.1) or switches account; a grant is created or kept, and a
+//! single-use code bound to the request is sent back with `state` and `iss` (RFC 9207 §2).
+
+use super::authorize::{AuthRequest, error_redirect, load_request};
+use super::clients::cached_client;
+use super::pairwise_sub;
+use crate::audit::{Event, Record};
+use crate::login::{self, current};
+use crate::repo::{self, Session, grants};
+use crate::views::{ConfirmPage, MismatchPage};
+use crate::{MaxState, audit};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use edulink_domain::crypto::{new_id, random_token, sha256_b64};
+use edulink_web::forms::{CsrfForm, check_csrf};
+use edulink_web::{AppError, ClientIp, Lang, StrictForm, Tr, html, see_other};
+
+/// Creates the grant if needed, stores a fresh code, consumes the request (and clears it from the
+/// browser session `session_hash` that carried it), and returns the URL of the authorization response.
+pub async fn issue_code(
+    st: &MaxState,
+    req: &AuthRequest,
+    account_id: &str,
+    session_hash: Option<&str>,
+) -> Result<String, AppError> {
+    issue_code_audited(st, req, account_id, session_hash, None).await
+}
+
+/// The consent behind an issued code, audited in the transaction that issues it.
+#[derive(Debug, Clone, Copy)]
+pub struct Consent<'a> {
+    /// Client IP.
+    pub ip: &'a str,
+    /// Where it was given (`None` for the web, `Some("app")` for the MAX app).
+    pub detail: Option<&'a str>,
+}
+
+/// [`issue_code`] with an `authorize` audit record committed together with the code.
+pub async fn issue_code_audited(
+    st: &MaxState,
+    req: &AuthRequest,
+    account_id: &str,
+    session_hash: Option<&str>,
+    consent: Option<Consent<'_>>,
+) -> Result<String, AppError> {
+    let now = st.now();
+    let client = cached_client(st, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
+    let subject = pairwise_sub(st, &client.sector, account_id);
+    let code = random_token(32);
+    // One transaction, one commit: the grant, the code, and the request it consumes.
+    let mut tx = st.db.begin().await?;
+    let grant_id =
+        grants::upsert_grant(&mut tx, &new_id(), &req.client_id, account_id, &subject, &req.scope, now).await?;
+    let code_hash = sha256_b64(&code);
+    let new_code = grants::NewCode {
+        code_hash: &code_hash,
+        grant_id: &grant_id,
+        client_id: &req.client_id,
+        account_id,
+        redirect_uri: &req.redirect_uri,
+        code_challenge: &req.code_challenge,
+        nonce: req.nonce.as_deref(),
+        scope: &req.scope,
+        auth_time: now,
+        expires_at: now + super::CODE_TTL,
+    };
+    grants::insert_code(&mut tx, &new_code).await?;
+    if req.stored {
+        grants::delete_request(&mut tx, &req.id).await?;
+    }
+    if let Some(hash) = session_hash {
+        repo::set_pending_request(&mut tx, hash, None).await?;
+    }
+    if let Some(c) = consent {
+        audit::TRAIL
+            .record_in(
+                &mut tx,
+                now,
+                &Record::new(Event::Authorize)
+                    .principal(account_id)
+                    .client(&req.client_id)
+                    .ip(c.ip)
+                    .detail_opt(c.detail),
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    let mut url = url::Url::parse(&req.redirect_uri).map_err(|_| AppError::bad_request("error-oauth-redirect"))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("code", &code);
+        if let Some(s) = &req.state {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", &st.cfg.issuer);
+    }
+    Ok(url.to_string())
+}
+
+async fn pending(st: &MaxState, headers: &HeaderMap) -> Result<Option<(Session, AuthRequest)>, AppError> {
+    let Some(session) = current(st, headers).await? else {
+        return Ok(None);
+    };
+    let Some(id) = session.pending_request.clone() else {
+        return Ok(None);
+    };
+    match load_request(&st.db, &id, st.now()).await? {
+        Some(r) => Ok(Some((session, r))),
+        None => Ok(None),
+    }
+}
+
+/// `GET /authorize/continue`: after sign-in, decide: the wrong account is signed in (offer to
+/// switch), a confirmation is needed (first link, or the client asked for consent), or SSO
+/// completes at once.
+pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let Some((session, req)) = pending(&st, &headers).await? else {
+        return Err(AppError::bad_request("error-oauth-request-expired"));
+    };
+    let Some(account_id) = session.account_id.clone() else {
+        return Ok(see_other("/login"));
+    };
+    let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
+    let client =
+        cached_client(&st, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
+    let tr = Tr::new(Lang::from_headers(&headers));
+    if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
+        return Ok(html(&MismatchPage {
+            tr,
+            csrf: session.csrf.clone(),
+            masked: crate::views::masked_phone(&st, &account.phone_enc),
+            client_name: client.name,
+        }));
+    }
+    let has_grant = grants::has_grant_in_sector(&st.db, &client.sector, &account_id).await?;
+    if has_grant && !req.consent {
+        let url = issue_code(&st, &req, &account_id, Some(&session.id_hash)).await?;
+        return Ok(see_other(&url));
+    }
+    let has_profile = edulink_sferum::has_profile(&st.db, &account_id).await?;
+    Ok(html(&ConfirmPage {
+        tr,
+        csrf: session.csrf.clone(),
+        masked: crate::views::masked_phone(&st, &account.phone_enc),
+        name: format!("{} {}", account.first_name, account.last_name),
+        client_name: client.name,
+        has_profile,
+    }))
+}
+
+/// The pending request of a form posted on the confirmation page, after its CSRF check.
+async fn pending_form(st: &MaxState, headers: &HeaderMap, form: &CsrfForm) -> Result<(Session, AuthRequest), AppError> {
+    let (session, req) =
+        pending(st, headers).await?.ok_or_else(|| AppError::bad_request("error-oauth-request-expired"))?;
+    check_csrf(&session.csrf, &form.csrf)?;
+    Ok((session, req))
+}
+
+/// `POST /authorize/confirm`: the person confirms the account; the code goes back to the client.
+pub async fn confirm(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
+    let (session, req) = pending_form(&st, &headers, &form).await?;
+    let Some(account_id) = session.account_id.clone() else {
+        return Ok(see_other("/login"));
+    };
+    if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
+        return Ok(see_other("/authorize/continue"));
+    }
+    let ip = ip.to_string();
+    let consent = Some(Consent { ip: &ip, detail: None });
+    let url = issue_code_audited(&st, &req, &account_id, Some(&session.id_hash), consent).await?;
+    Ok(see_other(&url))
+}
+
+/// `POST /authorize/deny`: back to the client with `access_denied`.
+pub async fn deny(
+    State(st): State<MaxState>,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
+    let (session, req) = pending_form(&st, &headers, &form).await?;
+    let mut tx = st.db.begin().await?;
+    repo::set_pending_request(&mut tx, &session.id_hash, None).await?;
+    grants::delete_request(&mut tx, &req.id).await?;
+    tx.commit().await?;
+    Ok(error_redirect(&st, &req.redirect_uri, req.state.as_deref(), "access_denied", "the user declined"))
+}
+
+/// `POST /authorize/switch`: signs out the current account, keeping the authorization request, so
+/// the person can sign in as the account the diary expects.
+pub async fn switch_account(
+    State(st): State<MaxState>,
+    headers: HeaderMap,
+    StrictForm(form): StrictForm<CsrfForm>,
+) -> Result<Response, AppError> {
+    let (session, req) = pending_form(&st, &headers, &form).await?;
+    repo::delete_session(&st.db, &session.id_hash).await?;
+    let (raw, _) = repo::create_session(&st.db, st.now(), Some(&req.id)).await?;
+    let mut resp = see_other("/login");
+    resp.headers_mut().append(header::SET_COOKIE, st.cookies.set(login::SESSION_COOKIE, &raw, None));
+    Ok(resp)
+}

@@ -1,0 +1,46 @@
+//! The OpenID Connect provider, one file per part of the protocol:
+//!
+//! * [`discovery`]: provider metadata and JWKS (OIDC Discovery 1.0 §3–4, RFC 7517 §5).
+//! * [`authorize`]: the authorization endpoint (RFC 6749 §3.1, §4.1.1–4.1.2; RFC 7636 §4.3; RFC 9207).
+//! * [`consent`]: sign-in hand-off, consent and code issue (RFC 6749 §4.1.2, §4.1.2.1; OIDC Core §3.1.2.4).
+//! * [`token`]: the token endpoint and its grants (RFC 6749 §3.2, §4.1.3, §4.4, §5, §6; RFC 7636 §4.6).
+//! * [`userinfo`]: the UserInfo endpoint and bearer access tokens (OIDC Core §5.3; RFC 6750).
+//! * [`revocation`]: token revocation (RFC 7009).
+//! * [`clients`]: client registrations and client authentication (RFC 6749 §2).
+//! * [`error`]: the back channel's error responses (RFC 6749 §5.2, RFC 6750 §3.1).
+//!
+//! Rules (RFC 6749, RFC 7636, RFC 7009, RFC 9207, RFC 9700, OIDC Core): `response_type=code` only;
+//! PKCE S256 required; redirect URIs match exactly and a bad one is never redirected to; codes are
+//! single-use, live 60 s, are bound to client, redirect URI and PKCE verifier, and a replay revokes
+//! what the code issued; refresh tokens rotate and a reused one revokes its family; subjects are
+//! pairwise per client sector (OIDC Core §8.1); the authorization response carries `iss`.
+//! Storage is in [`crate::repo`].
+
+pub mod authorize;
+pub mod clients;
+pub mod consent;
+pub mod discovery;
+pub mod error;
+pub mod revocation;
+pub mod token;
+pub mod userinfo;
+
+pub use authorize::{
+    AuthRequest, AuthorizeParams, CODE_TTL, RequestError, Validated, authorize, load_request, store_request, validate,
+};
+pub use clients::{CLIENT_CACHE_TTL, Client, ClientCache, cached_client, client, upsert_client};
+pub use consent::{Consent, confirm, continue_authorization, deny, issue_code, issue_code_audited, switch_account};
+pub use discovery::{discovery, discovery_document, jwks};
+pub use error::OAuthError;
+pub use revocation::{revoke, revoke_grant_tokens};
+pub use token::token;
+pub use userinfo::{AccessToken, bearer, userinfo};
+
+use crate::MaxState;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// The pairwise subject of `account_id` for a client sector (OIDC Core §8.1).
+pub fn pairwise_sub(st: &MaxState, sector: &str, account_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(st.secrets.pairwise.mac(&[sector.as_bytes(), account_id.as_bytes()]))
+}

@@ -1,0 +1,264 @@
+//! The token endpoint (RFC 6749 §3.2): form parameters parsed strictly (each at most once, RFC 6749
+//! §3.2), the client authenticated ([`super::clients::authenticate`]), then one grant:
+//!
+//! * [`authorization_code`]: RFC 6749 §4.1.3–4.1.4, RFC 7636 §4.5–4.6, OIDC Core §3.1.3.
+//! * [`refresh_token`]: RFC 6749 §6, rotation and reuse detection (RFC 9700 §4.14.2).
+//! * [`client_credentials`]: RFC 6749 §4.4.
+//!
+//! Successful responses follow RFC 6749 §5.1 (`Cache-Control: no-store`), errors §5.2.
+
+pub mod authorization_code;
+pub mod client_credentials;
+pub mod refresh_token;
+
+use super::clients::{Client, authenticate};
+use super::error::{OAuthError, no_store_json};
+use crate::audit::{Event, Record};
+use crate::repo::tokens::{self, NewToken, TokenKind, TokensOf};
+use crate::{MaxState, audit};
+use axum::extract::{FromRequest, Request, State};
+use axum::response::{IntoResponse, Response};
+use edulink_domain::crypto::{random_token, sha256_b64};
+use edulink_store::StoreError;
+use edulink_web::ClientIp;
+use edulink_web::forms::parse_strict;
+use serde::{Deserialize, Serialize};
+
+/// The form parameters of the token and revocation endpoints.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenParams {
+    pub(crate) grant_type: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
+    pub(crate) code_verifier: Option<String>,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) token_type_hint: Option<String>,
+}
+
+impl TokenParams {
+    /// Parses a form body, refusing malformed or repeated parameters.
+    pub(crate) fn parse(body: &str) -> Result<Self, OAuthError> {
+        parse_strict(body).map_err(|_| OAuthError::InvalidRequest("malformed or repeated parameters"))
+    }
+}
+
+/// The grant types this provider supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    /// RFC 6749 §4.1.3.
+    AuthorizationCode,
+    /// RFC 6749 §6.
+    RefreshToken,
+    /// RFC 6749 §4.4.
+    ClientCredentials,
+}
+
+impl GrantType {
+    /// The `grant_type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+
+    /// Parses `grant_type`; `None` for anything unsupported.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "authorization_code" => Some(GrantType::AuthorizationCode),
+            "refresh_token" => Some(GrantType::RefreshToken),
+            "client_credentials" => Some(GrantType::ClientCredentials),
+            _ => None,
+        }
+    }
+}
+
+/// A back-channel request of an authenticated client (token and revocation endpoints): its form
+/// parameters, each at most once (RFC 6749 §3.2), and the client (RFC 6749 §2.3.1, §3.2.1).
+pub struct ClientRequest {
+    pub(crate) client: Client,
+    pub(crate) params: TokenParams,
+}
+
+impl FromRequest<MaxState> for ClientRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, st: &MaxState) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let body = String::from_request(req, st).await.map_err(IntoResponse::into_response)?;
+        let params = TokenParams::parse(&body).map_err(IntoResponse::into_response)?;
+        let client = authenticate(st, &headers, &params).await.map_err(IntoResponse::into_response)?;
+        Ok(ClientRequest { client, params })
+    }
+}
+
+/// `POST /oauth/token`.
+pub async fn token(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    ClientRequest { client, params: p }: ClientRequest,
+) -> Result<TokenResponse, OAuthError> {
+    let ip = ip.to_string();
+    match p.grant_type.as_deref().and_then(GrantType::parse) {
+        Some(GrantType::AuthorizationCode) => {
+            let exchange = authorization_code::CodeExchange::from_params(&p)?;
+            authorization_code::exchange(&st, &client, &exchange, &ip).await
+        }
+        Some(GrantType::RefreshToken) => {
+            let token = p.refresh_token.as_deref().ok_or(OAuthError::InvalidRequest("refresh_token is required"))?;
+            refresh_token::refresh(&st, &client, token, &ip).await
+        }
+        Some(GrantType::ClientCredentials) => client_credentials::issue(&st, &client, p.scope.as_deref()).await,
+        None => {
+            Err(OAuthError::UnsupportedGrantType("supported: authorization_code, refresh_token, client_credentials"))
+        }
+    }
+}
+
+/// A successful token response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Access token lifetime, seconds.
+    pub expires_in: i64,
+    /// The ID token (authorization code grant only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// The refresh token (with `offline_access`, and on every rotation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Granted scopes.
+    pub scope: String,
+}
+
+impl IntoResponse for TokenResponse {
+    fn into_response(self) -> Response {
+        no_store_json(serde_json::to_value(&self).expect("strings serialize"))
+    }
+}
+
+/// What tokens to issue, and under what.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Issue<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) grant_id: Option<&'a str>,
+    pub(crate) account_id: Option<&'a str>,
+    /// The family: the hash of the code the tokens descend from.
+    pub(crate) family: Option<&'a str>,
+    pub(crate) scope: &'a str,
+    pub(crate) with_refresh: bool,
+}
+
+/// Freshly issued tokens (the secrets; only their hashes are stored).
+pub(crate) struct Issued {
+    pub(crate) access: String,
+    pub(crate) refresh: Option<String>,
+}
+
+impl Issued {
+    /// The token response for these tokens.
+    pub(crate) fn response(self, st: &MaxState, scope: String, id_token: Option<String>) -> TokenResponse {
+        TokenResponse {
+            access_token: self.access,
+            token_type: "Bearer",
+            expires_in: st.cfg.access_token_ttl,
+            id_token,
+            refresh_token: self.refresh,
+            scope,
+        }
+    }
+}
+
+/// Stores a new access token (and refresh token) inside the caller's transaction.
+pub(crate) async fn store_tokens(
+    st: &MaxState,
+    tx: &mut edulink_store::Tx,
+    issue: &Issue<'_>,
+) -> Result<Issued, StoreError> {
+    let now = st.now();
+    let access = random_token(32);
+    let refresh = issue.with_refresh.then(|| random_token(32));
+    for (kind, tok, ttl) in [
+        (TokenKind::Access, Some(&access), st.cfg.access_token_ttl),
+        (TokenKind::Refresh, refresh.as_ref(), st.cfg.refresh_token_ttl),
+    ] {
+        let Some(tok) = tok else { continue };
+        let hash = sha256_b64(tok);
+        let row = NewToken {
+            token_hash: &hash,
+            kind,
+            client_id: issue.client_id,
+            grant_id: issue.grant_id,
+            account_id: issue.account_id,
+            family: issue.family,
+            scope: issue.scope,
+            created_at: now,
+            expires_at: now + ttl,
+        };
+        tokens::insert_token(tx, &row).await?;
+    }
+    Ok(Issued { access, refresh })
+}
+
+/// Issues tokens in a transaction of their own and counts them under `grant`.
+pub(crate) async fn issue_tokens(st: &MaxState, issue: &Issue<'_>, grant: GrantType) -> Result<Issued, StoreError> {
+    let mut tx = st.db.begin().await?;
+    let issued = store_tokens(st, &mut tx, issue).await?;
+    tx.commit().await?;
+    metrics::counter!("edulink_oauth_tokens_issued_total", "grant" => grant.as_str()).increment(1);
+    Ok(issued)
+}
+
+/// A sign that a token family has leaked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compromise {
+    /// A redeemed code was presented again (RFC 6749 §4.1.2: revoke what it issued).
+    CodeReplay,
+    /// A rotated refresh token was presented again (RFC 9700 §4.14.2).
+    RefreshReuse,
+}
+
+impl Compromise {
+    fn audit_event(self) -> Event {
+        match self {
+            Compromise::CodeReplay => Event::CodeReplay,
+            Compromise::RefreshReuse => Event::RefreshReuse,
+        }
+    }
+
+    fn metric(self) -> &'static str {
+        match self {
+            Compromise::CodeReplay => "edulink_oauth_code_replay_total",
+            Compromise::RefreshReuse => "edulink_oauth_refresh_reuse_total",
+        }
+    }
+}
+
+/// Revokes every token of the family `family` (the hash of the code they descend from), counts the
+/// compromise and audits it with the number revoked.
+pub(crate) async fn revoke_compromised_family(
+    st: &MaxState,
+    family: &str,
+    why: Compromise,
+    client_id: &str,
+    ip: &str,
+) -> Result<u64, StoreError> {
+    let now = st.now();
+    let n = tokens::revoke_tokens(&st.db, TokensOf::Family(family), now).await?;
+    metrics::counter!(why.metric()).increment(1);
+    audit::TRAIL
+        .record(&st.db, now, &Record::new(why.audit_event()).client(client_id).ip(ip).detail(&format!("revoked={n}")))
+        .await;
+    Ok(n)
+}
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,27 @@
+//! MAX's storage, one module per table family. Rows are read into `sqlx::FromRow` structs; callers
+//! use the names re-exported here.
+//!
+//! * [`sessions`]: browser sessions (`sessions`).
+//! * [`accounts`]: accounts and their notifications (`accounts`, `notifications`).
+//! * [`challenges`]: SMS challenges (`sms_challenges`).
+//! * [`clients`]: registered OpenID clients (`clients`).
+//! * [`grants`]: authorization requests, grants and codes (`auth_requests`, `grants`, `auth_codes`).
+//! * [`tokens`]: access and refresh tokens (`tokens`).
+//! * [`signing_keys`]: the provider's signing keys (`signing_keys`).
+
+pub mod accounts;
+pub mod challenges;
+pub mod clients;
+pub mod grants;
+pub mod sessions;
+pub mod signing_keys;
+pub mod tokens;
+
+pub use accounts::{
+    Account, Notification, account, account_by_phone, create_account, notifications, notify, notify_in,
+};
+pub use challenges::{Challenge, challenge, create_challenge, take_attempt, use_challenge};
+pub use sessions::{
+    ANON_IDLE_SECS, Session, create_session, create_session_in, delete_session, delete_session_in, load_session,
+    session_alive, set_challenge, set_pending_request, set_verified_phone, sign_in, sign_in_in,
+};
