@@ -1,4 +1,4 @@
-//! One-time SMS codes and the limits around sending and guessing them (DESIGN.md §4).
+//! One-time SMS codes and the limits around sending and guessing them (docs/architecture.md, «Rules»).
 
 use crate::crypto::{SecretKey, ct_eq};
 use base64::Engine;

@@ -130,7 +130,7 @@ pub fn mesh_client(cfg: &Config, diary_url: &str) -> Client {
         name: "МЭШ".into(),
         secret_hash: cfg.diary.client_secret.as_deref().map(edulink_domain::crypto::sha256_b64),
         redirect_uris: vec![format!("{diary_url}/sferum/callback")],
-        // A fast signature for our own client (DESIGN.md §6). Ed25519 rather than P-256: both sign
+        // A fast signature for our own client (docs/architecture.md, «Numbers»). Ed25519 rather than P-256: both sign
         // fast at MAX, but the diary's verifier (openidconnect) checks P-256 in pure Rust, ~9 % of
         // the server's CPU in a sign-in profile (BENCHMARKS.md). RS256 stays the default for others.
         id_token_alg: "EdDSA".into(),

@@ -1,6 +1,7 @@
 //! Signing keys: generated on first start, stored encrypted in the database, loaded once and kept
 //! parsed in memory (re-parsing a private key per signature costs more than the signature itself,
-//! DESIGN.md §6). `edulink keys rotate` retires the current keys; the previous ones stay published.
+//! docs/architecture.md, «Numbers»). `edulink keys rotate` retires the current keys; the previous
+//! ones stay published.
 
 use crate::StartError;
 use crate::repo::signing_keys::{self, SigningKeyRow};

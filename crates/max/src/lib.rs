@@ -79,7 +79,7 @@ pub struct ConversionAlert {
 }
 
 impl MaxConfig {
-    /// A configuration with the defaults of DESIGN.md for `issuer`.
+    /// A configuration with the defaults of docs/architecture.md («Rules») for `issuer`.
     pub fn new(issuer: String, secret: SecretKey) -> Self {
         let sms_host = url::Url::parse(&issuer)
             .ok()

@@ -1,6 +1,6 @@
 //! The audit trail of both parties: one record type, one writer, one vocabulary of events.
 //!
-//! Records are pseudonymous (DESIGN's rule, docs/security in SECURITY.md): a party's own principal id
+//! Records are pseudonymous (docs/architecture.md, «Rules»; SECURITY.md): a party's own principal id
 //! (the diary's user id, MAX's account id), the link's pairwise subject, the OIDC client, the client
 //! IP and a short detail — never a phone number, a name, a code or a token. Each party keeps its
 //! own `audit` table in its own database; [`Trail`] names the table's principal column, so the SQL

@@ -128,7 +128,12 @@ fn parse_forwarded_hop(element: &str) -> Option<IpAddr> {
 pub struct ResolvedClientIp(pub IpAddr);
 
 /// Resolves the client IP of every request once, before any other layer (the request log included).
+/// With no trusted proxy the TCP peer is the client and no layer is added (a layer per request costs
+/// a boxed future; the peer is read where it is needed).
 pub fn resolve(router: Router, trusted: TrustedProxies) -> Router {
+    if trusted.is_empty() {
+        return router;
+    }
     router.layer(middleware::from_fn(move |mut req: Request, next: Next| {
         let trusted = trusted.clone();
         async move {

@@ -1,4 +1,4 @@
-//! Cookie reading and writing, with the attributes DESIGN.md §4 asks for.
+//! Cookie reading and writing, with the attributes docs/architecture.md («Rules», web) asks for.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 

@@ -1,4 +1,4 @@
-//! Strict form and query extractors: exactly one value per field (DESIGN.md §4).
+//! Strict form and query extractors: exactly one value per field (docs/architecture.md, «Rules»).
 //!
 //! Parameter pollution (`phone=a&phone=b`, `code[]=1`) is refused with 400 before any handler runs,
 //! so no rule can be bypassed by a second value that some other layer would read.

@@ -49,7 +49,11 @@ pub fn harden(router: Router, brand: Brand, sec: SiteSecurity) -> Router {
                 .get::<axum::extract::MatchedPath>()
                 .map(|m| m.as_str().to_owned())
                 .unwrap_or_else(|| "(unmatched)".to_owned());
-            let ip = req.extensions().get::<crate::client_ip::ResolvedClientIp>().map(|r| r.0);
+            let ip = req
+                .extensions()
+                .get::<crate::client_ip::ResolvedClientIp>()
+                .map(|r| r.0)
+                .or_else(|| req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
             match ip {
                 Some(ip) => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id, client_ip = %ip),
                 None => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id),

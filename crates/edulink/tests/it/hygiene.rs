@@ -1,4 +1,4 @@
-//! Secret hygiene (DESIGN.md §4; OWASP ASVS 5.0 V16 logging, V14 data protection): no SMS code,
+//! Secret hygiene (docs/architecture.md, «Rules»; OWASP ASVS 5.0 V16 logging, V14 data protection): no SMS code,
 //! token, session id or full phone number in any log line or any page, and none in the database.
 
 use edulink_testkit::{Backend, Browser, FlowsExt, TestApp, both_backends, spawn_app_on};

@@ -1,4 +1,4 @@
-//! The code rules and the callback's checks (DESIGN.md §4), attacked through the real pages.
+//! The code rules and the callback's checks (docs/architecture.md, «Rules»), attacked through the real pages.
 
 use edulink_testkit::{Browser, FlowsExt, TestApp, both_backends};
 use reqwest::StatusCode;

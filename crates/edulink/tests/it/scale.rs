@@ -1,4 +1,4 @@
-//! Several instances on one PostgreSQL, and concurrency on both backends (DESIGN.md §5, §4).
+//! Several instances on one PostgreSQL, and concurrency on both backends (docs/architecture.md, «Storage» and «Rules»).
 
 use edulink::app::Role;
 use edulink_domain::ManualClock;

@@ -1,4 +1,4 @@
-//! The attacks an auditor sends, and what must happen (DESIGN.md §4; references per test).
+//! The attacks an auditor sends, and what must happen (docs/architecture.md, «Rules»; references per test).
 
 use edulink_testkit::{Backend, Browser, FlowsExt, TestApp, both_backends, spawn_app_on};
 use reqwest::StatusCode;

@@ -81,7 +81,7 @@ impl From<grants::AuthRequestRow> for AuthRequest {
 
 /// Authorization requests expire after this long.
 const REQUEST_TTL: i64 = 600;
-/// Authorization codes live this long (DESIGN.md §4).
+/// Authorization codes live this long (docs/architecture.md, «Rules»).
 pub const CODE_TTL: i64 = 60;
 
 fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
