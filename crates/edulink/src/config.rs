@@ -262,7 +262,7 @@ pub enum ConfigError {
     Invalid(String),
     /// Fields are out of their bounds or missing.
     #[error("configuration: {0}")]
-    Fields(#[from] FieldErrors),
+    Fields(FieldErrors),
     /// The secrets file could not be written or read.
     #[error("secrets file {0}: {1}")]
     Secrets(PathBuf, String),
@@ -306,7 +306,7 @@ impl Config {
 
     /// Checks every field against its bounds, and in production that what `scope` uses is set.
     pub fn check_for(&self, scope: Scope) -> Result<(), ConfigError> {
-        Ok(validate::check(self, scope)?)
+        validate::check(self, scope).map_err(ConfigError::Fields)
     }
 
     /// The configuration a command runs with: dev secrets filled in, then checked for `scope`.

@@ -106,7 +106,7 @@ fn every_out_of_bounds_value_is_refused_naming_its_field_and_bounds() {
         assert_eq!(errors.len(), 1, "{field}: exactly one error expected, got {errors:?}");
         assert_eq!(errors[0].field, *field, "{errors:?}");
         assert!(errors[0].problem.contains(allowed), "{field}: {:?} should say {allowed:?}", errors[0].problem);
-        let shown = ConfigError::from(FieldErrors(errors)).to_string();
+        let shown = ConfigError::Fields(FieldErrors(errors)).to_string();
         assert!(shown.contains(field) && !shown.contains(ZERO_KEY), "{shown}");
     }
 }
