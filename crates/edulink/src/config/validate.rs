@@ -196,12 +196,24 @@ impl Rules {
         }
     }
 
+    /// What both parties have: a listener, a public URL, a database and a master secret.
+    fn party(
+        &mut self,
+        name: &str,
+        listen: &str,
+        public_url: &Option<String>,
+        db: &Option<String>,
+        secret: &Option<String>,
+    ) {
+        self.listen(&format!("{name}.listen"), listen);
+        self.base_url(&format!("{name}.public_url"), public_url.as_deref());
+        self.database_url(&format!("{name}.database_url"), db.as_deref());
+        self.master_secret(&format!("{name}.secret"), secret.as_deref());
+    }
+
     fn diary(&mut self, c: &Config) {
         let d = &c.diary;
-        self.listen("diary.listen", &d.listen);
-        self.base_url("diary.public_url", d.public_url.as_deref());
-        self.database_url("diary.database_url", d.database_url.as_deref());
-        self.master_secret("diary.secret", d.secret.as_deref());
+        self.party("diary", &d.listen, &d.public_url, &d.database_url, &d.secret);
         self.base_url("diary.max_issuer", d.max_issuer.as_deref());
         self.id("diary.client_id", &d.client_id);
         self.token("diary.client_secret", d.client_secret.as_deref(), 32);
@@ -212,10 +224,7 @@ impl Rules {
 
     fn max(&mut self, c: &Config) {
         let m = &c.max;
-        self.listen("max.listen", &m.listen);
-        self.base_url("max.public_url", m.public_url.as_deref());
-        self.database_url("max.database_url", m.database_url.as_deref());
-        self.master_secret("max.secret", m.secret.as_deref());
+        self.party("max", &m.listen, &m.public_url, &m.database_url, &m.secret);
         match m.sms.gateway.as_str() {
             "dev" => {}
             "http" => {
