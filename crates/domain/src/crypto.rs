@@ -33,6 +33,15 @@ impl SecretKey {
         Ok(Self(arr))
     }
 
+    /// Whether the key is visibly not random: fewer than 16 distinct byte values (all zeros, a
+    /// repeated pattern, a typed password). 32 random bytes hold about 30 distinct values; 15 or
+    /// fewer happens by chance with a probability below 10⁻¹⁵.
+    pub fn is_weak(&self) -> bool {
+        let mut seen = [false; 256];
+        self.0.iter().for_each(|&b| seen[b as usize] = true);
+        seen.iter().filter(|&&s| s).count() < 16
+    }
+
     /// A fresh random key.
     pub fn generate() -> Self {
         let mut k = [0u8; 32];
@@ -155,6 +164,17 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A master key must come from a random source (`openssl rand -base64 32`, as
+    /// docs/deployment.md says): zeros, a pattern or a 32-letter password are refused.
+    #[test]
+    fn generated_keys_are_not_weak_and_patterns_are() {
+        assert!((0..1000).all(|_| !SecretKey::generate().is_weak()));
+        for weak in [[0u8; 32], [0xAB; 32], *b"passwordpasswordpasswordpassword", *b"01234567890123456789012345678901"]
+        {
+            assert!(SecretKey(weak).is_weak());
+        }
+    }
 
     #[test]
     fn cipher_round_trip_and_context_binding() {

@@ -30,6 +30,16 @@ pub enum PhoneError {
     CountryNotAllowed,
 }
 
+/// Whether `code` is an ISO 3166 alpha-2 region that libphonenumber has numbering metadata for
+/// (`RU`, `by`), i.e. one [`Phone::parse`] can ever accept in `allowed`.
+pub fn is_known_region(code: &str) -> bool {
+    let upper = code.to_ascii_uppercase();
+    upper.len() == 2
+        && upper.bytes().all(|b| b.is_ascii_uppercase())
+        && country::Id::from_str(&upper).is_ok()
+        && DATABASE.by_id(upper.as_str()).is_some()
+}
+
 impl std::fmt::Debug for Phone {
     // Never print a full number, even in debug output that may reach a log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,6 +129,18 @@ mod tests {
 
     fn ru() -> Vec<String> {
         vec!["RU".into()]
+    }
+
+    /// Regions are ISO 3166-1 alpha-2 codes with libphonenumber metadata; `XX` (user-assigned in
+    /// ISO 3166) and the non-geographic `001` are not.
+    #[test]
+    fn known_regions_are_iso_codes_with_numbering_metadata() {
+        for ok in ["RU", "by", "KZ", "US"] {
+            assert!(is_known_region(ok), "{ok}");
+        }
+        for bad in ["XX", "ZZ", "001", "RUS", "", "R"] {
+            assert!(!is_known_region(bad), "{bad}");
+        }
     }
 
     #[test]

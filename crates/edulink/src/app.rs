@@ -1,6 +1,7 @@
 //! Wiring: connects databases, applies migrations, seeds the demo, and serves the parties.
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Scope};
+use anyhow::Context;
 use edulink_diary::{DiaryConfig, DiaryState, PasswordCost};
 use edulink_domain::{Clock, SecretKey};
 use edulink_max::oidc::Client;
@@ -21,6 +22,17 @@ pub enum Role {
     Diary,
     /// Only MAX.
     Max,
+}
+
+impl Role {
+    /// What running this role uses of the configuration.
+    pub fn scope(self) -> Scope {
+        match self {
+            Role::Both => Scope::Both,
+            Role::Diary => Scope::Diary,
+            Role::Max => Scope::Max,
+        }
+    }
 }
 
 /// Knobs that tests and benchmarks change; production runs use the defaults.
@@ -203,12 +215,16 @@ pub async fn diary_state(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<
 
 /// Starts the parties of `role` and returns once they accept connections.
 pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides) -> anyhow::Result<Running> {
-    cfg.check()?;
+    cfg.check_for(role.scope())?;
     let (diary_listener, max_listener) = match ov.listeners {
         Some(l) => l,
         None => {
-            let d = if role != Role::Max { Some(TcpListener::bind(&cfg.diary.listen).await?) } else { None };
-            let m = if role != Role::Diary { Some(TcpListener::bind(&cfg.max.listen).await?) } else { None };
+            let bind = |field: &'static str, addr: &str| {
+                let addr = addr.to_owned();
+                async move { TcpListener::bind(&addr).await.with_context(|| format!("{field} = {addr:?}")) }
+            };
+            let d = if role != Role::Max { Some(bind("diary.listen", &cfg.diary.listen).await?) } else { None };
+            let m = if role != Role::Diary { Some(bind("max.listen", &cfg.max.listen).await?) } else { None };
             match (d, m) {
                 (Some(d), Some(m)) => (d, m),
                 (Some(d), None) => (d, TcpListener::bind("127.0.0.1:0").await?),

@@ -10,6 +10,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod validate;
+pub use validate::{FieldError, FieldErrors, Scope};
+
 /// How the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -257,6 +260,9 @@ pub enum ConfigError {
     /// A rule about the values is broken.
     #[error("configuration: {0}")]
     Invalid(String),
+    /// Fields are out of their bounds or missing.
+    #[error("configuration: {0}")]
+    Fields(FieldErrors),
     /// The secrets file could not be written or read.
     #[error("secrets file {0}: {1}")]
     Secrets(PathBuf, String),
@@ -292,91 +298,31 @@ impl Config {
         self.workers.unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    /// Checks the rules that production must satisfy (and that every mode must).
+    /// Checks every field against its bounds, and in production that everything both parties use
+    /// is set (`config check`, `serve`).
     pub fn check(&self) -> Result<(), ConfigError> {
-        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if self.workers.is_some_and(|w| !(1..=1024).contains(&w)) {
-            return bad("workers must be between 1 and 1024");
-        }
-        if let Err(e) = self.trusted() {
-            return bad(&format!("trusted_proxies: {e}"));
-        }
-        match self.max.sms.gateway.as_str() {
-            "dev" if self.mode == Mode::Production => {
-                return bad("the dev SMS gateway is refused in production");
-            }
-            "dev" => {}
-            "http" if self.max.sms.url.is_none() || self.max.sms.token.is_none() => {
-                return bad("max.sms.url and max.sms.token are required for the http gateway");
-            }
-            "http" => {}
-            other => return bad(&format!("unknown SMS gateway {other:?} (dev or http)")),
-        }
-        if self.mode == Mode::Production {
-            for (name, v) in [
-                ("diary.secret", &self.diary.secret),
-                ("max.secret", &self.max.secret),
-                ("diary.client_secret", &self.diary.client_secret),
-                ("diary.public_url", &self.diary.public_url),
-                ("max.public_url", &self.max.public_url),
-            ] {
-                if v.is_none() {
-                    return bad(&format!("{name} is required in production"));
-                }
-            }
-            for url in [&self.diary.public_url, &self.max.public_url].into_iter().flatten() {
-                if !url.starts_with("https://") {
-                    return bad("public URLs must be https in production");
-                }
-            }
-            if self.max.limits.resend_gap_secs < 60 {
-                return bad("max.limits.resend_gap_secs below 60 is for benchmarks only, never production");
-            }
-            if [&self.diary.pool, &self.max.pool].iter().any(|p| !p.sqlite_synchronous.eq_ignore_ascii_case("FULL")) {
-                return bad("pool.sqlite_synchronous must be FULL in production (durable security state)");
-            }
-        }
-        for p in [&self.diary.pool, &self.max.pool] {
-            if !["FULL", "NORMAL"].iter().any(|v| p.sqlite_synchronous.eq_ignore_ascii_case(v)) {
-                return bad("pool.sqlite_synchronous: FULL or NORMAL");
-            }
-        }
-        for s in [&self.diary.secret, &self.max.secret].into_iter().flatten() {
-            SecretKey::from_base64(s).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        }
-        for p in [&self.diary.pool, &self.max.pool] {
-            if !edulink_store::valid_schema(&p.schema) {
-                return bad("pool.schema: lowercase letters, digits and underscores only");
-            }
-            if p.max_connections == 0 {
-                return bad("pool.max_connections must be at least 1");
-            }
-        }
-        if self.diary.pool.schema == self.max.pool.schema {
-            return bad("the diary and MAX need different schemas: they never share tables");
-        }
-        for c in &self.max.clients {
-            if !edulink_max::keys::ALGS.contains(&c.alg.as_str()) {
-                return bad(&format!("max.clients {}: alg must be RS256, ES256 or EdDSA", c.id));
-            }
-            if c.redirect_uris.is_empty() || c.redirect_uris.iter().any(|u| url::Url::parse(u).is_err()) {
-                return bad(&format!("max.clients {}: redirect_uris must be absolute URIs", c.id));
-            }
-        }
-        if self.max.codes.max_attempts < 1 || self.max.codes.ttl_secs < 30 {
-            return bad("max.codes: at least 1 attempt and 30 s of validity");
-        }
-        Ok(())
+        self.check_for(Scope::Both)
+    }
+
+    /// Checks every field against its bounds, and in production that what `scope` uses is set.
+    pub fn check_for(&self, scope: Scope) -> Result<(), ConfigError> {
+        validate::check(self, scope).map_err(ConfigError::Fields)
+    }
+
+    /// The configuration a command runs with: dev secrets filled in, then checked for `scope`.
+    pub fn prepare(self, scope: Scope) -> Result<Self, ConfigError> {
+        let c = self.with_secrets()?;
+        c.check_for(scope)?;
+        Ok(c)
     }
 
     /// Fills missing secrets from `<data-dir>/secrets.toml`, generating and saving them on first use
-    /// (dev mode only; production must configure them).
+    /// (dev mode only: production uses what is configured, and [`Config::check_for`] requires what a
+    /// command needs).
     pub fn with_secrets(mut self) -> Result<Self, ConfigError> {
-        if self.diary.secret.is_some() && self.max.secret.is_some() && self.diary.client_secret.is_some() {
+        let all_set = self.diary.secret.is_some() && self.max.secret.is_some() && self.diary.client_secret.is_some();
+        if all_set || self.mode == Mode::Production {
             return Ok(self);
-        }
-        if self.mode == Mode::Production {
-            return Err(ConfigError::Invalid("secrets must be configured in production".into()));
         }
         let path = self.data_dir.join("secrets.toml");
         let err = |e: String| ConfigError::Secrets(path.clone(), e);
@@ -475,34 +421,25 @@ mod tests {
     #[test]
     fn production_refuses_the_dev_gateway_and_missing_secrets() {
         let mut c = Config { mode: Mode::Production, ..Config::default() };
-        assert!(c.check().unwrap_err().to_string().contains("dev SMS gateway"));
+        assert!(c.check().unwrap_err().to_string().contains("max.sms.gateway: required in production"));
         c.max.sms = SmsSection {
             gateway: "http".into(),
             url: Some("https://sms.example/send".into()),
             token: Some("t".into()),
         };
-        assert!(c.check().unwrap_err().to_string().contains("required in production"));
-        assert!(c.clone().with_secrets().is_err());
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("diary.client_secret: required in production") && !err.contains("gateway"), "{err}");
+        assert!(c.clone().with_secrets().unwrap().max.secret.is_none(), "production never generates secrets");
     }
 
     #[test]
-    fn sqlite_durability_is_full_unless_chosen_and_always_in_production() {
+    fn sqlite_durability_is_full_unless_chosen() {
         let mut c = Config::default();
         assert_eq!(c.diary.pool.to_pool_config().sqlite_synchronous, "FULL");
         c.max.pool.sqlite_synchronous = "NORMAL".into();
         c.check().unwrap();
         c.max.pool.sqlite_synchronous = "OFF".into();
         assert!(c.check().unwrap_err().to_string().contains("FULL or NORMAL"));
-        let mut p = Config { mode: Mode::Production, ..Config::default() };
-        p.max.sms =
-            SmsSection { gateway: "http".into(), url: Some("https://sms.example/s".into()), token: Some("t".into()) };
-        for v in [&mut p.diary.secret, &mut p.max.secret, &mut p.diary.client_secret] {
-            *v = Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into());
-        }
-        p.diary.public_url = Some("https://diary.example".into());
-        p.max.public_url = Some("https://max.example".into());
-        p.diary.pool.sqlite_synchronous = "NORMAL".into();
-        assert!(p.check().unwrap_err().to_string().contains("must be FULL in production"), "{:?}", p.check());
     }
 
     #[test]

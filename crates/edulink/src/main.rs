@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use edulink::app::{self, Overrides, Role};
-use edulink::config::Config;
+use edulink::config::{Config, Scope};
 use edulink_domain::{SecretKey, SystemClock};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,7 +96,11 @@ enum KeysCmd {
 #[derive(Subcommand)]
 enum ConfigCmd {
     /// Validate the configuration and print it with secrets hidden.
-    Check,
+    Check {
+        /// Check what this party needs (a MAX-only deployment has no diary secrets).
+        #[arg(long, value_enum, default_value = "both")]
+        role: Role,
+    },
 }
 
 #[derive(Subcommand)]
@@ -187,7 +191,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Serve { role } => {
             init_logs();
             edulink_web::ops::prometheus();
-            let cfg = cfg.with_secrets()?;
+            let cfg = cfg.prepare(role.scope())?;
             let running = app::start(cfg.clone(), role, Arc::new(SystemClock), Overrides::default()).await?;
             println!("edulink is running ({:?} mode)", cfg.mode);
             if role != Role::Max {
@@ -207,7 +211,8 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             init_logs();
-            let cfg = cfg.with_secrets()?;
+            // The databases only: production bootstrap migrates before any client secret exists.
+            let cfg = cfg.prepare(Scope::Databases)?;
             app::max_db(&cfg).await?.close().await;
             app::diary_db(&cfg).await?.close().await;
             println!("migrations applied");
@@ -218,7 +223,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             edulink::mobile::run(&opts, &mut stdin.lock(), &mut std::io::stdout()).await?;
         }
         Command::Demo { what: DemoCmd::Seed } => {
-            let cfg = cfg.with_secrets()?;
+            let cfg = cfg.prepare(Scope::Both)?;
             let db = app::diary_db(&cfg).await?;
             let seeded = edulink_diary::demo::seed(&db, Default::default(), SystemClock.now_secs()).await?;
             let mdb = app::max_db(&cfg).await?;
@@ -237,7 +242,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             );
         }
         Command::Keys { what: KeysCmd::Rotate } => {
-            let cfg = cfg.with_secrets()?;
+            let cfg = cfg.prepare(Scope::MaxKeys)?;
             let db = app::max_db(&cfg).await?;
             let secret = SecretKey::from_base64(cfg.max.secret.as_deref().unwrap_or_default())?;
             let cipher = edulink_domain::Cipher::new(&secret.derive(edulink_max::SIGNING_KEYS_LABEL));
@@ -245,8 +250,8 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             println!("new signing keys: {}", kids.join(", "));
             println!("running instances pick them up within a minute");
         }
-        Command::Config { what: ConfigCmd::Check } => {
-            cfg.check()?;
+        Command::Config { what: ConfigCmd::Check { role } } => {
+            cfg.check_for(role.scope())?;
             let mut shown = cfg.clone();
             for s in [
                 &mut shown.diary.secret,
@@ -266,7 +271,8 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             if !edulink_max::keys::ALGS.contains(&alg.as_str()) {
                 anyhow::bail!("alg must be one of {:?}", edulink_max::keys::ALGS);
             }
-            let cfg = cfg.with_secrets()?;
+            // MAX's database only: the secret printed here is what the diary's configuration lacks.
+            let cfg = cfg.prepare(Scope::Databases)?;
             let db = app::max_db(&cfg).await?;
             let secret = (!public).then(|| edulink_domain::crypto::random_token(32));
             let mut scopes = vec!["openid".to_string(), "profile".into(), "offline_access".into()];
@@ -289,7 +295,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             }
         }
         Command::Admin { what } => {
-            let cfg = cfg.with_secrets()?;
+            let cfg = cfg.prepare(Scope::Diary)?;
             let st = app::diary_state(&cfg, Arc::new(SystemClock)).await?;
             let result = admin(&st, what).await;
             st.db.close().await;
