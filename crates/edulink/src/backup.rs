@@ -131,6 +131,8 @@ pub struct Manifest {
     pub edulink_version: String,
     /// How long both parties' writes were paused, milliseconds.
     pub pause_ms: u64,
+    /// How long the copies took after the pause, milliseconds (writes went on meanwhile).
+    pub copy_ms: u64,
     /// The databases, copied at one instant.
     pub databases: Vec<DatabaseFile>,
 }
@@ -192,6 +194,7 @@ pub async fn backup(cfg: &Config, to: &Path) -> Result<Manifest, BackupError> {
         created_at: unix_now(),
         edulink_version: env!("CARGO_PKG_VERSION").into(),
         pause_ms: timing.pause.as_millis() as u64,
+        copy_ms: timing.copy.as_millis() as u64,
         databases,
     };
     let path = to.join(MANIFEST);

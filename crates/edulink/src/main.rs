@@ -306,7 +306,12 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Backup { to } => {
             let m = edulink::backup::backup(&cfg, &to).await?;
-            println!("backup written to {} (writes paused {} ms)", to.display(), m.pause_ms);
+            println!(
+                "backup written to {} (writes paused {} ms, copied in {} ms)",
+                to.display(),
+                m.pause_ms,
+                m.copy_ms
+            );
             for d in &m.databases {
                 println!("  {}: schema {}, {} bytes, sha256 {}", d.file, d.schema_version, d.bytes, d.sha256);
             }
