@@ -1,14 +1,11 @@
 //! `edulink backup` and `edulink restore`, run as the real binary beside running parties.
 
 use crate::admin::edulink;
-use axum::body::Body;
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
 use edulink::app::Role;
 use edulink::config::Config;
-use edulink_domain::ManualClock;
 use edulink_store::{Db, sqlx};
-use edulink_testkit::{Backend, Browser, FlowsExt, TestApp, spawn_party, test_config};
+use edulink_testkit::{Backend, Browser, FlowsExt, Parties, TestApp, spawn_party, test_config};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -31,29 +28,11 @@ impl Gate {
         let app = axum::Router::new().fallback(move |req: Request| {
             let (client, seen, mut opened) = (client.clone(), seen.clone(), opened.clone());
             async move {
-                let (parts, body) = req.into_parts();
-                if parts.method == axum::http::Method::PUT && parts.uri.path().starts_with("/sferum/api/v1/profiles/") {
+                if req.method() == axum::http::Method::PUT && req.uri().path().starts_with("/sferum/api/v1/profiles/") {
                     seen.notify_one();
                     let _ = opened.wait_for(|open| *open).await;
                 }
-                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-                let sent = client
-                    .request(parts.method, format!("http://{backend}{path}"))
-                    .headers(parts.headers)
-                    .body(body)
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) => {
-                        let mut resp = Response::builder().status(r.status());
-                        for (k, v) in r.headers() {
-                            resp = resp.header(k, v);
-                        }
-                        resp.body(Body::from(r.bytes().await.unwrap_or_default())).unwrap()
-                    }
-                    Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
-                }
+                edulink_testkit::forward(&client, backend, req).await
             }
         });
         tokio::spawn(async move {
@@ -95,20 +74,11 @@ async fn a_backup_taken_during_a_link_restores_the_link_and_its_provisioning() {
     let dir = tempfile::tempdir().unwrap();
     let backup_dir = dir.path().join("backup");
     let backup_arg = backup_dir.display().to_string();
-    let (max_listener, diary_listener, gate_listener) = (
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    );
-    let (max_addr, diary_addr) = (max_listener.local_addr().unwrap(), diary_listener.local_addr().unwrap());
+    let gate_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = test_config(Backend::Sqlite, dir.path()).with_secrets().unwrap();
-    config.max.public_url = Some(format!("http://{}", gate_listener.local_addr().unwrap()));
-    config.diary.public_url = Some(format!("http://{diary_addr}"));
+    let front = format!("http://{}", gate_listener.local_addr().unwrap());
+    let Parties { max, diary, clock, inbox, max_addr, diary_addr } = Parties::start(&mut config, Some(front)).await;
     let gate = Gate::serve(gate_listener, max_addr);
-    let clock = Arc::new(ManualClock::default());
-    let inbox = edulink_sms::DevInbox::default();
-    let max = spawn_party(&config, Role::Max, max_listener, clock.clone(), &inbox).await;
-    let diary = spawn_party(&config, Role::Diary, diary_listener, clock.clone(), &inbox).await;
     let app = TestApp::from_parties(config.clone(), clock.clone(), &max, &diary);
 
     let b = Browser::new();
