@@ -79,6 +79,9 @@ pub struct DiaryConfig {
     /// Base URL of the school's conferencing rooms: a distance lesson without a call link set by its
     /// teacher gets `<base>/<room>`, the room derived from the lesson.
     pub call_base_url: String,
+    /// The longest wait between two delivery attempts of an outbox job, seconds (see
+    /// [`outbox::backoff`]).
+    pub outbox_max_backoff_secs: i64,
 }
 
 /// A mobile app of the diary, registered at MAX as a public client.
@@ -116,6 +119,7 @@ impl DiaryConfig {
             apps: Vec::new(),
             api_token_ttl: 12 * 3600,
             call_base_url: "https://call.sferum.example/room".into(),
+            outbox_max_backoff_secs: outbox::DEFAULT_MAX_BACKOFF_SECS,
         }
     }
 

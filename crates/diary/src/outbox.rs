@@ -5,6 +5,13 @@
 //! leaves either both or neither. Delivery is tried at once and then retried with backoff by a
 //! worker; every call is idempotent at MAX, so delivering twice is harmless. Jobs are claimed with
 //! an atomic lease, so several diary instances never deliver the same job at the same time.
+//!
+//! Backoff doubles per attempt up to `outbox_max_backoff_secs` ([`backoff`]). A long outage thus
+//! leaves every job waiting up to the cap; so that none waits that long once MAX is back, the
+//! worker watches MAX while jobs wait ([`worker`]): when MAX answers again after it did not, every
+//! waiting job is due at once. `last_error` holds the error of a job's last finished attempt and
+//! is cleared when an attempt begins, which tells a job waiting out a backoff from one leased to a
+//! deliverer.
 
 use crate::rp::RpError;
 use crate::{DiaryState, repo, sferum};
@@ -57,6 +64,18 @@ impl Job {
 /// How long a claimed job is leased to one deliverer.
 const LEASE_SECS: i64 = 60;
 
+/// The default of `outbox_max_backoff_secs`: five minutes.
+pub const DEFAULT_MAX_BACKOFF_SECS: i64 = 300;
+
+/// How often the worker looks for due jobs (and, while jobs wait, whether MAX answers).
+pub const TICK: Duration = Duration::from_secs(2);
+
+/// Seconds to wait after failed attempt number `attempts`: 2, 4, 8, … doubling, never more than
+/// `cap` (nor less than a second).
+pub fn backoff(attempts: i64, cap: i64) -> i64 {
+    (1i64 << attempts.clamp(1, 30)).min(cap.max(1))
+}
+
 /// Writes a job inside the caller's transaction; returns its id.
 pub async fn enqueue(tx: &mut edulink_store::Tx, job: &Job, now: i64) -> Result<String, StoreError> {
     // Ids sort by creation time, so jobs are delivered in the order they were made.
@@ -100,7 +119,7 @@ pub async fn deliver_claimed(st: &DiaryState, id: &str, job: &Job) -> Result<boo
 pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     let now = st.now();
     let claimed: Option<(String, i64)> = sqlx::query_as(
-        "UPDATE outbox SET next_attempt_at = $2, attempts = attempts + 1 \
+        "UPDATE outbox SET next_attempt_at = $2, attempts = attempts + 1, last_error = NULL \
          WHERE id = $1 AND done_at IS NULL AND next_attempt_at <= $3 RETURNING payload, attempts",
     )
     .bind(id)
@@ -145,13 +164,13 @@ async fn finish(st: &DiaryState, id: &str, attempts: i64, outcome: Result<(), Rp
             Ok(false)
         }
         Err(e) => {
-            let backoff = (1i64 << attempts.clamp(0, 12)).min(3600);
-            tracing::warn!(job = id, attempts, retry_in = backoff, error = %e, "outbox job failed, will retry");
+            let wait = backoff(attempts, st.cfg.outbox_max_backoff_secs);
+            tracing::warn!(job = id, attempts, retry_in = wait, error = %e, "outbox job failed, will retry");
             st.db
                 .execute(
                     sqlx::query("UPDATE outbox SET next_attempt_at = $2, last_error = $3 WHERE id = $1")
                         .bind(id)
-                        .bind(now + backoff)
+                        .bind(now + wait)
                         .bind(e.to_string()),
                 )
                 .await?;
@@ -183,15 +202,90 @@ pub async fn pending(st: &DiaryState) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL").fetch_one(st.db.pool()).await?)
 }
 
-/// Runs the delivery loop until `shutdown` fires: on every wake-up and at least every 2 seconds.
+/// The jobs not delivered yet, as the worker reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Backlog {
+    /// Jobs not delivered yet.
+    pub pending: i64,
+    /// When the oldest of them was written, Unix seconds.
+    pub oldest_created_at: Option<i64>,
+    /// Those waiting out a backoff after a failed attempt.
+    pub waiting: i64,
+}
+
+/// The backlog now.
+pub async fn backlog(st: &DiaryState) -> Result<Backlog, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest_created_at, \
+           COALESCE(SUM(CASE WHEN last_error IS NOT NULL AND next_attempt_at > $1 THEN 1 ELSE 0 END), 0) AS waiting \
+         FROM outbox WHERE done_at IS NULL",
+    )
+    .bind(st.now())
+    .fetch_one(st.db.pool())
+    .await?)
+}
+
+/// Makes every job that waits out a backoff due now (not those leased to a deliverer). Returns
+/// how many.
+pub async fn wake_waiting(st: &DiaryState) -> Result<u64, StoreError> {
+    let now = st.now();
+    let woken = st
+        .db
+        .execute(
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1 \
+                 WHERE done_at IS NULL AND last_error IS NOT NULL AND next_attempt_at > $1",
+            )
+            .bind(now),
+        )
+        .await?;
+    Ok(woken.rows_affected())
+}
+
+/// Whether MAX answered when the worker last looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Answering,
+    Silent,
+}
+
+/// Runs the delivery loop until `shutdown` fires: on every wake-up and at least every [`TICK`].
+/// Each pass also sets the gauges `edulink_outbox_pending` and
+/// `edulink_outbox_oldest_age_seconds`. While jobs wait out a backoff, a pass that delivered
+/// nothing asks MAX whether it answers ([`crate::rp::RelyingParty::answers`], one small GET);
+/// when it answers — or a delivery succeeds — after a pass found it silent, every waiting job
+/// becomes due and the next pass follows at once: after an outage, deliveries resume within a
+/// tick instead of after the backoff.
 pub async fn worker(st: DiaryState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut peer = Peer::Answering;
     loop {
-        if let Err(e) = run_due(&st).await {
+        let delivered = run_due(&st).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "outbox pass failed");
+            0
+        });
+        match backlog(&st).await {
+            Ok(b) => {
+                metrics::gauge!("edulink_outbox_pending").set(b.pending as f64);
+                let age = b.oldest_created_at.map_or(0, |t| (st.now() - t).max(0));
+                metrics::gauge!("edulink_outbox_oldest_age_seconds").set(age as f64);
+                if b.waiting > 0 {
+                    let answers = delivered > 0 || st.rp.answers().await;
+                    if answers && peer == Peer::Silent {
+                        peer = Peer::Answering;
+                        match wake_waiting(&st).await {
+                            Ok(n) => tracing::info!(jobs = n, "MAX answers again: waiting outbox jobs are due now"),
+                            Err(e) => tracing::warn!(error = %e, "waiting outbox jobs not woken"),
+                        }
+                        continue;
+                    }
+                    peer = if answers { Peer::Answering } else { Peer::Silent };
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "outbox backlog not read"),
         }
         tokio::select! {
             _ = st.outbox_wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.changed() => return,
         }
     }
@@ -234,5 +328,28 @@ async fn run(st: &DiaryState, job: &Job) -> Result<(), RpError> {
             let push = sferum::push_of(st, &lesson).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
             st.rp.push_lesson(&push).await.map(|_| ())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backoff doubles from 2 s and never exceeds the configured cap (issue 17: it reached an
+    /// hour), whatever the attempt count, even past the width of the shift.
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_never_past_it() {
+        assert_eq!((1..=5).map(|a| backoff(a, 300)).collect::<Vec<_>>(), [2, 4, 8, 16, 32]);
+        for cap in [10, 60, 300, 3600] {
+            let mut last = 0;
+            for attempts in -1..200 {
+                let b = backoff(attempts, cap);
+                assert!((1..=cap).contains(&b), "attempt {attempts}, cap {cap}: {b}");
+                assert!(b >= last, "never shorter than the attempt before");
+                last = b;
+            }
+            assert_eq!(last, cap, "a long outage reaches the cap");
+        }
+        assert_eq!(backoff(i64::MAX, DEFAULT_MAX_BACKOFF_SECS), 300);
     }
 }

@@ -315,6 +315,14 @@ impl RelyingParty {
         Err(RpError::Unavailable("provisioning token refused".into()))
     }
 
+    /// Whether MAX answers at all: its discovery document, fetched with a short timeout. The
+    /// outbox's probe while jobs wait out a backoff.
+    pub async fn answers(&self) -> bool {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer);
+        let probe = self.http.get(url).timeout(Duration::from_secs(2)).send().await;
+        probe.is_ok_and(|r| r.status().is_success())
+    }
+
     /// `PUT` the verified school data to the profile MAX knows as `subject`.
     pub async fn provision(&self, subject: &str, profile: &ProvisionProfile) -> Result<(), RpError> {
         let url = self.profile_url(subject);

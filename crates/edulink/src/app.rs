@@ -188,6 +188,7 @@ pub fn diary_config(cfg: &Config, diary_url: String, max_url: &str) -> anyhow::R
         cfg.diary.client_secret.clone().unwrap_or_default(),
     );
     dc.link_starts_per_hour = cfg.diary.link_starts_per_hour;
+    dc.outbox_max_backoff_secs = cfg.diary.outbox_max_backoff_secs;
     if let Some(base) = &cfg.diary.call_base_url {
         dc.call_base_url = base.clone();
     }

@@ -73,9 +73,16 @@ pub struct DiarySection {
     pub link_starts_per_hour: i64,
     /// Base URL of the school's conferencing rooms for distance lessons without a teacher's call link.
     pub call_base_url: Option<String>,
+    /// The longest wait between two attempts to deliver an outbox job to MAX, seconds
+    /// (`EDULINK_DIARY__OUTBOX_MAX_BACKOFF_SECS`; 10 to 3600, default 300).
+    pub outbox_max_backoff_secs: i64,
     /// Connection pool and PostgreSQL schema.
     pub pool: PoolSection,
 }
+
+/// Bounds of `diary.outbox_max_backoff_secs`: retries at most every 10 s per job, and a job of an
+/// outage waits at most an hour after MAX is back even if no probe notices it.
+pub const OUTBOX_MAX_BACKOFF_SECS: std::ops::RangeInclusive<i64> = 10..=3600;
 
 /// Settings of MAX.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +239,7 @@ impl Default for Config {
                 client_secret: None,
                 link_starts_per_hour: 10,
                 call_base_url: None,
+                outbox_max_backoff_secs: edulink_diary::outbox::DEFAULT_MAX_BACKOFF_SECS,
                 pool: PoolSection::new("diary"),
             },
             max: MaxSection {
@@ -452,6 +460,17 @@ mod tests {
         c.check().unwrap();
         c.workers = Some(0);
         assert!(c.check().unwrap_err().to_string().contains("workers"));
+    }
+
+    #[test]
+    fn the_outbox_backoff_cap_is_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.diary.outbox_max_backoff_secs, 300);
+        for (v, ok) in [(10, true), (3600, true), (9, false), (3601, false)] {
+            c.diary.outbox_max_backoff_secs = v;
+            assert_eq!(c.check().is_ok(), ok, "{v}");
+        }
+        assert!(c.check().unwrap_err().to_string().contains("diary.outbox_max_backoff_secs"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `edulink` binary's library: configuration and the wiring that starts the parties.
 
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod mobile;

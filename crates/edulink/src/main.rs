@@ -55,6 +55,22 @@ enum Command {
         #[command(subcommand)]
         what: AdminCmd,
     },
+    /// Copy both SQLite databases, as they were at one instant, into a new directory (with
+    /// `manifest.json`); a running server goes on, its writes paused only for the instant.
+    Backup {
+        /// The backup directory (created; refused if it holds a backup).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup's databases in place of the configured SQLite files (servers stopped).
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace the files even though a running instance seems to have them open.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +309,22 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             if let Some(s) = secret {
                 println!("client_secret (shown once): {s}");
             }
+        }
+        Command::Backup { to } => {
+            let m = edulink::backup::backup(&cfg, &to).await?;
+            println!(
+                "backup written to {} (writes paused {} ms, copied in {} ms)",
+                to.display(),
+                m.pause_ms,
+                m.copy_ms
+            );
+            for d in &m.databases {
+                println!("  {}: schema {}, {} bytes, sha256 {}", d.file, d.schema_version, d.bytes, d.sha256);
+            }
+        }
+        Command::Restore { from, force } => {
+            let m = edulink::backup::restore(&cfg, &from, force)?;
+            println!("restored the backup of {} (unix) from {}", m.created_at, from.display());
         }
         Command::Admin { what } => {
             let cfg = cfg.prepare(Scope::Diary)?;

@@ -12,6 +12,7 @@ use sqlx::{AnyPool, Connection};
 use std::str::FromStr;
 use std::sync::Arc;
 
+mod backup;
 mod config;
 mod error;
 mod migrate;
@@ -19,6 +20,7 @@ mod rate;
 mod sqlite;
 mod tx;
 
+pub use backup::{BackupError, BackupTiming, FileCheck, backup_together, inspect_sqlite_file};
 pub use config::{PoolConfig, valid_schema};
 pub use error::{StoreError, retry};
 pub use migrate::Migration;
@@ -175,6 +177,11 @@ impl Db {
             pool.close().await;
         }
     }
+}
+
+/// The SQLite file a database URL names; `None` for PostgreSQL.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    url.starts_with("sqlite:").then(|| sqlite_path(url).into())
 }
 
 /// The file of a `sqlite://path?options` URL.

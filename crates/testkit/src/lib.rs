@@ -12,7 +12,7 @@ use reqwest::redirect::Policy;
 use std::sync::Arc;
 
 mod proxy;
-pub use proxy::forwarding_proxy;
+pub use proxy::{forward, forwarding_proxy};
 
 /// The storage backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +224,40 @@ pub async fn spawn_party(
         inbox: Some(inbox.clone()),
     };
     Party { running: app::start(config.clone(), role, clock, ov).await.expect("start") }
+}
+
+/// Both parties started apart ([`spawn_party`]) on 127.0.0.1, with a movable clock and one SMS
+/// inbox: for tests that stop and restart one of them.
+pub struct Parties {
+    /// MAX.
+    pub max: Party,
+    /// The diary.
+    pub diary: Party,
+    /// The shared clock.
+    pub clock: Arc<ManualClock>,
+    /// The shared SMS inbox.
+    pub inbox: DevInbox,
+    /// Where MAX listens (to start it again there).
+    pub max_addr: std::net::SocketAddr,
+    /// Where the diary listens.
+    pub diary_addr: std::net::SocketAddr,
+}
+
+impl Parties {
+    /// Binds both parties, points `config`'s public URLs at them — MAX's at `max_front` instead
+    /// when given (a proxy in front of MAX) — and starts them. `config` has its secrets.
+    pub async fn start(config: &mut Config, max_front: Option<String>) -> Self {
+        let max_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let diary_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (max_addr, diary_addr) =
+            (max_listener.local_addr().expect("bound"), diary_listener.local_addr().expect("bound"));
+        config.max.public_url = Some(max_front.unwrap_or_else(|| format!("http://{max_addr}")));
+        config.diary.public_url = Some(format!("http://{diary_addr}"));
+        let (clock, inbox) = (Arc::new(ManualClock::default()), DevInbox::default());
+        let max = spawn_party(config, Role::Max, max_listener, clock.clone(), &inbox).await;
+        let diary = spawn_party(config, Role::Diary, diary_listener, clock.clone(), &inbox).await;
+        Self { max, diary, clock, inbox, max_addr, diary_addr }
+    }
 }
 
 /// A round-robin TCP load balancer on `listener`: each new connection goes to the next backend.

@@ -17,34 +17,36 @@ pub fn forwarding_proxy(listener: tokio::net::TcpListener, backends: Vec<SocketA
         let (client, next, backends) = (client.clone(), next.clone(), backends.clone());
         async move {
             let backend = backends[next.fetch_add(1, Ordering::SeqCst) % backends.len()];
-            let (parts, body) = req.into_parts();
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let mut headers = parts.headers.clone();
-            let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let (mut parts, body) = req.into_parts();
+            let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prev) => format!("{prev}, {}", peer.ip()),
                 None => peer.ip().to_string(),
             };
-            headers.insert("x-forwarded-for", forwarded.parse().expect("header"));
-            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-            let upstream = client
-                .request(parts.method, format!("http://{backend}{path}"))
-                .headers(headers)
-                .body(body)
-                .send()
-                .await;
-            match upstream {
-                Ok(r) => {
-                    let mut resp = Response::builder().status(r.status());
-                    for (k, v) in r.headers() {
-                        resp = resp.header(k, v);
-                    }
-                    resp.body(Body::from(r.bytes().await.unwrap_or_default())).expect("response")
-                }
-                Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
-            }
+            parts.headers.insert("x-forwarded-for", forwarded.parse().expect("header"));
+            forward(&client, backend, Request::from_parts(parts, body)).await
         }
     });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
     });
+}
+
+/// Sends `req` on to `backend` as it is (method, path, headers, body) and returns the backend's
+/// answer, or 502 when it cannot be reached: the forwarding part of a test proxy.
+pub async fn forward(client: &reqwest::Client, backend: SocketAddr, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let upstream =
+        client.request(parts.method, format!("http://{backend}{path}")).headers(parts.headers).body(body).send().await;
+    match upstream {
+        Ok(r) => {
+            let mut resp = Response::builder().status(r.status());
+            for (k, v) in r.headers() {
+                resp = resp.header(k, v);
+            }
+            resp.body(Body::from(r.bytes().await.unwrap_or_default())).expect("response")
+        }
+        Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+    }
 }

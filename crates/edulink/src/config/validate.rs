@@ -219,6 +219,7 @@ impl Rules {
         self.token("diary.client_secret", d.client_secret.as_deref(), 32);
         self.int_by_mode("diary.link_starts_per_hour", d.link_starts_per_hour, 1..=BENCH_MAX, 1..=100);
         self.url("diary.call_base_url", d.call_base_url.as_deref());
+        self.int("diary.outbox_max_backoff_secs", d.outbox_max_backoff_secs, super::OUTBOX_MAX_BACKOFF_SECS);
         self.pool("diary", &d.pool);
     }
 

@@ -21,7 +21,7 @@ async fn an_admin_unlink_is_the_web_unlink_postgres() {
 
 /// Runs `edulink <args>` with the configuration `config` (through `EDULINK_*` variables), off the
 /// test's thread: MAX serves on that thread while the command calls it.
-async fn edulink(config: &Config, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+pub(crate) async fn edulink(config: &Config, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_edulink"));
     cmd.args(args).current_dir(dir).env("EDULINK_DATA_DIR", dir);
     let vars = [

@@ -2,9 +2,11 @@
 
 mod admin;
 mod api;
+mod backup;
 mod flows;
 mod hygiene;
 mod oidc;
+mod outbox;
 mod proxy;
 mod resilience;
 mod rp;

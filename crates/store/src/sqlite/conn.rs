@@ -49,6 +49,11 @@ impl Readers {
         Self { path, synchronous, idle: Mutex::new(Vec::new()), keep: keep.max(1) }
     }
 
+    /// The database file.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     /// Runs `f` on an idle read connection (opening one when none is idle).
     pub(crate) fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();

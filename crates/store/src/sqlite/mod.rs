@@ -3,7 +3,8 @@
 //! - `conn.rs`: opening connections, the read connections, SQLite errors as sqlx errors;
 //! - `values.rs`: one statement with `Any` arguments and `Any` rows (the sqlx-core internals
 //!   this crate builds, why, and how to upgrade sqlx);
-//! - `writer.rs`: the one writer connection with group commit;
+//! - `writer.rs`: the one writer connection with group commit (`writer/pause.rs`: holding it
+//!   for a backup);
 //! - `executor.rs`: sqlx's `Executor` for [`crate::DbReader`], [`crate::DbWriter`] and
 //!   `&mut` [`crate::Tx`], which send PostgreSQL to sqlx and SQLite here.
 //!
