@@ -100,6 +100,14 @@ pub struct MaxSection {
     pub clients: Vec<ClientSection>,
     /// Connection pool and PostgreSQL schema.
     pub pool: PoolSection,
+    /// How long a client's previous secret stays valid after `edulink max client rotate-secret`,
+    /// seconds (0 to 30 days; default a day).
+    #[serde(default = "default_client_secret_grace")]
+    pub client_secret_grace_secs: i64,
+}
+
+fn default_client_secret_grace() -> i64 {
+    edulink_max::oidc::CLIENT_SECRET_GRACE_DEFAULT
 }
 
 /// A client registration in configuration.
@@ -243,6 +251,7 @@ impl Default for Config {
                 alerts: AlertSection { conversion_below: 0.2, min_sent: 50 },
                 clients: Vec::new(),
                 pool: PoolSection::new("max"),
+                client_secret_grace_secs: default_client_secret_grace(),
             },
         }
     }
@@ -362,6 +371,9 @@ impl Config {
             if c.redirect_uris.is_empty() || c.redirect_uris.iter().any(|u| url::Url::parse(u).is_err()) {
                 return bad(&format!("max.clients {}: redirect_uris must be absolute URIs", c.id));
             }
+        }
+        if !(0..=edulink_max::oidc::CLIENT_SECRET_GRACE_MAX).contains(&self.max.client_secret_grace_secs) {
+            return bad("max.client_secret_grace_secs must be between 0 and 2592000 (30 days)");
         }
         if self.max.codes.max_attempts < 1 || self.max.codes.ttl_secs < 30 {
             return bad("max.codes: at least 1 attempt and 30 s of validity");
