@@ -7,6 +7,7 @@ mod hygiene;
 mod oidc;
 mod proxy;
 mod resilience;
+mod rotation;
 mod rp;
 mod rules;
 mod scale;
