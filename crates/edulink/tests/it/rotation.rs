@@ -206,16 +206,16 @@ async fn three_instances_starting_together_create_one_key_per_algorithm() {
     drop_schemas(&config).await;
 }
 
-/// A `client_credentials` token request (RFC 6749 §4.4) authenticated with HTTP Basic (§2.3.1).
-async fn client_token(max: &str, secret: &str) -> (StatusCode, serde_json::Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{max}/oauth/token"))
-        .basic_auth("mesh", Some(secret))
-        .form(&[("grant_type", "client_credentials"), ("scope", "sferum.provision")])
-        .send()
-        .await
-        .unwrap();
+/// A back-channel POST of the diary's client authenticated with HTTP Basic (RFC 6749 §2.3.1).
+async fn as_mesh(url: String, secret: &str, form: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+    let resp = reqwest::Client::new().post(url).basic_auth("mesh", Some(secret)).form(form).send().await.unwrap();
     (resp.status(), resp.json().await.unwrap_or_default())
+}
+
+/// A `client_credentials` token request (RFC 6749 §4.4).
+async fn client_token(max: &str, secret: &str) -> (StatusCode, serde_json::Value) {
+    let form = [("grant_type", "client_credentials"), ("scope", "sferum.provision")];
+    as_mesh(format!("{max}/oauth/token"), secret, &form).await
 }
 
 /// Rotates the diary's client secret while the diary still uses the old one. RFC 6749 §2.3.1 and
@@ -267,14 +267,8 @@ async fn secret_rotation_overlaps<A: Flows>(
         assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")), "{m}");
         assert_eq!(client_token(m, &new).await.0, StatusCode::OK);
     }
-    let revoke = reqwest::Client::new()
-        .post(format!("{}/oauth/revoke", instances[0]))
-        .basic_auth("mesh", Some(old))
-        .form(&[("token", "x")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoke.status(), StatusCode::UNAUTHORIZED);
+    let (status, _) = as_mesh(format!("{}/oauth/revoke", instances[0]), old, &[("token", "x")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 both_backends! {
