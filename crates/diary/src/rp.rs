@@ -391,13 +391,23 @@ impl RelyingParty {
     }
 }
 
-/// The `iat` of a JWT we stored ourselves after validating it (read without checking the signature
-/// again: it only decides when the stored hint is refreshed).
-pub fn issued_at(jwt: &str) -> Option<i64> {
+/// Part `n` (0: header, 1: claims) of a JWT we stored ourselves after validating it, as JSON (read
+/// without checking the signature again: it only decides when the stored hint is replaced).
+fn jwt_part(jwt: &str, n: usize) -> Option<serde_json::Value> {
     use base64::Engine;
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?.get("iat")?.as_i64()
+    let part = jwt.split('.').nth(n)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `iat` of a stored JWT.
+pub fn issued_at(jwt: &str) -> Option<i64> {
+    jwt_part(jwt, 1)?.get("iat")?.as_i64()
+}
+
+/// The `kid` of a stored JWT's signing key (JWS header, RFC 7515 §4.1.4).
+pub fn key_id(jwt: &str) -> Option<String> {
+    Some(jwt_part(jwt, 0)?.get("kid")?.as_str()?.to_string())
 }
 
 fn urlenc(s: &str) -> String {

@@ -315,15 +315,16 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
     Ok(running)
 }
 
-/// Re-reads signing keys every minute, so a rotation by `edulink keys rotate` (another process, or
-/// another instance) reaches every running instance.
+/// Polls the signing keys' ids every few seconds (`keys::POLL_INTERVAL`) and reloads them when they
+/// changed, so a rotation by `edulink keys rotate` (another process) is published by every instance
+/// before its keys start signing (`keys::ACTIVATION_DELAY_SECS`).
 async fn reload_keys(st: MaxState, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = tokio::time::sleep(edulink_max::keys::POLL_INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(e) = st.keys.reload(&st.db, &st.secrets.key_cipher, st.now()).await {
+        if let Err(e) = st.keys.refresh(&st.db, &st.secrets.key_cipher, st.now()).await {
             tracing::warn!(error = %e, "signing keys not reloaded");
         }
     }

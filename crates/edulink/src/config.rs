@@ -110,6 +110,14 @@ pub struct MaxSection {
     pub clients: Vec<ClientSection>,
     /// Connection pool and PostgreSQL schema.
     pub pool: PoolSection,
+    /// How long a client's previous secret stays valid after `edulink max client rotate-secret`,
+    /// seconds (0 to 30 days; default a day).
+    #[serde(default = "default_client_secret_grace")]
+    pub client_secret_grace_secs: i64,
+}
+
+fn default_client_secret_grace() -> i64 {
+    edulink_max::oidc::CLIENT_SECRET_GRACE_DEFAULT
 }
 
 /// A client registration in configuration.
@@ -254,6 +262,7 @@ impl Default for Config {
                 alerts: AlertSection { conversion_below: 0.2, min_sent: 50 },
                 clients: Vec::new(),
                 pool: PoolSection::new("max"),
+                client_secret_grace_secs: default_client_secret_grace(),
             },
         }
     }

@@ -105,7 +105,8 @@ enum DemoCmd {
 
 #[derive(Subcommand)]
 enum KeysCmd {
-    /// Create new signing keys; the previous ones stay published in the JWKS.
+    /// Create new signing keys; the previous ones sign until the new ones are published everywhere
+    /// and stay published for the retention period (docs/deployment.md, «Keys and secrets»).
     Rotate,
 }
 
@@ -150,6 +151,13 @@ enum ClientCmd {
         /// May call the Сферум provisioning API.
         #[arg(long)]
         provisioning: bool,
+    },
+    /// Make a new secret for a confidential client and print it once; the previous secret stays
+    /// valid for `max.client_secret_grace_secs` (redeploy the client with the new one meanwhile).
+    RotateSecret {
+        /// client_id.
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -262,9 +270,14 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             let db = app::max_db(&cfg).await?;
             let secret = SecretKey::from_base64(cfg.max.secret.as_deref().unwrap_or_default())?;
             let cipher = edulink_domain::Cipher::new(&secret.derive(edulink_max::SIGNING_KEYS_LABEL));
-            let kids = edulink_max::keys::rotate(&db, &cipher, SystemClock.now_secs()).await?;
-            println!("new signing keys: {}", kids.join(", "));
-            println!("running instances pick them up within a minute");
+            let retention = edulink_max::keys::retention_secs(&app::max_config(&cfg, cfg.max_url())?);
+            let r = edulink_max::keys::rotate(&db, &cipher, SystemClock.now_secs(), retention).await?;
+            println!(
+                "new signing keys: {} (published within seconds, signing in {} s)",
+                r.kids.join(", "),
+                edulink_max::keys::ACTIVATION_DELAY_SECS
+            );
+            println!("keys retired over {} days ago deleted: {}", retention / 86_400, r.deleted);
         }
         Command::Config { what: ConfigCmd::Check { role } } => {
             cfg.check_for(role.scope())?;
@@ -325,6 +338,17 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Restore { from, force } => {
             let m = edulink::backup::restore(&cfg, &from, force)?;
             println!("restored the backup of {} (unix) from {}", m.created_at, from.display());
+        }
+        Command::Max { what: MaxCmd::Client { what: ClientCmd::RotateSecret { id } } } => {
+            // MAX's database only, like `max client add`.
+            let cfg = cfg.prepare(Scope::Databases)?;
+            let db = app::max_db(&cfg).await?;
+            let grace = cfg.max.client_secret_grace_secs;
+            let Some(secret) = edulink_max::oidc::rotate_secret(&db, &id, SystemClock.now_secs(), grace).await? else {
+                anyhow::bail!("no confidential client {id}");
+            };
+            println!("client_secret (shown once): {secret}");
+            println!("the previous secret stays valid for {grace} s; new secrets work on every instance at once");
         }
         Command::Admin { what } => {
             let cfg = cfg.prepare(Scope::Diary)?;

@@ -314,6 +314,7 @@ pub async fn me(State(st): State<MaxState>, headers: HeaderMap) -> Result<Respon
     responses((status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope), (status = 201, body = AuthorizationCreated), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
 pub async fn create_authorization(
     State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateAuthorization>,
 ) -> Result<Response, AppError> {
@@ -324,7 +325,7 @@ pub async fn create_authorization(
         return Err(AppError::bad_request("error-oauth-invalid-request"));
     }
     let params: AuthorizeParams = edulink_web::forms::parse_strict(url.query().unwrap_or(""))?;
-    let Validated { client, req, .. } = match oidc::validate(&st, &params).await {
+    let Validated { client, req, .. } = match oidc::validate(&st, &params, &ip.to_string()).await {
         Ok(v) => v,
         Err(RequestError::NoRedirect(e)) => return Err(e),
         Err(RequestError::Redirect { error, .. }) => {

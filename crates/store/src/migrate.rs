@@ -32,12 +32,18 @@ impl Db {
     /// Applies the migrations not applied yet, each in its own transaction, in version order.
     /// Returns the versions applied now.
     pub async fn migrate(&self, migrations: &[Migration]) -> Result<Vec<i64>, StoreError> {
-        sqlx::raw_sql(
+        let created = sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations (\
                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         )
         .execute(self.writer())
-        .await?;
+        .await;
+        // Instances starting together on an empty PostgreSQL database race on the catalog here
+        // ("IF NOT EXISTS" is not atomic there); the table exists either way.
+        match created.map_err(StoreError::from) {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
         let mut applied = Vec::new();
         let mut sorted: Vec<&Migration> = migrations.iter().collect();
         sorted.sort_by_key(|m| m.version);

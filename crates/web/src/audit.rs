@@ -54,6 +54,9 @@ pub enum Event {
     Register,
     /// An authorization code was issued after consent.
     Authorize,
+    /// An `id_token_hint` that did not verify was ignored and the sign-in went on without it
+    /// (OIDC Core §3.1.2.1; the detail says why: `signature`, `issuer` or `subject`).
+    HintIgnored,
     /// An authorization code was presented twice; what it issued is revoked.
     CodeReplay,
     /// A used refresh token was presented again; its family is revoked.
@@ -90,6 +93,7 @@ impl Event {
             Event::SignIn => "sign_in",
             Event::Register => "register",
             Event::Authorize => "authorize",
+            Event::HintIgnored => "hint_ignored",
             Event::CodeReplay => "code_replay",
             Event::RefreshReuse => "refresh_reuse",
             Event::TokenRevoked => "token_revoked",

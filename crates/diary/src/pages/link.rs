@@ -14,6 +14,9 @@ use edulink_web::forms::{CsrfForm, check_csrf};
 use edulink_web::{AppError, ClientIp, StrictForm, StrictQuery, html, see_other};
 use serde::Deserialize;
 
+/// The stored hint is replaced on a sign-in when older than this (or signed by another key).
+const HINT_REFRESH_SECS: i64 = 86_400;
+
 /// Starts an authorization request at MAX for `purpose`: a link, a sign-in (land on «Сферум в
 /// MAX»), or a join (land in that lesson's room through «Подключиться»).
 pub(super) async fn start(
@@ -174,10 +177,13 @@ async fn finish_sso(
 ) -> Result<Response, AppError> {
     match repo::link(&st.db, &user.id).await? {
         Some(link) if link.subject == v.subject => {
-            // The stored ID token is only a hint for the next sign-in: refresh it once a day rather
-            // than on every sign-in (a write and a commit per flow for nothing).
-            let fresh =
-                link.id_token.as_deref().and_then(crate::rp::issued_at).is_some_and(|iat| st.now() - iat < 86_400);
+            // The stored ID token is only a hint for the next sign-in: replace it once a day rather
+            // than on every sign-in (a write and a commit per flow for nothing), and at once when MAX
+            // signs with a newer key, so the hint outlives the old key (MAX deletes retired keys
+            // after a retention period: docs/deployment.md, «Keys and secrets»).
+            let stored = link.id_token.as_deref();
+            let fresh = stored.and_then(crate::rp::issued_at).is_some_and(|iat| st.now() - iat < HINT_REFRESH_SECS)
+                && stored.and_then(crate::rp::key_id) == crate::rp::key_id(&v.id_token);
             if !fresh {
                 repo::set_link_id_token(&st.db, &user.id, &v.id_token).await?;
             }

@@ -226,6 +226,11 @@ impl Rules {
     fn max(&mut self, c: &Config) {
         let m = &c.max;
         self.party("max", &m.listen, &m.public_url, &m.database_url, &m.secret);
+        self.int(
+            "max.client_secret_grace_secs",
+            m.client_secret_grace_secs,
+            0..=edulink_max::oidc::CLIENT_SECRET_GRACE_MAX,
+        );
         match m.sms.gateway.as_str() {
             "dev" => {}
             "http" => {

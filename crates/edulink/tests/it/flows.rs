@@ -227,8 +227,11 @@ both_backends! {
     let before: serde_json::Value =
         reqwest::get(format!("{}/oauth/jwks", app.max)).await.unwrap().json().await.unwrap();
     let st = app.running.max.as_ref().unwrap();
-    edulink_max::keys::rotate(&st.db, &st.secrets.key_cipher, st.now()).await.unwrap();
-    st.keys.reload(&st.db, &st.secrets.key_cipher, st.now()).await.unwrap();
+    let retention = edulink_max::keys::retention_secs(&st.cfg);
+    edulink_max::keys::rotate(&st.db, &st.secrets.key_cipher, st.now(), retention).await.unwrap();
+    st.keys.refresh(&st.db, &st.secrets.key_cipher, st.now()).await.unwrap();
+    // The new keys sign once every instance has had the time to publish them.
+    app.clock.advance(edulink_max::keys::ACTIVATION_DELAY_SECS);
     let after: serde_json::Value = reqwest::get(format!("{}/oauth/jwks", app.max)).await.unwrap().json().await.unwrap();
     for kid in kids(&before) {
         assert!(kids(&after).contains(&kid), "previous key {kid} still published");

@@ -9,6 +9,7 @@ mod oidc;
 mod outbox;
 mod proxy;
 mod resilience;
+mod rotation;
 mod rp;
 mod rules;
 mod scale;

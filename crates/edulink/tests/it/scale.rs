@@ -15,17 +15,17 @@ const PHONE_B: &str = "+7 916 300-00-02";
 const E164_B: &str = "+79163000002";
 
 /// Two MAX and two diary instances on one PostgreSQL, each party behind a round-robin balancer.
-struct Cluster {
-    app: TestAppRef,
-    maxes: Vec<Party>,
-    diaries: Vec<Party>,
-    max_instances: Vec<String>,
+pub(crate) struct Cluster {
+    pub(crate) app: TestAppRef,
+    pub(crate) maxes: Vec<Party>,
+    pub(crate) diaries: Vec<Party>,
+    pub(crate) max_instances: Vec<String>,
     diary_instances: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
         if !postgres_available().await {
             return None;
         }
@@ -62,14 +62,14 @@ impl Cluster {
     }
 
     /// A browser whose every request goes to the other instance than the one before.
-    fn hopping_browser(&self) -> Browser {
+    pub(crate) fn hopping_browser(&self) -> Browser {
         Browser::hopping(vec![
             (self.app.max.clone(), self.max_instances.clone()),
             (self.app.diary.clone(), self.diary_instances.clone()),
         ])
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         for p in self.maxes.into_iter().chain(self.diaries) {
             p.running.stop().await;
         }

@@ -7,6 +7,7 @@
 use super::clients::{Client, cached_client};
 use super::consent::issue_code;
 use crate::MaxState;
+use crate::audit::{Event, Record, TRAIL};
 use crate::login::{self, current};
 use crate::repo::{self, grants};
 use axum::extract::State;
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use edulink_domain::crypto::new_id;
 use edulink_domain::oauth::{is_opaque_param, is_pkce_value, parse_scope, redirect_uri_matches};
 use edulink_store::StoreError;
-use edulink_web::{AppError, StrictQuery, see_other};
+use edulink_web::{AppError, ClientIp, StrictQuery, see_other};
 use serde::Deserialize;
 
 /// Parameters of the authorization request.
@@ -145,7 +146,8 @@ pub struct Validated {
 }
 
 /// Validates authorization request parameters (shared by the browser endpoint and the MAX app API).
-pub async fn validate(st: &MaxState, p: &AuthorizeParams) -> Result<Validated, RequestError> {
+/// `ip` is the client's, for the audit.
+pub async fn validate(st: &MaxState, p: &AuthorizeParams, ip: &str) -> Result<Validated, RequestError> {
     let store = |e: StoreError| RequestError::NoRedirect(e.into());
     // Until client and redirect URI are known good, errors are shown here and never redirected.
     let no_client = || RequestError::NoRedirect(AppError::bad_request("error-oauth-client"));
@@ -195,8 +197,15 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams) -> Result<Validated, R
     let hint_account_id = match p.id_token_hint.as_deref() {
         None => None,
         Some(hint) => match hinted_account(st, &client, hint).await.map_err(RequestError::NoRedirect)? {
-            Some(a) => Some(a),
-            None => return fail("invalid_request", "id_token_hint is not valid for this client"),
+            Ok(a) => Some(a),
+            Err(why) => {
+                // Only a hint (OIDC Core §3.1.2.1): e.g. signed by a key deleted since. The sign-in goes
+                // on as without one — the session's account or the MAX login — never a dead end.
+                tracing::warn!(client = %client.client_id, reason = why.as_str(), "id_token_hint ignored");
+                let r = Record::new(Event::HintIgnored).client(&client.client_id).ip(ip).detail(why.as_str());
+                TRAIL.record(&st.db, st.now(), &r).await;
+                None
+            }
         },
     };
     let req = AuthRequest {
@@ -217,10 +226,11 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams) -> Result<Validated, R
 /// `GET /oauth/authorize`.
 pub async fn authorize(
     State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     StrictQuery(p): StrictQuery<AuthorizeParams>,
 ) -> Result<Response, AppError> {
-    let Validated { client, req, silent, force_login } = match validate(&st, &p).await {
+    let Validated { client, req, silent, force_login } = match validate(&st, &p, &ip.to_string()).await {
         Ok(v) => v,
         Err(RequestError::NoRedirect(e)) => return Err(e),
         Err(RequestError::Redirect { redirect_uri, state, error, description }) => {
@@ -284,26 +294,47 @@ pub async fn authorize(
     Ok(resp)
 }
 
-async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Option<String>, AppError> {
-    let Some(claims) = st.keys.verify_own(hint) else { return Ok(None) };
+/// Why an `id_token_hint` was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HintRejected {
+    /// No published key verifies it (forged, or its key was deleted after the retention period).
+    Signature,
+    /// Not issued by this provider.
+    Issuer,
+    /// Its subject has no grant in the client's sector (unlinked since).
+    Subject,
+}
+
+impl HintRejected {
+    fn as_str(self) -> &'static str {
+        match self {
+            HintRejected::Signature => "signature",
+            HintRejected::Issuer => "issuer",
+            HintRejected::Subject => "subject",
+        }
+    }
+}
+
+/// The account an `id_token_hint` names, or why it names none.
+async fn hinted_account(st: &MaxState, client: &Client, hint: &str) -> Result<Result<String, HintRejected>, AppError> {
+    let Some(claims) = st.keys.verify_own(hint) else { return Ok(Err(HintRejected::Signature)) };
     if claims["iss"].as_str() != Some(&st.cfg.issuer) {
-        return Ok(None);
+        return Ok(Err(HintRejected::Issuer));
     }
     let auds: Vec<&str> = match &claims["aud"] {
         serde_json::Value::String(a) => vec![a.as_str()],
         serde_json::Value::Array(v) => v.iter().filter_map(|a| a.as_str()).collect(),
         _ => vec![],
     };
-    let Some(sub) = claims["sub"].as_str() else { return Ok(None) };
+    let Some(sub) = claims["sub"].as_str() else { return Ok(Err(HintRejected::Subject)) };
     // The hint may come from another client of the same sector (the diary's app made the link, the
     // diary's web signs in): the subject is the same there, and only there.
     for aud in auds {
-        let account = grants::account_of_subject(&st.db, aud, sub, &client.sector).await?;
-        if account.is_some() {
-            return Ok(account);
+        if let Some(account) = grants::account_of_subject(&st.db, aud, sub, &client.sector).await? {
+            return Ok(Ok(account));
         }
     }
-    Ok(None)
+    Ok(Err(HintRejected::Subject))
 }
 
 /// Stores a validated request until the person confirms it.

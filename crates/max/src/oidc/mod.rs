@@ -28,7 +28,10 @@ pub mod userinfo;
 pub use authorize::{
     AuthRequest, AuthorizeParams, CODE_TTL, RequestError, Validated, authorize, load_request, store_request, validate,
 };
-pub use clients::{CLIENT_CACHE_TTL, Client, ClientCache, cached_client, client, upsert_client};
+pub use clients::{
+    CLIENT_CACHE_TTL, CLIENT_SECRET_GRACE_DEFAULT, CLIENT_SECRET_GRACE_MAX, Client, ClientCache, PreviousSecret,
+    SecretMatch, cached_client, client, match_secret, rotate_secret, upsert_client,
+};
 pub use consent::{Consent, confirm, continue_authorization, deny, issue_code, issue_code_audited, switch_account};
 pub use discovery::{discovery, discovery_document, jwks};
 pub use error::OAuthError;

@@ -1,6 +1,6 @@
 //! Registered OpenID clients (`clients`).
 
-use crate::oidc::Client;
+use crate::oidc::{Client, PreviousSecret};
 use edulink_domain::oauth::parse_scope;
 use edulink_store::{Db, StoreError, sqlx};
 
@@ -14,6 +14,19 @@ struct ClientRow {
     id_token_alg: String,
     sector: String,
     scopes: String,
+    previous_secret_hash: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+}
+
+impl ClientRow {
+    /// The registration and its previous secret, if one was kept.
+    fn split(self) -> (Client, Option<PreviousSecret>) {
+        let previous = match (&self.previous_secret_hash, self.previous_secret_expires_at) {
+            (Some(hash), Some(expires_at)) => Some(PreviousSecret { hash: hash.clone(), expires_at }),
+            _ => None,
+        };
+        (Client::from(self), previous)
+    }
 }
 
 impl From<ClientRow> for Client {
@@ -30,7 +43,8 @@ impl From<ClientRow> for Client {
     }
 }
 
-/// Registers or replaces a client. Returns nothing; the secret is chosen by the caller.
+/// Registers or replaces a client. Returns nothing; the secret is chosen by the caller. A previous
+/// secret kept by [`rotate_secret`] is left as it is.
 pub async fn upsert_client(db: &Db, c: &Client, now: i64) -> Result<(), StoreError> {
     db.execute(sqlx::query(
         "INSERT INTO clients (client_id, name, secret_hash, redirect_uris, id_token_alg, sector, scopes, created_at) \
@@ -53,14 +67,42 @@ pub async fn upsert_client(db: &Db, c: &Client, now: i64) -> Result<(), StoreErr
 
 /// Looks a client up (an over-long id is nobody).
 pub async fn client(db: &Db, client_id: &str) -> Result<Option<Client>, StoreError> {
+    Ok(registration(db, client_id).await?.map(|(c, _)| c))
+}
+
+/// Looks a client up with its previous secret (an over-long id is nobody).
+pub async fn registration(db: &Db, client_id: &str) -> Result<Option<(Client, Option<PreviousSecret>)>, StoreError> {
     if client_id.len() > 100 {
         return Ok(None);
     }
     let row: Option<ClientRow> = sqlx::query_as(
-        "SELECT client_id, name, secret_hash, redirect_uris, id_token_alg, sector, scopes FROM clients WHERE client_id = $1",
+        "SELECT client_id, name, secret_hash, redirect_uris, id_token_alg, sector, scopes, previous_secret_hash, \
+         previous_secret_expires_at FROM clients WHERE client_id = $1",
     )
     .bind(client_id)
     .fetch_optional(db.pool())
     .await?;
-    Ok(row.map(Client::from))
+    Ok(row.map(ClientRow::split))
+}
+
+/// Replaces a confidential client's secret hash, keeping the current one as the previous secret
+/// until `previous_expires_at`. Returns false when there is no such confidential client.
+pub async fn rotate_secret(
+    db: &Db,
+    client_id: &str,
+    new_hash: &str,
+    previous_expires_at: i64,
+) -> Result<bool, StoreError> {
+    let done = db
+        .execute(
+            sqlx::query(
+                "UPDATE clients SET previous_secret_hash = secret_hash, previous_secret_expires_at = $1, \
+                 secret_hash = $2 WHERE client_id = $3 AND secret_hash IS NOT NULL",
+            )
+            .bind(previous_expires_at)
+            .bind(new_hash)
+            .bind(client_id),
+        )
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

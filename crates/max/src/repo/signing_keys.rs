@@ -1,6 +1,7 @@
 //! The provider's signing keys (`signing_keys`): private keys sealed, public keys as published.
+//! Writes run inside the rotation lock (`crate::keys::rotation`).
 
-use edulink_store::{Db, StoreError, sqlx};
+use edulink_store::{Db, StoreError, Tx, sqlx};
 
 /// A stored signing key.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -15,28 +16,48 @@ pub struct SigningKeyRow {
     pub public_raw: String,
     /// The public JWK, JSON.
     pub public_jwk: String,
-    /// Retirement time: retired keys only verify.
+    /// From when the key signs (it is published from its creation).
+    pub active_from: i64,
+    /// From when the key no longer signs; it stays published for the retention period after.
     pub retired_at: Option<i64>,
 }
 
 /// Every key, newest first.
 pub async fn all_keys(db: &Db) -> Result<Vec<SigningKeyRow>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT kid, alg, private_enc, public_raw, public_jwk, retired_at FROM signing_keys ORDER BY created_at DESC",
+        "SELECT kid, alg, private_enc, public_raw, public_jwk, active_from, retired_at FROM signing_keys \
+         ORDER BY created_at DESC, kid",
     )
     .fetch_all(db.pool())
     .await?)
 }
 
-/// The algorithms that have an active key.
-pub async fn active_algs(db: &Db) -> Result<Vec<String>, StoreError> {
+/// The ids of every stored key, sorted: the "generation" running instances poll (a rotation and a
+/// deletion both change it).
+pub async fn kids(db: &Db) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT kid FROM signing_keys ORDER BY kid").fetch_all(db.pool()).await?)
+}
+
+/// The algorithms that have a key not retired (signing now or from a future `active_from`).
+pub async fn unretired_algs(db: &Db) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar("SELECT alg FROM signing_keys WHERE retired_at IS NULL").fetch_all(db.pool()).await?)
 }
 
-/// Stores a new active key.
-pub async fn insert_key(tx: &mut edulink_store::Tx, key: &SigningKeyRow, now: i64) -> Result<(), StoreError> {
+/// [`unretired_algs`] inside a transaction (re-checked under the lock).
+pub async fn unretired_algs_in(tx: &mut Tx) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT alg FROM signing_keys WHERE retired_at IS NULL").fetch_all(&mut *tx).await?)
+}
+
+/// How many keys are stored (none: the very first start).
+pub async fn count_in(tx: &mut Tx) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys").fetch_one(&mut *tx).await?)
+}
+
+/// Stores a new key.
+pub async fn insert_key(tx: &mut Tx, key: &SigningKeyRow, now: i64) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO signing_keys (kid, alg, private_enc, public_raw, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO signing_keys (kid, alg, private_enc, public_raw, public_jwk, created_at, active_from) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&key.kid)
     .bind(&key.alg)
@@ -44,14 +65,23 @@ pub async fn insert_key(tx: &mut edulink_store::Tx, key: &SigningKeyRow, now: i6
     .bind(&key.public_raw)
     .bind(&key.public_jwk)
     .bind(now)
+    .bind(key.active_from)
     .execute(tx)
     .await?;
     Ok(())
 }
 
-/// Deletes the keys retired before and retires the active ones.
-pub async fn retire_active(tx: &mut edulink_store::Tx, now: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL").execute(&mut *tx).await?;
-    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL").bind(now).execute(&mut *tx).await?;
+/// Deletes the keys retired before `cutoff`; returns how many.
+pub async fn delete_retired_before(tx: &mut Tx, cutoff: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Retires every key not retired yet, from `at` on.
+pub async fn retire_unretired(tx: &mut Tx, at: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL").bind(at).execute(&mut *tx).await?;
     Ok(())
 }

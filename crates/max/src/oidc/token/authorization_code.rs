@@ -116,7 +116,7 @@ async fn id_token(
         claims["family_name"] = a.last_name.clone().into();
         claims["name"] = format!("{} {}", a.first_name, a.last_name).into();
     }
-    Ok(st.keys.sign(&client.id_token_alg, &claims).map_err(|e| AppError::internal(e.to_string()))?)
+    Ok(st.keys.sign(&client.id_token_alg, &claims, now).map_err(|e| AppError::internal(e.to_string()))?)
 }
 
 #[cfg(test)]

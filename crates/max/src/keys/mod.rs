@@ -1,10 +1,14 @@
 //! Signing keys: generated on first start, stored encrypted in the database, loaded once and kept
 //! parsed in memory (re-parsing a private key per signature costs more than the signature itself,
-//! docs/architecture.md, «Numbers»). `edulink keys rotate` retires the current keys; the previous
-//! ones stay published.
+//! docs/architecture.md, «Numbers»). `edulink keys rotate` makes new keys; how they are published,
+//! start signing and are finally deleted is in [`rotation`].
+
+pub mod rotation;
+
+pub use rotation::{ACTIVATION_DELAY_SECS, POLL_INTERVAL, Rotation, retention_secs, rotate};
 
 use crate::StartError;
-use crate::repo::signing_keys::{self, SigningKeyRow};
+use crate::repo::signing_keys;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
@@ -15,7 +19,6 @@ use aws_lc_rs::signature::{
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use edulink_domain::Cipher;
-use edulink_domain::crypto::random_token;
 use edulink_store::Db;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -36,8 +39,18 @@ enum Signer {
 struct LoadedKey {
     kid: String,
     alg: String,
+    /// The private key, for keys that sign now or will (retired ones only verify).
     signer: Option<Signer>,
     public_raw: Vec<u8>,
+    active_from: i64,
+    retired_at: Option<i64>,
+}
+
+impl LoadedKey {
+    /// Whether this key signs `alg` at `now`.
+    fn signs(&self, alg: &str, now: i64) -> bool {
+        self.alg == alg && self.signer.is_some() && self.active_from <= now && self.retired_at.is_none_or(|r| now < r)
+    }
 }
 
 /// The provider's keys: the active signer per algorithm and every published public key.
@@ -68,7 +81,7 @@ impl std::fmt::Debug for KeyRing {
 #[error("no signing key for {0}")]
 pub struct NoKey(pub String);
 
-fn generate(alg: &str) -> Result<(Vec<u8>, Vec<u8>, Value), String> {
+pub(crate) fn generate(alg: &str) -> Result<(Vec<u8>, Vec<u8>, Value), String> {
     let e = |x: aws_lc_rs::error::Unspecified| x.to_string();
     match alg {
         "RS256" => {
@@ -112,40 +125,11 @@ fn parse_signer(alg: &str, der: &[u8]) -> Result<Signer, String> {
     })
 }
 
-/// Creates a new active key for every algorithm and retires the ones it replaces. Keys retired by an
-/// earlier rotation are deleted, so exactly one previous generation stays published.
-pub async fn rotate(db: &Db, cipher: &Cipher, now: i64) -> Result<Vec<String>, StartError> {
-    let mut tx = db.begin().await?;
-    signing_keys::retire_active(&mut tx, now).await?;
-    let mut kids = Vec::new();
-    for alg in ALGS {
-        kids.push(insert_new(&mut tx, cipher, alg, now).await?);
-    }
-    tx.commit().await?;
-    Ok(kids)
-}
-
-async fn insert_new(tx: &mut edulink_store::Tx, cipher: &Cipher, alg: &str, now: i64) -> Result<String, StartError> {
-    let (der, public_raw, mut jwk) = generate(alg).map_err(StartError::Keys)?;
-    let kid = random_token(12);
-    jwk["kid"] = kid.clone().into();
-    jwk["alg"] = (*alg).into();
-    jwk["use"] = "sig".into();
-    let row = SigningKeyRow {
-        kid,
-        alg: alg.to_string(),
-        private_enc: cipher.seal("signing_keys.private", &der),
-        public_raw: B64.encode(&public_raw),
-        public_jwk: jwk.to_string(),
-        retired_at: None,
-    };
-    signing_keys::insert_key(tx, &row, now).await?;
-    Ok(row.kid)
-}
-
 impl KeyRing {
-    /// Loads the keys, creating an active key for any algorithm that has none.
+    /// Loads the keys, creating a key for any algorithm that has none (under the keys lock, see
+    /// [`rotation::ensure_keys`]).
     pub async fn load_or_create(db: &Db, cipher: &Cipher, now: i64) -> Result<Self, StartError> {
+        rotation::ensure_keys(db, cipher, now).await?;
         let ring = KeyRing {
             inner: RwLock::new(Inner { keys: Vec::new(), jwks: String::new() }),
             verified: Mutex::new(HashMap::new()),
@@ -154,21 +138,27 @@ impl KeyRing {
         Ok(ring)
     }
 
-    /// Re-reads keys from the database (after a rotation by another process).
-    pub async fn reload(&self, db: &Db, cipher: &Cipher, now: i64) -> Result<(), StartError> {
-        let active = signing_keys::active_algs(db).await?;
-        let missing: Vec<&str> = ALGS.iter().copied().filter(|a| !active.iter().any(|x| x == a)).collect();
-        if !missing.is_empty() {
-            let mut tx = db.begin().await?;
-            for alg in missing {
-                insert_new(&mut tx, cipher, alg, now).await?;
-            }
-            tx.commit().await?;
+    /// Re-reads the keys if another process created or deleted some since the last read (one small
+    /// query: the key ids). Running instances call this every [`POLL_INTERVAL`]. Returns whether
+    /// the keys changed.
+    pub async fn refresh(&self, db: &Db, cipher: &Cipher, now: i64) -> Result<bool, StartError> {
+        let stored = signing_keys::kids(db).await?;
+        let mut loaded: Vec<String> =
+            self.inner.read().expect("key ring lock").keys.iter().map(|k| k.kid.clone()).collect();
+        loaded.sort();
+        if loaded == stored {
+            return Ok(false);
         }
+        self.reload(db, cipher, now).await?;
+        Ok(true)
+    }
+
+    /// Re-reads every key from the database.
+    pub async fn reload(&self, db: &Db, cipher: &Cipher, now: i64) -> Result<(), StartError> {
         let mut keys = Vec::new();
         let mut jwks = Vec::new();
         for r in signing_keys::all_keys(db).await? {
-            let signer = if r.retired_at.is_none() {
+            let signer = if r.retired_at.is_none_or(|at| now < at) {
                 let der = cipher
                     .open("signing_keys.private", &r.private_enc)
                     .map_err(|_| StartError::Keys("cannot decrypt a signing key: wrong secret?".into()))?;
@@ -182,6 +172,8 @@ impl KeyRing {
                 alg: r.alg,
                 signer,
                 public_raw: B64.decode(r.public_raw).map_err(|e| StartError::Keys(e.to_string()))?,
+                active_from: r.active_from,
+                retired_at: r.retired_at,
             });
         }
         let jwks = json!({ "keys": jwks }).to_string();
@@ -195,11 +187,16 @@ impl KeyRing {
         self.inner.read().expect("key ring lock").jwks.clone()
     }
 
-    /// Signs `claims` as a compact JWS with the active key of `alg`.
-    pub fn sign(&self, alg: &str, claims: &Value) -> Result<String, NoKey> {
+    /// Signs `claims` as a compact JWS with the key of `alg` that signs at `now` (a rotated key only
+    /// from its `active_from`, when every instance publishes it).
+    pub fn sign(&self, alg: &str, claims: &Value, now: i64) -> Result<String, NoKey> {
         let inner = self.inner.read().expect("key ring lock");
-        let key =
-            inner.keys.iter().find(|k| k.alg == alg && k.signer.is_some()).ok_or_else(|| NoKey(alg.to_string()))?;
+        let key = inner
+            .keys
+            .iter()
+            .filter(|k| k.signs(alg, now))
+            .max_by_key(|k| k.active_from)
+            .ok_or_else(|| NoKey(alg.to_string()))?;
         let header = json!({ "alg": alg, "kid": key.kid, "typ": "JWT" });
         let mut out = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let rng = SystemRandom::new();
@@ -270,12 +267,19 @@ mod tests {
     use super::*;
     use edulink_domain::crypto::SecretKey;
 
+    const DAY: i64 = 86_400;
+
+    fn kid_of(token: &str) -> String {
+        let header: Value = serde_json::from_slice(&B64.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+        header["kid"].as_str().unwrap().to_string()
+    }
+
     #[tokio::test]
     async fn own_tokens_verify_once_remembered_until_their_key_is_gone() {
         let (db, _dir) = crate::test_db().await;
         let cipher = Cipher::new(&SecretKey::generate());
         let ring = KeyRing::load_or_create(&db, &cipher, 1_000).await.unwrap();
-        let token = ring.sign("EdDSA", &json!({ "sub": "s1", "aud": "c1" })).unwrap();
+        let token = ring.sign("EdDSA", &json!({ "sub": "s1", "aud": "c1" }), 1_000).unwrap();
         assert_eq!(ring.verify_own(&token).unwrap()["sub"], "s1");
         // Remembered: the same answer without a signature check.
         assert_eq!(ring.verify_own(&token).unwrap()["sub"], "s1");
@@ -288,13 +292,34 @@ mod tests {
         bad_sig.pop();
         bad_sig.push(if token.ends_with('A') { 'B' } else { 'A' });
         assert!(ring.verify_own(&bad_sig).is_none());
-        // One rotation keeps the old key published; the second deletes it, and the remembered
-        // token stops verifying.
-        rotate(&db, &cipher, 2_000).await.unwrap();
-        ring.reload(&db, &cipher, 2_000).await.unwrap();
-        assert!(ring.verify_own(&token).is_some());
-        rotate(&db, &cipher, 3_000).await.unwrap();
-        ring.reload(&db, &cipher, 3_000).await.unwrap();
+        // Rotations within the retention period keep the key published, however many.
+        for t in [2_000, 3_000, 4_000] {
+            rotate(&db, &cipher, t, 30 * DAY).await.unwrap();
+            assert!(ring.refresh(&db, &cipher, t).await.unwrap());
+            assert!(ring.verify_own(&token).is_some(), "rotation at {t}");
+        }
+        // A rotation longer than the retention period after its retirement deletes it, and the
+        // remembered token stops verifying.
+        let later = 2_000 + ACTIVATION_DELAY_SECS + 30 * DAY + 1;
+        assert_eq!(rotate(&db, &cipher, later, 30 * DAY).await.unwrap().deleted, 3);
+        ring.refresh(&db, &cipher, later).await.unwrap();
         assert!(ring.verify_own(&token).is_none());
+    }
+
+    /// A rotated key is in the JWKS at once but signs only from its `active_from`: every instance
+    /// publishes it first (Keycloak's and Hydra's "next" keys; RFC 7517 §5 key sets).
+    #[tokio::test]
+    async fn a_rotated_key_is_published_before_it_signs() {
+        let (db, _dir) = crate::test_db().await;
+        let cipher = Cipher::new(&SecretKey::generate());
+        let ring = KeyRing::load_or_create(&db, &cipher, 1_000).await.unwrap();
+        let old = kid_of(&ring.sign("ES256", &json!({}), 1_000).unwrap());
+        let r = rotate(&db, &cipher, 2_000, 30 * DAY).await.unwrap();
+        assert!(ring.refresh(&db, &cipher, 2_000).await.unwrap());
+        assert!(ring.jwks().contains(&r.kids[1]) && ring.jwks().contains(&old));
+        assert_eq!(kid_of(&ring.sign("ES256", &json!({}), r.active_from - 1).unwrap()), old);
+        assert_eq!(kid_of(&ring.sign("ES256", &json!({}), r.active_from).unwrap()), r.kids[1]);
+        // Nothing changed: the poll is one query and no reload.
+        assert!(!ring.refresh(&db, &cipher, 2_001).await.unwrap());
     }
 }
