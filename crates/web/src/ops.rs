@@ -33,9 +33,11 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
-/// The body of `/readyz`: 200 when the database answers, 503 otherwise.
+/// The body of `/readyz`: 200 when the database can take writes (checked at most once a second,
+/// see [`edulink_store::Db::ready`]), 503 otherwise. While the process drains, the server answers
+/// 503 before this runs (`serve.rs`).
 pub async fn readyz(db: &edulink_store::Db) -> axum::response::Response {
-    match db.ping().await {
+    match db.ready().await {
         Ok(()) => "ready".into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
