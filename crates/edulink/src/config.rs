@@ -10,6 +10,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod server;
+pub use server::{OpsSection, ServerSection};
+
 /// How the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -46,6 +49,10 @@ pub struct Config {
     pub diary: DiarySection,
     /// MAX.
     pub max: MaxSection,
+    /// Timeouts, connection limits and the shutdown of the public listeners.
+    pub server: ServerSection,
+    /// The operator listener (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: OpsSection,
 }
 
 /// Settings of the diary.
@@ -244,6 +251,8 @@ impl Default for Config {
                 clients: Vec::new(),
                 pool: PoolSection::new("max"),
             },
+            server: ServerSection::default(),
+            ops: OpsSection { listen: "127.0.0.1:9090".into() },
         }
     }
 }
@@ -301,6 +310,7 @@ impl Config {
         if let Err(e) = self.trusted() {
             return bad(&format!("trusted_proxies: {e}"));
         }
+        self.server.check(&self.ops).map_err(ConfigError::Invalid)?;
         match self.max.sms.gateway.as_str() {
             "dev" if self.mode == Mode::Production => {
                 return bad("the dev SMS gateway is refused in production");
@@ -429,6 +439,8 @@ fn is_config_key(key: &str) -> bool {
     matches!(k.as_str(), "mode" | "data_dir" | "demo" | "workers" | "trusted_proxies" | "forwarded_header")
         || k.starts_with("diary__")
         || k.starts_with("max__")
+        || k.starts_with("server__")
+        || k.starts_with("ops__")
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -519,7 +531,9 @@ mod tests {
 
     #[test]
     fn only_configuration_variables_are_read_from_the_environment() {
-        for k in ["MODE", "data_dir", "WORKERS", "DIARY__LISTEN", "MAX__SMS__GATEWAY", "max__pool__schema"] {
+        for k in
+            ["MODE", "data_dir", "WORKERS", "DIARY__LISTEN", "MAX__SMS__GATEWAY", "max__pool__schema", "OPS__LISTEN"]
+        {
             assert!(is_config_key(k), "{k}");
         }
         for k in ["REQUIRE_BROWSER", "REQUIRE_POSTGRES", "TEST_POSTGRES_URL", "AXE_JS", "UPDATE_OPENAPI", "MAXIMUM"] {

@@ -79,6 +79,8 @@ pub struct TestApp {
 /// schemas of its own.
 pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     let mut config = Config { data_dir: dir.to_path_buf(), demo: Some(true), ..Config::default() };
+    // Tests run side by side: the operator listener takes a free port (see `Running::ops_url`).
+    config.ops.listen = "127.0.0.1:0".into();
     if backend == Backend::Postgres {
         let tag = edulink_domain::crypto::random_bytes(6).iter().map(|b| format!("{b:02x}")).collect::<String>();
         // The application name lets a test find (and cut) exactly its own connections.

@@ -11,4 +11,5 @@ mod rp;
 mod rules;
 mod scale;
 mod security;
+mod serving;
 mod sferum;
