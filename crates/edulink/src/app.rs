@@ -99,19 +99,40 @@ impl Running {
         }
     }
 
-    /// Waits until Ctrl-C / SIGTERM, then stops.
-    pub async fn wait_for_signal(self) {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+    /// Waits until Ctrl-C / SIGTERM (listened for since `signals` was installed), then stops.
+    pub async fn wait_for_signal(self, mut signals: Signals) {
+        signals.recv().await;
         tracing::info!("shutting down");
         self.stop().await;
+    }
+}
+
+/// SIGTERM and Ctrl-C, caught from [`Signals::install`] on: install before serving, or a signal
+/// that arrives right after the listeners open ends the process without a drain.
+pub struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts catching the signals (inside the runtime).
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -188,6 +188,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             init_logs();
             edulink_web::ops::prometheus();
             let cfg = cfg.with_secrets()?;
+            let signals = app::Signals::install()?;
             let running = app::start(cfg.clone(), role, Arc::new(SystemClock), Overrides::default()).await?;
             println!("edulink is running ({:?} mode)", cfg.mode);
             if role != Role::Max {
@@ -203,7 +204,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 println!("  Demo logins:      student1 … student10, teacher — password «demo»");
                 println!("  Phone with an existing Сферум profile: +7 900 000-00-01");
             }
-            running.wait_for_signal().await;
+            running.wait_for_signal(signals).await;
         }
         Command::Migrate => {
             init_logs();

@@ -226,3 +226,73 @@ async fn metrics_are_on_the_operator_listener_only() {
     }
     p.running.stop().await;
 }
+
+/// Kills the child process when a test ends early.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The real binary on SIGTERM (what `kill`, systemd's `KillSignal` and Kubernetes send first):
+/// `/readyz` answers 503 on the public and operator ports during the drain while `/healthz` still
+/// answers, then the process exits by itself, successfully, within drain + shutdown timeout.
+#[tokio::test]
+async fn sigterm_drains_the_real_binary_then_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, m, o) = (free_port(), free_port(), free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_edulink"))
+        .arg("serve")
+        .env("EDULINK_DATA_DIR", dir.path())
+        .env("EDULINK_DEMO", "false")
+        .env("EDULINK_DIARY__LISTEN", format!("127.0.0.1:{d}"))
+        .env("EDULINK_MAX__LISTEN", format!("127.0.0.1:{m}"))
+        .env("EDULINK_OPS__LISTEN", format!("127.0.0.1:{o}"))
+        .env("EDULINK_SERVER__DRAIN_SECS", "2")
+        .env("EDULINK_SERVER__SHUTDOWN_TIMEOUT_SECS", "3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Child(child);
+    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let get = |u: String| {
+        let client = client.clone();
+        async move { client.get(u).send().await.map(|r| r.status()).ok() }
+    };
+    let up = Instant::now();
+    while get(url(o, "/readyz")).await != Some(StatusCode::OK) {
+        assert!(up.elapsed() < Duration::from_secs(60), "the server starts");
+        assert!(child.0.try_wait().unwrap().is_none(), "the server runs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let term = Instant::now();
+    assert_eq!(unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for port in [d, m, o] {
+        let exited = child.0.try_wait().unwrap();
+        assert_eq!(
+            get(url(port, "/readyz")).await,
+            Some(StatusCode::SERVICE_UNAVAILABLE),
+            "{port} drains ({exited:?})"
+        );
+    }
+    assert_eq!(get(url(d, "/login")).await, Some(StatusCode::OK), "still serving");
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(term.elapsed() < Duration::from_secs(7), "exits within drain + timeout");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(term.elapsed() >= Duration::from_secs(2), "not before the drain ends");
+}
