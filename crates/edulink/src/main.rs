@@ -200,6 +200,9 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                     println!("  SMS inbox (dev):  {}/dev/inbox   JSON: {}/dev/sms", running.max_url, running.max_url);
                 }
             }
+            if let Some(ops) = &running.ops_url {
+                println!("  Metrics (ops):    {ops}/metrics");
+            }
             if cfg.demo() && role != Role::Max {
                 println!("  Demo logins:      student1 … student10, teacher — password «demo»");
                 println!("  Phone with an existing Сферум profile: +7 900 000-00-01");
