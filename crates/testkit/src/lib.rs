@@ -130,6 +130,23 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(Backend::Sqlite, tweak).await.expect("SQLite always runs")
 }
 
+/// Terminates every PostgreSQL connection of the app configured by `config` (found by the
+/// application name [`test_config`] gives them), as a failover or an operator would; returns how many.
+pub async fn terminate_connections(config: &Config) -> usize {
+    let url = config.diary.database_url.clone().expect("a PostgreSQL test configuration");
+    let tag = url.rsplit("application_name=").next().unwrap_or_default().to_string();
+    let admin = edulink_store::Db::connect(&postgres_url(), &Default::default()).await.expect("admin connection");
+    let killed: Vec<(bool,)> = edulink_store::sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&tag)
+    .fetch_all(admin.pool())
+    .await
+    .expect("pg_terminate_backend");
+    admin.close().await;
+    killed.len()
+}
+
 /// Drops the PostgreSQL schemas a test created.
 pub async fn drop_schemas(config: &Config) {
     if !config.max.database_url.as_deref().unwrap_or("").starts_with("postgres") {
