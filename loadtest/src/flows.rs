@@ -19,6 +19,8 @@ pub enum Sms {
 pub struct Ctx {
     pub diary: Url,
     pub max: Url,
+    /// The server's operator listener (`/metrics`).
+    pub ops: Url,
     pub sms: Sms,
 }
 
@@ -29,6 +31,11 @@ impl Ctx {
 
     pub fn m(&self, path: &str) -> Url {
         self.max.join(path).expect("MAX URL")
+    }
+
+    /// The server's Prometheus metrics (on the operator listener, never on the public ports).
+    pub fn metrics(&self) -> Url {
+        self.ops.join("/metrics").expect("ops URL")
     }
 
     fn is_max(&self, u: &Url) -> bool {

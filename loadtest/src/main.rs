@@ -271,7 +271,7 @@ async fn sso(ctx: &Ctx, pid: u32, conc: usize, dur: Duration, first_user: usize)
             })
         })
         .collect();
-    let mut out = measure("sign-in flow (linked)", "flow", pid, Some(&ctx.m("/metrics")), barrier, workers).await;
+    let mut out = measure("sign-in flow (linked)", "flow", pid, Some(&ctx.metrics()), barrier, workers).await;
     let failed = setup_failed.load(Ordering::Relaxed);
     if failed > 0 {
         out.note = format!("{failed} students failed setup");
@@ -335,7 +335,7 @@ async fn link(ctx: &Ctx, pid: u32, conc: usize, dur: Duration, first_user: usize
             })
         })
         .collect();
-    let mut out = measure("link flow (new phone)", "flow", pid, Some(&ctx.m("/metrics")), barrier, workers).await;
+    let mut out = measure("link flow (new phone)", "flow", pid, Some(&ctx.metrics()), barrier, workers).await;
     out.note = format!("setup: {} sign-ins in {:.1} s", users - login_failures, setup.as_secs_f64());
     if login_failures > 0 {
         out.note.push_str(&format!(", {login_failures} sign-ins failed"));
@@ -547,11 +547,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // The server under test.
     let codes = Arc::new(Mutex::new(HashMap::new()));
-    let (dport, mport) = (server::free_port()?, server::free_port()?);
+    let (dport, mport, oport) = (server::free_port()?, server::free_port()?, server::free_port()?);
     let mut cmd = Command::new(&bin);
     cmd.arg("serve").arg("--data-dir").arg(dir.path().join("data"));
     cmd.env("EDULINK_DIARY__LISTEN", format!("127.0.0.1:{dport}"))
         .env("EDULINK_MAX__LISTEN", format!("127.0.0.1:{mport}"))
+        .env("EDULINK_OPS__LISTEN", format!("127.0.0.1:{oport}"))
         // Benchmark-only limits (production refuses a resend gap below 60 s): one IP sends every code.
         .env("EDULINK_MAX__LIMITS__RESEND_GAP_SECS", "0")
         .env("EDULINK_MAX__LIMITS__PER_PHONE_HOUR", "1000000")
@@ -589,6 +590,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let ctx = Ctx {
             diary: Url::parse(&format!("http://127.0.0.1:{dport}/"))?,
             max: Url::parse(&format!("http://127.0.0.1:{mport}/"))?,
+            ops: Url::parse(&format!("http://127.0.0.1:{oport}/"))?,
             sms,
         };
         let (db_url, schema) = match &args.postgres {

@@ -8,7 +8,9 @@ use edulink_max::oidc::Client;
 use edulink_max::{MaxConfig, MaxState};
 use edulink_sms::{DevInbox, HttpGateway, SmsGateway};
 use edulink_store::Db;
+use edulink_web::serve::Phase;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -58,38 +60,91 @@ pub struct Running {
     pub diary: Option<DiaryState>,
     /// MAX's state.
     pub max: Option<MaxState>,
+    /// The operator listener's base URL (`/metrics`, `/healthz`, `/readyz`), unless turned off.
+    pub ops_url: Option<String>,
+    /// The listeners' lifecycle (drain, stop, abort).
+    phase: watch::Sender<Phase>,
+    /// Background tasks (key reload, outbox) end when this turns true.
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    drain: Duration,
+    shutdown_timeout: Duration,
 }
 
 impl Running {
-    /// Stops serving and waits for the tasks to end.
+    /// Stops as on SIGTERM: `/readyz` answers 503 for the drain period while every listener still
+    /// serves; then no new connections are taken, chat streams end, requests in progress finish
+    /// and their connections close. Whatever still runs after the shutdown timeout is cut.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let Running { phase, shutdown, mut tasks, drain, shutdown_timeout, diary, max, .. } = self;
+        phase.send_replace(Phase::Draining);
+        if !drain.is_zero() {
+            tracing::info!(drain_secs = drain.as_secs(), "draining: /readyz answers 503, requests are still served");
+            tokio::time::sleep(drain).await;
         }
-        if let Some(d) = &self.diary {
+        phase.send_replace(Phase::Stopping);
+        if let Some(m) = &max {
+            // Open chat streams end now, or the graceful shutdown would wait for them.
+            m.hub.shut_down();
+        }
+        let _ = shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        for t in &mut tasks {
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                break;
+            }
+        }
+        if tasks.iter().any(|t| !t.is_finished()) {
+            tracing::warn!(timeout_secs = shutdown_timeout.as_secs(), "shutdown timeout: closing what still runs");
+            phase.send_replace(Phase::Abort);
+            for t in tasks.iter_mut().filter(|t| !t.is_finished()) {
+                if tokio::time::timeout(Duration::from_secs(1), &mut *t).await.is_err() {
+                    t.abort();
+                }
+            }
+        }
+        if let Some(d) = &diary {
             d.db.close().await;
         }
-        if let Some(m) = &self.max {
+        if let Some(m) = &max {
             m.db.close().await;
         }
     }
 
-    /// Waits until Ctrl-C / SIGTERM, then stops.
-    pub async fn wait_for_signal(self) {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+    /// Waits until Ctrl-C / SIGTERM (listened for since `signals` was installed), then stops.
+    pub async fn wait_for_signal(self, mut signals: Signals) {
+        signals.recv().await;
         tracing::info!("shutting down");
         self.stop().await;
+    }
+}
+
+/// SIGTERM and Ctrl-C, caught from [`Signals::install`] on: install before serving, or a signal
+/// that arrives right after the listeners open ends the process without a drain.
+pub struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts catching the signals (inside the runtime).
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! { _ = self.term.recv() => {}, _ = self.int.recv() => {} }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -242,7 +297,23 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
     let max_url =
         cfg.max.public_url.clone().unwrap_or_else(|| format!("http://{}", max_listener.local_addr().expect("bound")));
     let trusted = cfg.trusted().map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+    let ops_listener = match cfg.ops.listen.as_str() {
+        "" => None,
+        addr => match TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            // `edulink serve` with no configuration must start on a fresh machine even where a local
+            // Prometheus holds the port: in dev mode the operator listener is optional.
+            Err(e) if cfg.mode == Mode::Dev => {
+                tracing::warn!(addr, error = %e, "ops.listen not bound: no /metrics in this process");
+                eprintln!("note: ops.listen {addr} is taken ({e}); /metrics is off (set EDULINK_OPS__LISTEN)");
+                None
+            }
+            Err(e) => return Err(anyhow::anyhow!("ops.listen {addr}: {e}")),
+        },
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (phase, phase_rx) = watch::channel(Phase::Serving);
+    let limits = cfg.server.limits();
     let mut tasks = Vec::new();
     let mut running = Running {
         diary_url: diary_url.clone(),
@@ -250,8 +321,12 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         inbox: None,
         diary: None,
         max: None,
+        ops_url: ops_listener.as_ref().map(|l| format!("http://{}", l.local_addr().expect("bound"))),
+        phase,
         shutdown,
         tasks: Vec::new(),
+        drain: cfg.server.drain(cfg.mode),
+        shutdown_timeout: Duration::from_secs(cfg.server.shutdown_timeout_secs),
     };
 
     if role != Role::Diary {
@@ -274,18 +349,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         let router = edulink_web::client_ip::resolve(edulink_max::router(st.clone()), trusted.clone());
         tasks.push(tokio::spawn(reload_keys(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(watch_conversion(st.clone(), shutdown_rx.clone())));
-        let mut rx = shutdown_rx.clone();
-        let hub = st.hub.clone();
-        tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.changed().await;
-                // Open chat streams end now, or the graceful shutdown would wait for them.
-                hub.shut_down();
-            };
-            if let Err(e) = edulink_web::ops::serve(max_listener, router, stop).await {
-                tracing::error!(error = %e, "MAX server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(edulink_web::serve::serve(max_listener, router, limits, phase_rx.clone())));
         running.max = Some(st);
     }
     if role != Role::Max {
@@ -299,17 +363,14 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
             edulink_diary::demo::seed(&st.db, st.cfg.password_cost, st.now()).await?;
         }
         let router = edulink_web::client_ip::resolve(edulink_diary::router(st.clone()), trusted.clone());
-        let mut rx = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let stop = async move {
-                let _ = rx.changed().await;
-            };
-            if let Err(e) = edulink_web::ops::serve(diary_listener, router, stop).await {
-                tracing::error!(error = %e, "diary server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(edulink_web::serve::serve(diary_listener, router, limits, phase_rx.clone())));
         tasks.push(tokio::spawn(edulink_diary::outbox::worker(st.clone(), shutdown_rx.clone())));
         running.diary = Some(st);
+    }
+    if let Some(l) = ops_listener {
+        let dbs = running.diary.iter().map(|d| d.db.clone()).chain(running.max.iter().map(|m| m.db.clone()));
+        let router = crate::serving::ops_router(dbs.collect());
+        tasks.push(tokio::spawn(edulink_web::serve::serve(l, router, limits, phase_rx)));
     }
     running.tasks = tasks;
     Ok(running)

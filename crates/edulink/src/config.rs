@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 mod validate;
 pub use validate::{FieldError, FieldErrors, Scope};
+mod server;
+pub use server::{OpsSection, ServerSection};
 
 /// How the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -49,6 +51,10 @@ pub struct Config {
     pub diary: DiarySection,
     /// MAX.
     pub max: MaxSection,
+    /// Timeouts, connection limits and the shutdown of the public listeners.
+    pub server: ServerSection,
+    /// The operator listener (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: OpsSection,
 }
 
 /// Settings of the diary.
@@ -264,6 +270,8 @@ impl Default for Config {
                 pool: PoolSection::new("max"),
                 client_secret_grace_secs: default_client_secret_grace(),
             },
+            server: ServerSection::default(),
+            ops: OpsSection { listen: "127.0.0.1:9090".into() },
         }
     }
 }
@@ -323,7 +331,8 @@ impl Config {
 
     /// Checks every field against its bounds, and in production that what `scope` uses is set.
     pub fn check_for(&self, scope: Scope) -> Result<(), ConfigError> {
-        validate::check(self, scope).map_err(ConfigError::Fields)
+        validate::check(self, scope).map_err(ConfigError::Fields)?;
+        self.server.check(&self.ops).map_err(ConfigError::Invalid)
     }
 
     /// The configuration a command runs with: dev secrets filled in, then checked for `scope`.
@@ -392,6 +401,8 @@ fn is_config_key(key: &str) -> bool {
     matches!(k.as_str(), "mode" | "data_dir" | "demo" | "workers" | "trusted_proxies" | "forwarded_header")
         || k.starts_with("diary__")
         || k.starts_with("max__")
+        || k.starts_with("server__")
+        || k.starts_with("ops__")
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -484,7 +495,9 @@ mod tests {
 
     #[test]
     fn only_configuration_variables_are_read_from_the_environment() {
-        for k in ["MODE", "data_dir", "WORKERS", "DIARY__LISTEN", "MAX__SMS__GATEWAY", "max__pool__schema"] {
+        for k in
+            ["MODE", "data_dir", "WORKERS", "DIARY__LISTEN", "MAX__SMS__GATEWAY", "max__pool__schema", "OPS__LISTEN"]
+        {
             assert!(is_config_key(k), "{k}");
         }
         for k in ["REQUIRE_BROWSER", "REQUIRE_POSTGRES", "TEST_POSTGRES_URL", "AXE_JS", "UPDATE_OPENAPI", "MAXIMUM"] {

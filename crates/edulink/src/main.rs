@@ -216,6 +216,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             init_logs();
             edulink_web::ops::prometheus();
             let cfg = cfg.prepare(role.scope())?;
+            let signals = app::Signals::install()?;
             let running = app::start(cfg.clone(), role, Arc::new(SystemClock), Overrides::default()).await?;
             println!("edulink is running ({:?} mode)", cfg.mode);
             if role != Role::Max {
@@ -227,11 +228,14 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                     println!("  SMS inbox (dev):  {}/dev/inbox   JSON: {}/dev/sms", running.max_url, running.max_url);
                 }
             }
+            if let Some(ops) = &running.ops_url {
+                println!("  Metrics (ops):    {ops}/metrics");
+            }
             if cfg.demo() && role != Role::Max {
                 println!("  Demo logins:      student1 … student10, teacher — password «demo»");
                 println!("  Phone with an existing Сферум profile: +7 900 000-00-01");
             }
-            running.wait_for_signal().await;
+            running.wait_for_signal(signals).await;
         }
         Command::Migrate => {
             init_logs();

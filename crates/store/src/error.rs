@@ -21,6 +21,18 @@ pub enum StoreError {
         /// What went wrong.
         source: sqlx::Error,
     },
+    /// The database was migrated by a newer binary: its schema has versions this binary does not
+    /// know, and running on it could corrupt data or fail mid-request.
+    #[error(
+        "the database schema is at version {applied}, newer than this binary knows (up to {known}): \
+         run the newer edulink, or restore the database it was taken from"
+    )]
+    SchemaTooNew {
+        /// The highest version applied to the database.
+        applied: i64,
+        /// The highest version this binary ships.
+        known: i64,
+    },
     /// The database URL is not one we support.
     #[error("unsupported database URL (expected sqlite:// or postgres://)")]
     UnsupportedUrl,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 mod backup;
 mod config;
 mod error;
+mod health;
 mod migrate;
 mod rate;
 mod sqlite;
@@ -23,6 +24,7 @@ mod tx;
 pub use backup::{BackupError, BackupTiming, FileCheck, backup_together, inspect_sqlite_file};
 pub use config::{PoolConfig, valid_schema};
 pub use error::{StoreError, retry};
+pub use health::CHECK_EVERY as READY_CHECK_EVERY;
 pub use migrate::Migration;
 pub use rate::{count_in_window, count_in_window_in};
 pub use sqlite::executor::{DbReader, DbWriter};
@@ -51,6 +53,8 @@ pub struct Db {
     readers: Option<Arc<Readers>>,
     /// SQLite: the one connection that writes, with group commit (see [`Tx`]).
     writer: Option<Arc<Writer>>,
+    /// The last readiness answer (`health.rs`).
+    health: Arc<health::Health>,
 }
 
 impl Db {
@@ -80,7 +84,7 @@ impl Db {
             let label = std::path::Path::new(&path).file_stem().map(|s| s.to_string_lossy().into_owned());
             let writer = Some(Arc::new(Writer::new(conn, cfg.acquire_timeout, label.unwrap_or_default())));
             let readers = Some(Arc::new(Readers::new(path, sync, cfg.max_connections as usize)));
-            return Ok(Self { backend, pool: None, readers, writer });
+            return Ok(Self { backend, pool: None, readers, writer, health: Default::default() });
         }
         let opts = AnyConnectOptions::from_str(&url).map_err(|_| StoreError::UnsupportedUrl)?;
         let schema = match (&cfg.schema, backend) {
@@ -105,6 +109,7 @@ impl Db {
             schema.as_deref().unwrap_or("public"),
             cfg.statement_timeout.as_millis().max(1)
         );
+        let setup = pg_setup.clone();
         let pool = AnyPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.acquire_timeout)
@@ -113,15 +118,16 @@ impl Db {
             // `lost_database_connections_give_503_and_recover`).
             .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
-                let pg_setup = pg_setup.clone();
+                let pg_setup = setup.clone();
                 Box::pin(async move {
                     sqlx::raw_sql(sqlx::AssertSqlSafe(pg_setup.clone())).execute(&mut *conn).await?;
                     Ok(())
                 })
             })
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
-        Ok(Self { backend, pool: Some(pool), readers: None, writer: None })
+        let health = Arc::new(health::Health { fresh: Some((opts, pg_setup)), ..Default::default() });
+        Ok(Self { backend, pool: Some(pool), readers: None, writer: None, health })
     }
 
     /// Starts a write transaction (see [`Tx`]). On SQLite, holding one blocks every other writer
@@ -160,12 +166,6 @@ impl Db {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// Checks that the database answers (for `/readyz`).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(self.pool()).await?;
-        Ok(())
     }
 
     /// Commits what the SQLite writer still holds, then closes the pool.

@@ -30,7 +30,8 @@ macro_rules! migrations {
 
 impl Db {
     /// Applies the migrations not applied yet, each in its own transaction, in version order.
-    /// Returns the versions applied now.
+    /// Returns the versions applied now. Refuses ([`StoreError::SchemaTooNew`]) a database that a
+    /// newer binary migrated past the last version in `migrations`.
     pub async fn migrate(&self, migrations: &[Migration]) -> Result<Vec<i64>, StoreError> {
         let created = sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS schema_migrations (\
@@ -43,6 +44,18 @@ impl Db {
         match created.map_err(StoreError::from) {
             Ok(_) | Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e),
+        }
+        let newest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations").fetch_one(self.pool()).await?;
+        let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+        if let Some(applied) = newest.filter(|&v| v > known) {
+            return Err(StoreError::SchemaTooNew { applied, known });
+        }
+        if self.backend() == Backend::Sqlite {
+            // The row that readiness writes and rolls back (`health.rs`).
+            sqlx::raw_sql("CREATE TABLE IF NOT EXISTS store_health (id BIGINT PRIMARY KEY, pad BLOB)")
+                .execute(self.writer())
+                .await?;
         }
         let mut applied = Vec::new();
         let mut sorted: Vec<&Migration> = migrations.iter().collect();
@@ -129,5 +142,22 @@ pub(crate) mod tests {
         assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(db.pool()).await.unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    /// An old binary must not run on a schema a newer one migrated (the "expand/contract" upgrade
+    /// rule: code runs only on schemas it knows; cf. Django's and Flyway's `validate` refusing
+    /// applied migrations missing from the code). Both `serve` and `migrate` go through here.
+    #[tokio::test]
+    async fn a_schema_newer_than_the_binary_is_refused_naming_both_versions() {
+        let (_dir, db) = sqlite().await;
+        let newer = Migration { version: 3, name: "v", sqlite: "CREATE TABLE v (x BIGINT);", postgres: "" };
+        let mut all = M.to_vec();
+        all.push(newer);
+        assert_eq!(db.migrate(&all).await.unwrap(), vec![3]);
+        let err = db.migrate(M).await.unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { applied: 3, known: 2 }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("version 3") && text.contains("up to 2"), "{text}");
+        assert!(db.migrate(&all).await.unwrap().is_empty(), "the newer binary runs on");
     }
 }

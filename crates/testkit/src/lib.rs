@@ -79,6 +79,8 @@ pub struct TestApp {
 /// schemas of its own.
 pub fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     let mut config = Config { data_dir: dir.to_path_buf(), demo: Some(true), ..Config::default() };
+    // Tests run side by side: the operator listener takes a free port (see `Running::ops_url`).
+    config.ops.listen = "127.0.0.1:0".into();
     if backend == Backend::Postgres {
         let tag = edulink_domain::crypto::random_bytes(6).iter().map(|b| format!("{b:02x}")).collect::<String>();
         // The application name lets a test find (and cut) exactly its own connections.
@@ -126,6 +128,23 @@ pub async fn spawn_app_on(backend: Backend, tweak: impl FnOnce(&mut Config)) -> 
 /// Starts both parties on SQLite with the demo data, adjusting the configuration with `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(Backend::Sqlite, tweak).await.expect("SQLite always runs")
+}
+
+/// Terminates every PostgreSQL connection of the app configured by `config` (found by the
+/// application name [`test_config`] gives them), as a failover or an operator would; returns how many.
+pub async fn terminate_connections(config: &Config) -> usize {
+    let url = config.diary.database_url.clone().expect("a PostgreSQL test configuration");
+    let tag = url.rsplit("application_name=").next().unwrap_or_default().to_string();
+    let admin = edulink_store::Db::connect(&postgres_url(), &Default::default()).await.expect("admin connection");
+    let killed: Vec<(bool,)> = edulink_store::sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&tag)
+    .fetch_all(admin.pool())
+    .await
+    .expect("pg_terminate_backend");
+    admin.close().await;
+    killed.len()
 }
 
 /// Drops the PostgreSQL schemas a test created.

@@ -11,6 +11,7 @@ pub mod forms;
 pub mod i18n;
 pub mod layers;
 pub mod ops;
+pub mod serve;
 
 pub use error::{AppError, ErrorKind};
 pub use forms::{StrictForm, StrictQuery};

@@ -1,4 +1,4 @@
-//! Operations endpoints: liveness, readiness, Prometheus metrics, and serving.
+//! Operations endpoints: liveness, readiness, Prometheus metrics (on the operator listener only).
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -14,45 +14,38 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
 }
 
-/// `/healthz` (the process runs), `/metrics` (Prometheus text format), the language switch, and
-/// `/favicon.ico` (browsers ask for it on every site; an empty answer instead of a 404 in the console).
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/lang/{code}", get(set_lang))
-        .route(
-            "/metrics",
-            get(|| async {
-                let body = prometheus().map(|h| h.render()).unwrap_or_default();
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-            }),
-        )
-        .route(
-            "/favicon.ico",
-            get(|| async { (StatusCode::NO_CONTENT, [(header::CACHE_CONTROL, "public, max-age=86400")]) }),
-        )
+/// `GET /metrics`: the process's Prometheus registry in the text format. Served on the operator
+/// listener only (`ops.listen`), never on the public ports.
+pub async fn metrics() -> impl IntoResponse {
+    let body = prometheus().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// The body of `/readyz`: 200 when the database answers, 503 otherwise.
+/// `GET /healthz`: the process runs.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `/healthz` (the process runs), the language switch, and `/favicon.ico` (browsers ask for it on
+/// every site; an empty answer instead of a 404 in the console).
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/healthz", get(healthz)).route("/lang/{code}", get(set_lang)).route(
+        "/favicon.ico",
+        get(|| async { (StatusCode::NO_CONTENT, [(header::CACHE_CONTROL, "public, max-age=86400")]) }),
+    )
+}
+
+/// The body of `/readyz`: 200 when the database can take writes (checked at most once a second,
+/// see [`edulink_store::Db::ready`]), 503 otherwise. While the process drains, the server answers
+/// 503 before this runs (`serve.rs`).
 pub async fn readyz(db: &edulink_store::Db) -> axum::response::Response {
-    match db.ping().await {
+    match db.ready().await {
         Ok(()) => "ready".into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
     }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, with peer addresses available to handlers.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// `GET /lang/{code}`: remembers the interface language in a cookie and returns to the page the

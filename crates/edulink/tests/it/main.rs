@@ -14,4 +14,5 @@ mod rp;
 mod rules;
 mod scale;
 mod security;
+mod serving;
 mod sferum;

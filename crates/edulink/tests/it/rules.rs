@@ -194,10 +194,13 @@ both_backends! {
     let none: serde_json::Value = reqwest::get(url("+79990000000")).await.unwrap().json().await.unwrap();
     assert_eq!(none, serde_json::json!([]));
     for base in [&app.max, &app.diary] {
-        for path in ["/healthz", "/readyz", "/metrics"] {
+        for path in ["/healthz", "/readyz"] {
             let r = reqwest::get(format!("{base}{path}")).await.unwrap();
             assert_eq!(r.status(), StatusCode::OK, "{base}{path}");
         }
+        // Operators read metrics on the operator listener (`serving.rs`), never on public ports.
+        let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{base}/metrics");
     }
     let r = reqwest::get(format!("{}/login", app.diary)).await.unwrap();
     let csp = r.headers()["content-security-policy"].to_str().unwrap();

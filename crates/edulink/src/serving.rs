@@ -1,0 +1,27 @@
+//! The operator listener (`ops.listen`, loopback by default): the process-wide Prometheus
+//! registry, liveness, and the readiness of every party this process runs. The public ports keep
+//! `/healthz` and `/readyz` for load balancers, but not `/metrics`.
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use edulink_store::Db;
+
+/// `/metrics`, `/healthz`, and `/readyz` (200 when every database of this process takes writes).
+pub fn ops_router(dbs: Vec<Db>) -> Router {
+    Router::new()
+        .route("/metrics", get(edulink_web::ops::metrics))
+        .route("/healthz", get(edulink_web::ops::healthz))
+        .route("/readyz", get(move || ready(dbs.clone())))
+}
+
+async fn ready(dbs: Vec<Db>) -> Response {
+    for db in &dbs {
+        let answer = edulink_web::ops::readyz(db).await;
+        if answer.status() != StatusCode::OK {
+            return answer;
+        }
+    }
+    "ready".into_response()
+}
