@@ -1,4 +1,4 @@
-//! `edulink-bench`: the load benchmark of DESIGN.md §6 (issue 7).
+//! `edulink-bench`: the load benchmark of docs/architecture.md «Numbers» (issue 7).
 //!
 //! Starts `edulink serve` (release build, SQLite in a temporary directory, or PostgreSQL with
 //! `--postgres URL`) and a bare axum "hello world" as separate processes on loopback, then drives
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "edulink-bench", about = "Load benchmark of edulink (DESIGN.md §6)")]
+#[command(name = "edulink-bench", about = "Load benchmark of edulink (docs/architecture.md «Numbers»)")]
 struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
