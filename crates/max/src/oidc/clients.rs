@@ -4,14 +4,17 @@
 //! client can be redeployed with the new one without an outage.
 
 use super::error::OAuthError;
-use super::token::TokenParams;
 use crate::MaxState;
 use crate::repo::clients as store;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use edulink_domain::crypto::{ct_eq, random_token, sha256_b64};
 use edulink_store::{Db, StoreError};
+use edulink_web::forms::parse_strict;
+use serde::Deserialize;
 
 pub use crate::repo::clients::upsert_client;
 
@@ -219,5 +222,46 @@ mod tests {
         assert_eq!(match_secret(&reg, "old", 100), SecretMatch::No);
         assert_eq!(match_secret(&reg, "other", 50), SecretMatch::No);
         assert_eq!(match_secret(&(client("new"), None), "old", 0), SecretMatch::No);
+    }
+}
+
+/// The form parameters of the token and revocation endpoints.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenParams {
+    pub(crate) grant_type: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
+    pub(crate) code_verifier: Option<String>,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) scope: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) token_type_hint: Option<String>,
+}
+
+impl TokenParams {
+    /// Parses a form body, refusing malformed or repeated parameters.
+    pub(crate) fn parse(body: &str) -> Result<Self, OAuthError> {
+        parse_strict(body).map_err(|_| OAuthError::InvalidRequest("malformed or repeated parameters"))
+    }
+}
+
+/// A back-channel request of an authenticated client (token and revocation endpoints): its form
+/// parameters, each at most once (RFC 6749 §3.2), and the client (RFC 6749 §2.3.1, §3.2.1).
+pub struct ClientRequest {
+    pub(crate) client: Client,
+    pub(crate) params: TokenParams,
+}
+
+impl FromRequest<MaxState> for ClientRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, st: &MaxState) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let body = String::from_request(req, st).await.map_err(IntoResponse::into_response)?;
+        let params = TokenParams::parse(&body).map_err(IntoResponse::into_response)?;
+        let client = authenticate(st, &headers, &params).await.map_err(IntoResponse::into_response)?;
+        Ok(ClientRequest { client, params })
     }
 }

@@ -3,9 +3,9 @@
 //! (`access_denied`, RFC 6749 §4.1.2.1) or switches account; a grant is created or kept, and a
 //! single-use code bound to the request is sent back with `state` and `iss` (RFC 9207 §2).
 
-use super::authorize::{AuthRequest, error_redirect, load_request};
 use super::clients::cached_client;
 use super::pairwise_sub;
+use super::request::{AuthRequest, error_redirect, load_request};
 use crate::audit::{Event, Record};
 use crate::login::{self, current};
 use crate::repo::{self, Session, grants};

@@ -3,6 +3,7 @@
 //! * [`discovery`]: provider metadata and JWKS (OIDC Discovery 1.0 §3–4, RFC 7517 §5).
 //! * [`authorize`]: the authorization endpoint (RFC 6749 §3.1, §4.1.1–4.1.2; RFC 7636 §4.3; RFC 9207).
 //! * [`consent`]: sign-in hand-off, consent and code issue (RFC 6749 §4.1.2, §4.1.2.1; OIDC Core §3.1.2.4).
+//! * [`request`]: the stored authorization request and the redirects back to the client (RFC 9207).
 //! * [`token`]: the token endpoint and its grants (RFC 6749 §3.2, §4.1.3, §4.4, §5, §6; RFC 7636 §4.6).
 //! * [`userinfo`]: the UserInfo endpoint and bearer access tokens (OIDC Core §5.3; RFC 6750).
 //! * [`revocation`]: token revocation (RFC 7009).
@@ -21,13 +22,12 @@ pub mod clients;
 pub mod consent;
 pub mod discovery;
 pub mod error;
+pub mod request;
 pub mod revocation;
 pub mod token;
 pub mod userinfo;
 
-pub use authorize::{
-    AuthRequest, AuthorizeParams, CODE_TTL, RequestError, Validated, authorize, load_request, store_request, validate,
-};
+pub use authorize::{AuthorizeParams, RequestError, Validated, authorize, validate};
 pub use clients::{
     CLIENT_CACHE_TTL, CLIENT_SECRET_GRACE_DEFAULT, CLIENT_SECRET_GRACE_MAX, Client, ClientCache, PreviousSecret,
     SecretMatch, cached_client, client, match_secret, rotate_secret, upsert_client,
@@ -35,6 +35,7 @@ pub use clients::{
 pub use consent::{Consent, confirm, continue_authorization, deny, issue_code, issue_code_audited, switch_account};
 pub use discovery::{discovery, discovery_document, jwks};
 pub use error::OAuthError;
+pub use request::{AuthRequest, CODE_TTL, load_request, store_request};
 pub use revocation::{revoke, revoke_grant_tokens};
 pub use token::token;
 pub use userinfo::{AccessToken, bearer, userinfo};

@@ -4,8 +4,8 @@
 //! authorization grant"). `token_type_hint` is parsed but may be ignored (§2.1): the token is found
 //! by its hash whatever its kind.
 
+use super::clients::ClientRequest;
 use super::error::OAuthError;
-use super::token::ClientRequest;
 use crate::audit::{Event, Record};
 use crate::repo::tokens::{self, TokenKind, TokensOf};
 use crate::{MaxState, audit};

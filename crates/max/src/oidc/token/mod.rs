@@ -11,40 +11,18 @@ pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 
-use super::clients::{Client, authenticate};
+use super::clients::ClientRequest;
+pub(crate) use super::clients::TokenParams;
 use super::error::{OAuthError, no_store_json};
 use crate::audit::{Event, Record};
 use crate::repo::tokens::{self, NewToken, TokenKind, TokensOf};
 use crate::{MaxState, audit};
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use edulink_domain::crypto::{random_token, sha256_b64};
 use edulink_store::StoreError;
 use edulink_web::ClientIp;
-use edulink_web::forms::parse_strict;
-use serde::{Deserialize, Serialize};
-
-/// The form parameters of the token and revocation endpoints.
-#[derive(Debug, Deserialize)]
-pub(crate) struct TokenParams {
-    pub(crate) grant_type: Option<String>,
-    pub(crate) code: Option<String>,
-    pub(crate) redirect_uri: Option<String>,
-    pub(crate) code_verifier: Option<String>,
-    pub(crate) refresh_token: Option<String>,
-    pub(crate) scope: Option<String>,
-    pub(crate) client_id: Option<String>,
-    pub(crate) client_secret: Option<String>,
-    pub(crate) token: Option<String>,
-    pub(crate) token_type_hint: Option<String>,
-}
-
-impl TokenParams {
-    /// Parses a form body, refusing malformed or repeated parameters.
-    pub(crate) fn parse(body: &str) -> Result<Self, OAuthError> {
-        parse_strict(body).map_err(|_| OAuthError::InvalidRequest("malformed or repeated parameters"))
-    }
-}
+use serde::Serialize;
 
 /// The grant types this provider supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,25 +53,6 @@ impl GrantType {
             "client_credentials" => Some(GrantType::ClientCredentials),
             _ => None,
         }
-    }
-}
-
-/// A back-channel request of an authenticated client (token and revocation endpoints): its form
-/// parameters, each at most once (RFC 6749 §3.2), and the client (RFC 6749 §2.3.1, §3.2.1).
-pub struct ClientRequest {
-    pub(crate) client: Client,
-    pub(crate) params: TokenParams,
-}
-
-impl FromRequest<MaxState> for ClientRequest {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, st: &MaxState) -> Result<Self, Response> {
-        let headers = req.headers().clone();
-        let body = String::from_request(req, st).await.map_err(IntoResponse::into_response)?;
-        let params = TokenParams::parse(&body).map_err(IntoResponse::into_response)?;
-        let client = authenticate(st, &headers, &params).await.map_err(IntoResponse::into_response)?;
-        Ok(ClientRequest { client, params })
     }
 }
 
