@@ -221,7 +221,7 @@ pub fn router(state: MaxState) -> Router {
         .route("/authorize/switch", post(oidc::switch_account))
         .route("/.well-known/openid-configuration", get(oidc::discovery))
         .route("/oauth/jwks", get(oidc::jwks))
-        .route("/oauth/authorize", get(oidc::authorize))
+        .route("/oauth/authorize", get(oidc::authorize).post(oidc::authorize_post))
         .route("/oauth/token", post(oidc::token))
         .route("/oauth/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/oauth/revoke", post(oidc::revoke))

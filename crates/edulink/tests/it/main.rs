@@ -3,6 +3,7 @@
 mod admin;
 mod api;
 mod backup;
+mod conformance;
 mod flows;
 mod hygiene;
 mod oidc;

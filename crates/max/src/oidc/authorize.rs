@@ -17,7 +17,7 @@ use axum::response::Response;
 use edulink_domain::crypto::new_id;
 use edulink_domain::oauth::{is_opaque_param, is_pkce_value, parse_scope, redirect_uri_matches};
 use edulink_store::StoreError;
-use edulink_web::{AppError, ClientIp, StrictQuery, see_other};
+use edulink_web::{AppError, ClientIp, StrictForm, StrictQuery, see_other};
 use serde::Deserialize;
 
 /// Parameters of the authorization request.
@@ -90,7 +90,11 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams, ip: &str) -> Result<Va
     if p.state.is_some() && state.is_none() {
         return fail("invalid_request", "state is malformed");
     }
-    if p.request.is_some() || p.request_uri.is_some() {
+    // OIDC Core §6.1, §6.2: each unsupported form has its own error code.
+    if p.request_uri.is_some() {
+        return fail("request_uri_not_supported", "request_uri is not supported");
+    }
+    if p.request.is_some() {
         return fail("request_not_supported", "request objects are not supported");
     }
     if p.response_type.as_deref() != Some("code") {
@@ -154,6 +158,27 @@ pub async fn authorize(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     StrictQuery(p): StrictQuery<AuthorizeParams>,
+) -> Result<Response, AppError> {
+    answer(st, ip, headers, p).await
+}
+
+/// `POST /oauth/authorize`: the same request as a form body (OIDC Core §3.1.2.1: an OP MUST support
+/// both GET and POST; a relying party posts when its request is too long for a URL).
+pub async fn authorize_post(
+    State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    StrictForm(p): StrictForm<AuthorizeParams>,
+) -> Result<Response, AppError> {
+    answer(st, ip, headers, p).await
+}
+
+/// Validates and answers an authorization request, however it arrived.
+async fn answer(
+    st: MaxState,
+    ip: std::net::IpAddr,
+    headers: HeaderMap,
+    p: AuthorizeParams,
 ) -> Result<Response, AppError> {
     let Validated { client, req, silent, force_login } = match validate(&st, &p, &ip.to_string()).await {
         Ok(v) => v,

@@ -30,6 +30,9 @@ pub fn discovery_document(issuer: &str) -> String {
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "given_name", "family_name"],
         "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": true,
+        // Absent, both default to a value we do not honour (`request_uri_parameter_supported` to true).
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
         "ui_locales_supported": ["ru", "en"],
     })
     .to_string()

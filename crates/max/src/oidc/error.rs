@@ -64,6 +64,7 @@ impl IntoResponse for OAuthError {
             let body = json!({ "error": error, "error_description": description });
             let mut resp = (status, axum::Json(body)).into_response();
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             if status == StatusCode::UNAUTHORIZED {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"MAX\""));
             }
@@ -86,5 +87,7 @@ impl IntoResponse for OAuthError {
 pub(crate) fn no_store_json(body: serde_json::Value) -> Response {
     let mut resp = axum::Json(body).into_response();
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // RFC 6749 §5.1 names both; HTTP/1.0 caches only know `Pragma`.
+    resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp
 }

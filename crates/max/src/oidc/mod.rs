@@ -27,7 +27,7 @@ pub mod revocation;
 pub mod token;
 pub mod userinfo;
 
-pub use authorize::{AuthorizeParams, RequestError, Validated, authorize, validate};
+pub use authorize::{AuthorizeParams, RequestError, Validated, authorize, authorize_post, validate};
 pub use clients::{
     CLIENT_CACHE_TTL, CLIENT_SECRET_GRACE_DEFAULT, CLIENT_SECRET_GRACE_MAX, Client, ClientCache, PreviousSecret,
     SecretMatch, cached_client, client, match_secret, rotate_secret, upsert_client,
