@@ -47,3 +47,80 @@ async fn count_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     .await?;
     Ok(if count > cap { Err(start + window - now) } else { Ok(()) })
 }
+
+/// One limit a [`reserve`] call takes an attempt from: at most `cap` attempts in `bucket`'s fixed
+/// window of `window` seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// The counter's name (`login-fail:alice`, `login-fail-ip:10.0.0.1`).
+    pub bucket: String,
+    /// Window length, seconds.
+    pub window: i64,
+    /// Attempts admitted per window.
+    pub cap: i64,
+}
+
+/// Attempts taken by [`reserve`], one per limit, to give back where the policy says so (a right
+/// password is not a failure). Keeps each window's start, so an attempt taken just before a window
+/// boundary is given back to its own window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a reservation is kept (a failure) or given back (a success)"]
+pub struct Reservation {
+    taken: Vec<(String, i64)>,
+}
+
+/// Takes one attempt from every limit in `limits` before the secret they protect is evaluated, or
+/// none: `Err(wait)` when any is spent, with the seconds until its window ends. One transaction of
+/// conditional increments (`count < cap`), so concurrent requests on any number of instances never
+/// take more than `cap` attempts; a refusal takes nothing from any limit.
+pub async fn reserve(db: &Db, limits: &[Limit], now: i64) -> Result<Result<Reservation, i64>, StoreError> {
+    crate::retry(|| async {
+        let mut tx = db.begin().await?;
+        let mut taken = Vec::with_capacity(limits.len());
+        for l in limits {
+            let start = now - now.rem_euclid(l.window);
+            let count: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO rate_counters (bucket, window_start, count) VALUES ($1, $2, 1) \
+                 ON CONFLICT (bucket, window_start) DO UPDATE SET count = rate_counters.count + 1 \
+                 WHERE rate_counters.count < $3 RETURNING count",
+            )
+            .bind(&l.bucket)
+            .bind(start)
+            .bind(l.cap)
+            .fetch_optional(&mut tx)
+            .await?;
+            if count.is_none_or(|c| c > l.cap) {
+                // Dropping the transaction gives back what the earlier limits took.
+                return Ok(Err((start + l.window - now).max(1)));
+            }
+            taken.push((l.bucket.clone(), start));
+        }
+        tx.commit().await?;
+        Ok(Ok(Reservation { taken }))
+    })
+    .await
+}
+
+impl Reservation {
+    /// Gives every attempt back (the policy says this one was not a failure).
+    pub async fn give_back(self, db: &Db) -> Result<(), StoreError> {
+        let mut tx = db.begin().await?;
+        for (bucket, start) in &self.taken {
+            sqlx::query(
+                "UPDATE rate_counters SET count = count - 1 WHERE bucket = $1 AND window_start = $2 AND count > 0",
+            )
+            .bind(bucket)
+            .bind(start)
+            .execute(&mut tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+}
+
+/// Forgets every attempt counted in `bucket` (all windows): a right password clears its login's
+/// failures (NIST SP 800-63B §3.2.2: previous failures are disregarded after a success).
+pub async fn clear_bucket(db: &Db, bucket: &str) -> Result<(), StoreError> {
+    db.execute(sqlx::query("DELETE FROM rate_counters WHERE bucket = $1").bind(bucket)).await?;
+    Ok(())
+}
