@@ -124,3 +124,57 @@ pub async fn clear_bucket(db: &Db, bucket: &str) -> Result<(), StoreError> {
     db.execute(sqlx::query("DELETE FROM rate_counters WHERE bucket = $1").bind(bucket)).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let (dir, db) = crate::migrate::tests::sqlite().await;
+        db.execute(sqlx::query(
+            "CREATE TABLE rate_counters (bucket TEXT NOT NULL, window_start BIGINT NOT NULL, count BIGINT NOT NULL, \
+             PRIMARY KEY (bucket, window_start))",
+        ))
+        .await
+        .unwrap();
+        (dir, db)
+    }
+
+    async fn count(db: &Db, bucket: &str) -> i64 {
+        sqlx::query_scalar("SELECT COALESCE(SUM(count), 0) FROM rate_counters WHERE bucket = $1")
+            .bind(bucket)
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    }
+
+    fn limit(bucket: &str, cap: i64) -> Limit {
+        Limit { bucket: bucket.into(), window: 3600, cap }
+    }
+
+    /// All or nothing: a spent limit refuses and takes nothing from the others; a refusal is not
+    /// counted (the cap is reached, not exceeded); a given-back attempt returns to its own window.
+    #[tokio::test]
+    async fn a_reservation_is_all_or_nothing_and_given_back_to_its_window() {
+        let (_dir, db) = db().await;
+        let now = 1_800_000_000 - 10; // 10 s before a window ends
+        let both = [limit("login", 2), limit("ip", 3)];
+        let first = reserve(&db, &both, now).await.unwrap().unwrap();
+        reserve(&db, &both, now).await.unwrap().unwrap();
+        assert_eq!(reserve(&db, &both, now).await.unwrap(), Err(10), "login spent: wait for the window's end");
+        assert_eq!((count(&db, "login").await, count(&db, "ip").await), (2, 2), "the refusal took nothing");
+        // Given back after the window ended: the old window's count goes down, the new one is untouched.
+        first.give_back(&db).await.unwrap();
+        assert_eq!((count(&db, "login").await, count(&db, "ip").await), (1, 1));
+        reserve(&db, &[limit("ip", 3)], now + 20).await.unwrap().unwrap();
+        let new_window: i64 =
+            sqlx::query_scalar("SELECT count FROM rate_counters WHERE bucket = 'ip' AND window_start = $1")
+                .bind(1_800_000_000i64)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(new_window, 1);
+        clear_bucket(&db, "login").await.unwrap();
+        assert_eq!(count(&db, "login").await, 0);
+    }
+}
