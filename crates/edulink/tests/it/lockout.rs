@@ -236,4 +236,23 @@ both_backends! {
         let ok = b.post(&format!("{}/login/register", app.max), &[("csrf", &reg.csrf()), ("first_name", "Алёна"), ("last_name", "Д'Артаньян")]).await;
         assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
     }
+
+    /// Issue 20, defect 5: a chat message kept its U+202E, which reversed the text after it. The
+    /// control is gone from what is stored and shown, and names and texts are shown as isolates.
+    async fn a_chat_message_cannot_reorder_the_page(app) {
+        let b = Browser::new();
+        app.diary_login(&b, "student1").await;
+        app.link(&b, "+7 900 000-00-01", "+79000000001").await;
+        let page = b.visit(&format!("{}/sferum", app.diary)).await;
+        let i = page.body.find("Чат класса 7 А").expect("class chat");
+        let start = page.body[..i].rfind("href=\"").unwrap() + 6;
+        let chat = format!("{}{}", app.max, &page.body[start..start + page.body[start..].find('"').unwrap()]);
+        let csrf = b.get(&chat).await.csrf();
+        let sent = b.post(&format!("{chat}/messages"), &[("csrf", &csrf), ("text", "купи \u{202E}gpj.exe\u{202C} сегодня")]).await;
+        assert_eq!(sent.status, StatusCode::SEE_OTHER);
+        let read = b.get(&chat).await;
+        assert!(read.has("купи gpj.exe сегодня"), "{}", read.body);
+        assert!(!read.body.contains('\u{202E}') && !read.body.contains('\u{202C}'));
+        assert!(read.has("<p class=\"text\" dir=\"auto\">") && read.has("<span class=\"author\" dir=\"auto\">"));
+    }
 }
