@@ -158,6 +158,34 @@ both_backends! {
             .await
             .unwrap();
         assert!(locked > st.now());
+
+        // The same race at the storage layer, 50 times: 50 guesses at once on a fresh phone, each a
+        // transaction taking from the phone's allowance, exactly 20 taken.
+        let policy = edulink_domain::CodePolicy::default();
+        let now = st.now();
+        for round in 0..50 {
+            let phone = format!("race-phone-{round}");
+            let tasks: Vec<_> = (0..50)
+                .map(|_| {
+                    let (db, phone) = (st.db.clone(), phone.clone());
+                    tokio::spawn(async move {
+                        edulink_store::retry(|| async {
+                            let mut tx = db.begin().await?;
+                            let taken = edulink_max::limits::reserve_guess(&mut tx, &phone, now, &policy).await?;
+                            tx.commit().await?;
+                            Ok(taken.is_some())
+                        })
+                        .await
+                        .unwrap()
+                    })
+                })
+                .collect();
+            let mut taken = 0;
+            for t in tasks {
+                taken += usize::from(t.await.unwrap());
+            }
+            assert_eq!(taken, 20, "round {round}");
+        }
     }
 
     /// People search (30 an hour) and chat posts (20 a minute): 50 at once, exactly the limit served.
