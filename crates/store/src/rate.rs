@@ -160,13 +160,13 @@ mod tests {
         let now = 1_800_000_000 - 10; // 10 s before a window ends
         let both = [limit("login", 2), limit("ip", 3)];
         let first = reserve(&db, &both, now).await.unwrap().unwrap();
-        reserve(&db, &both, now).await.unwrap().unwrap();
+        let _kept = reserve(&db, &both, now).await.unwrap().unwrap();
         assert_eq!(reserve(&db, &both, now).await.unwrap(), Err(10), "login spent: wait for the window's end");
         assert_eq!((count(&db, "login").await, count(&db, "ip").await), (2, 2), "the refusal took nothing");
         // Given back after the window ended: the old window's count goes down, the new one is untouched.
         first.give_back(&db).await.unwrap();
         assert_eq!((count(&db, "login").await, count(&db, "ip").await), (1, 1));
-        reserve(&db, &[limit("ip", 3)], now + 20).await.unwrap().unwrap();
+        let _new = reserve(&db, &[limit("ip", 3)], now + 20).await.unwrap().unwrap();
         let new_window: i64 =
             sqlx::query_scalar("SELECT count FROM rate_counters WHERE bucket = 'ip' AND window_start = $1")
                 .bind(1_800_000_000i64)
