@@ -29,7 +29,10 @@ pub enum Outcome {
 pub async fn check(st: &DiaryState, login: &str, password: String, ip: &str) -> Result<Outcome, StoreError> {
     let now = st.now();
     let login = login.trim().to_lowercase();
-    let by_login = format!("login-fail:{login}");
+    // A login longer than any real one (it cannot exist) is counted under its hash: the counter's
+    // key stays short whatever is posted.
+    let key = if login.len() <= 64 { login.clone() } else { edulink_domain::crypto::sha256_b64(&login) };
+    let by_login = format!("login-fail:{key}");
     let limits = [
         edulink_store::Limit { bucket: by_login.clone(), window: 3600, cap: FAILURES_PER_LOGIN_HOUR },
         edulink_store::Limit { bucket: format!("login-fail-ip:{ip}"), window: 3600, cap: FAILURES_PER_IP_HOUR },

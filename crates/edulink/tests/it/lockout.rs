@@ -95,7 +95,9 @@ both_backends! {
         }
         let now = app.running.max.as_ref().unwrap().now();
         let (failures, locked_until) = phone_state(&app, E164).await;
-        assert_eq!((failures, locked_until - now), (0, 900), "a 15-minute lock; the count starts again");
+        // (The test clock is the real one moved forward: a second may tick between two readings.)
+        assert_eq!(failures, 0, "the count starts again");
+        assert!((899..=900).contains(&(locked_until - now)), "a 15-minute lock: {}", locked_until - now);
         // While locked: more posts (wrong codes, polluted forms, on the spent code and then on an
         // expired one) neither count nor extend the lock.
         for step in 0..2 {
@@ -111,7 +113,7 @@ both_backends! {
         let refused = attacker.post(&format!("{}/login/resend", app.max), &[("csrf", &page.csrf())]).await;
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
         let wait: i64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
-        assert_eq!(wait, 500, "the rest of the 15 minutes, never more");
+        assert!((497..=500).contains(&wait), "the rest of the 15 minutes, never more: {wait}");
 
         // When the lock ends, the owner (who receives the SMS) signs in.
         app.clock.advance(wait);
