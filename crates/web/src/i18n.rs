@@ -42,6 +42,12 @@ impl Lang {
         Lang::Ru
     }
 
+    /// The first supported language of a space-separated list of BCP 47 tags, most preferred first
+    /// (OIDC Core §3.1.2.1 `ui_locales`, e.g. `fr-CA en-GB ru`): matched on the primary subtag.
+    pub fn first_supported(tags: &str) -> Option<Self> {
+        tags.split(' ').find_map(|t| Self::parse(t.split('-').next().unwrap_or("")))
+    }
+
     /// Parses `ru` or `en`.
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
