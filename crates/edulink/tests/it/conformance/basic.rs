@@ -207,7 +207,7 @@ both_backends! {
     let b = Browser::new();
     sign_in(&app, &b).await;
     let authz = Authz::new(&rp).set("scope", "openid phone");
-    let page = b.visit(&authz.url(&app)).await;
+    let page = visit_max(&app, &b, &authz.url(&app)).await;
     assert!(page.has("получит номер телефона"), "the consent page names the phone: {}", page.body);
     let q = to_client(&b, &rp, page, true).await.unwrap();
     let (_, body) = redeem(&app, &rp, &q["code"], &authz.verifier).await;

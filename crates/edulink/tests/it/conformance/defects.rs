@@ -95,7 +95,7 @@ both_backends! {
     let myschool = Rp { id: "moyashkola".into(), secret: None, redirect_uri: "ru.myschool.diary:/sferum/callback".into() };
     for native in [native_rp(), myschool] {
         for round in 0..2 {
-            let page = b.visit(&Authz::new(&native).url(&app)).await;
+            let page = visit_max(&app, &b, &Authz::new(&native).url(&app)).await;
             assert!(page.url.contains("/authorize/continue") && page.has("/authorize/confirm"),
                 "{} round {round}: a confirmation page, not a code: {} {:?}", native.id, page.url, page.location);
             let q = to_client(&b, &native, page, true).await.unwrap();
@@ -146,7 +146,7 @@ both_backends! {
     tokens(&app, &b, &rp, &Authz::new(&rp)).await;
     let silent = b.get(&Authz::new(&rp).set("scope", "openid phone").set("prompt", "none").url(&app)).await;
     assert_eq!(redirected_error(&app, &rp, &silent), "consent_required");
-    let page = b.visit(&Authz::new(&rp).set("scope", "openid phone").url(&app)).await;
+    let page = visit_max(&app, &b, &Authz::new(&rp).set("scope", "openid phone").url(&app)).await;
     assert!(page.has("/authorize/confirm") && page.has("получит номер телефона"), "{}", page.body);
     let deny = b.post(&format!("{}/authorize/deny", app.max), &[("csrf", &page.csrf())]).await;
     assert_eq!(callback(&rp, &deny).unwrap()["error"], "access_denied");

@@ -148,6 +148,18 @@ pub async fn to_client(b: &Browser, rp: &Rp, mut page: Page, confirm: bool) -> R
     panic!("no way back to {} from {}", rp.redirect_uri, page.url);
 }
 
+/// `GET url` and follows the redirects that stay at MAX: the page MAX shows, or its redirect away.
+pub async fn visit_max(app: &TestApp, b: &Browser, url: &str) -> Page {
+    let mut page = b.get(url).await;
+    for _ in 0..10 {
+        match &page.location {
+            Some(loc) if page.status.is_redirection() && loc.starts_with(&app.max) => page = b.get(&loc.clone()).await,
+            _ => return page,
+        }
+    }
+    panic!("redirect loop at {}", page.url);
+}
+
 /// Sends `authz` from browser `b` and follows it back to `rp`, confirming when asked.
 pub async fn authorize(app: &TestApp, b: &Browser, rp: &Rp, authz: &Authz) -> HashMap<String, String> {
     let first = b.get(&authz.url(app)).await;

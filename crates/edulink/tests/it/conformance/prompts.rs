@@ -21,7 +21,7 @@ both_backends! {
     // Past the SMS resend gap (60 s), so a second code may go to the same phone.
     app.clock.advance(61);
     let authz = Authz::new(&rp).set("prompt", "login");
-    let page = b.visit(&authz.url(&app)).await;
+    let page = visit_max(&app, &b, &authz.url(&app)).await;
     assert!(page.url.ends_with("/login"), "a sign-in page, not a code: {} {:?}", page.url, page.location);
     let after = sms_sign_in(&app, &b, &page).await;
     let q = to_client(&b, &rp, after, true).await.unwrap();
@@ -71,7 +71,7 @@ both_backends! {
     // Past max_age, and past the SMS resend gap (60 s) so a second code may go to the same phone.
     app.clock.advance(61);
     let authz = Authz::new(&rp).set("max_age", "1");
-    let page = b.visit(&authz.url(&app)).await;
+    let page = visit_max(&app, &b, &authz.url(&app)).await;
     assert!(page.url.ends_with("/login"), "a sign-in page, not a code: {}", page.url);
     let after = sms_sign_in(&app, &b, &page).await;
     let q = to_client(&b, &rp, after, true).await.unwrap();
@@ -181,13 +181,13 @@ both_backends! {
     let rp = suite_rp(&app).await;
     let b = Browser::new();
     let authz = Authz::new(&rp).set("ui_locales", "fr-CA en-GB ru");
-    let phone = b.visit(&authz.url(&app)).await;
+    let phone = visit_max(&app, &b, &authz.url(&app)).await;
     assert!(phone.body.contains("<html lang=\"en\""), "{}", phone.body);
     let after = sms_sign_in(&app, &b, &phone).await;
     let confirm = b.follow(after).await;
     assert!(confirm.url.contains("/authorize/continue"), "{}", confirm.url);
     assert!(confirm.body.contains("<html lang=\"en\""), "{}", confirm.body);
-    let ru = Browser::new().visit(&Authz::new(&rp).set("ui_locales", "ru").url(&app)).await;
+    let ru = visit_max(&app, &Browser::new(), &Authz::new(&rp).set("ui_locales", "ru").url(&app)).await;
     assert!(ru.body.contains("<html lang=\"ru\""));
     }
 }
