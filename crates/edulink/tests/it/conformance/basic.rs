@@ -86,7 +86,7 @@ both_backends! {
     /// `oidcc-idtoken-unsigned` does not apply: the suite skips it unless `none` is among
     /// `id_token_signing_alg_values_supported`, and MAX never issues unsigned ID tokens.
     async fn oidcc_idtoken_unsigned(app) {
-    let d: Value = reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
+    let d = discovery(&app).await;
     let algs = d["id_token_signing_alg_values_supported"].as_array().unwrap();
     assert!(!algs.iter().any(|a| a == "none"), "{algs:?}");
     }
@@ -179,7 +179,7 @@ both_backends! {
     /// `scopes_supported` (the suite then skips the module) and a request for it is not refused: the
     /// unknown scope is ignored (OIDC Core §3.1.2.1) and the granted scope says so (RFC 6749 §3.3).
     async fn oidcc_scope_email(app) {
-    let d: Value = reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
+    let d = discovery(&app).await;
     assert!(!d["scopes_supported"].as_array().unwrap().iter().any(|s| s == "email"));
     let (_, body) = access_token(&app, "openid email").await;
     assert_eq!(body["scope"], "openid");
@@ -191,7 +191,7 @@ both_backends! {
 both_backends! {
     /// `oidcc-scope-address`: as `email` — not offered, ignored when asked for.
     async fn oidcc_scope_address(app) {
-    let d: Value = reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
+    let d = discovery(&app).await;
     assert!(!d["scopes_supported"].as_array().unwrap().iter().any(|s| s == "address"));
     let (_, body) = access_token(&app, "openid address").await;
     assert_eq!(body["scope"], "openid");
@@ -318,8 +318,7 @@ async fn rejected_as_unsupported(app: &TestApp, param: &str, value: &str, error:
     let rp = suite_rp(app).await;
     let page = Browser::new().get(&Authz::new(&rp).set(param, value).url(app)).await;
     assert_eq!(redirected_error(app, &rp, &page), error);
-    let d: Value =
-        reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
+    let d = discovery(app).await;
     assert_eq!(d["request_uri_parameter_supported"], false);
     assert_eq!(d["request_parameter_supported"], false);
 }
@@ -360,7 +359,7 @@ both_backends! {
     let authz = Authz::new(&rp).set("claims", r#"{"userinfo":{"name":{"essential":true}}}"#);
     let body = tokens(&app, &b, &rp, &authz).await;
     assert_eq!(userinfo(&app, body["access_token"].as_str().unwrap()).await.0, StatusCode::OK);
-    let d: Value = reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
+    let d = discovery(&app).await;
     assert!(d.get("claims_parameter_supported").is_none_or(|v| v == false));
     }
 }

@@ -247,6 +247,11 @@ pub async fn verify_id_token(app: &TestApp, id_token: &str, alg: jsonwebtoken::A
     jsonwebtoken::decode::<Value>(id_token, &key, &v).unwrap().claims
 }
 
+/// MAX's discovery document.
+pub async fn discovery(app: &TestApp) -> Value {
+    reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap()
+}
+
 /// `GET /oauth/userinfo` with the access token in the `Authorization` header.
 pub async fn userinfo(app: &TestApp, access: &str) -> (StatusCode, Value) {
     let resp =
