@@ -131,6 +131,15 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    /// OIDC Core §3.1.2.1 `ui_locales`: preference order, primary subtag, unsupported tags skipped.
+    #[test]
+    fn the_first_supported_ui_locale_wins() {
+        assert_eq!(Lang::first_supported("fr-CA en-GB ru"), Some(Lang::En));
+        assert_eq!(Lang::first_supported("ru-RU en"), Some(Lang::Ru));
+        assert_eq!(Lang::first_supported("de fr"), None);
+        assert_eq!(Lang::first_supported(""), None);
+    }
+
     #[test]
     fn russian_by_default_english_on_request() {
         let mut h = HeaderMap::new();

@@ -260,8 +260,12 @@ pub async fn switch_account(
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     let (session, req) = pending_form(&st, &headers, &form).await?;
-    repo::delete_session(&st.db, &session.id_hash).await?;
-    let (raw, _) = repo::create_session(&st.db, st.now(), Some(&req.id)).await?;
+    // One transaction: the old session ends and the new one carries the request and its language.
+    let mut tx = st.db.begin().await?;
+    repo::delete_session_in(&mut tx, &session.id_hash).await?;
+    let (raw, new) = repo::create_session_in(&mut tx, st.now(), Some(&req.id)).await?;
+    repo::attach_request(&mut tx, &new.id_hash, &req.id, false, session.ui_lang.as_deref()).await?;
+    tx.commit().await?;
     let mut resp = see_other("/login");
     resp.headers_mut().append(header::SET_COOKIE, st.cookies.set(login::SESSION_COOKIE, &raw, None));
     Ok(resp)

@@ -10,9 +10,7 @@ both_backends! {
     /// token endpoint takes `client_secret_basic`, and the ID token verifies with the JWKS (RS256,
     /// `kid`) and carries `iss`, `aud`, `sub`, `exp`, `iat`, `auth_time` and the `nonce` sent.
     async fn oidcc_server(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let authz = Authz::new(&rp);
     let q = authorize(&app, &b, &rp, &authz).await;
     assert_eq!(q.get("state").map(String::as_str), Some("st-9"));
@@ -29,9 +27,7 @@ both_backends! {
 both_backends! {
     /// `oidcc-server-client-secret-post`: the same flow with the client's credentials in the body.
     async fn oidcc_server_client_secret_post(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let authz = Authz::new(&rp);
     let q = authorize(&app, &b, &rp, &authz).await;
     let secret = rp.secret.clone().unwrap();
@@ -64,9 +60,7 @@ both_backends! {
     /// `oidcc-idtoken-signature`: the ID token is signed with a published key (`kid`) and a changed
     /// signature does not verify.
     async fn oidcc_idtoken_signature(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let body = tokens(&app, &b, &rp, &Authz::new(&rp)).await;
     let id_token = body["id_token"].as_str().unwrap();
     verify_id_token(&app, id_token, Algorithm::RS256, &rp.id).await;
@@ -94,9 +88,7 @@ both_backends! {
 
 /// A signed-in browser's access token of the suite's client for `scope`.
 async fn access_token(app: &TestApp, scope: &str) -> (Rp, Value) {
-    let rp = suite_rp(app).await;
-    let b = Browser::new();
-    sign_in(app, &b).await;
+    let (rp, b) = signed_in_suite(app).await;
     let body = tokens(app, &b, &rp, &Authz::new(&rp).set("scope", scope)).await;
     (rp, body)
 }
@@ -155,9 +147,7 @@ both_backends! {
     /// `oidcc-ensure-request-without-nonce-succeeds-for-code-flow`: `nonce` is optional in the code
     /// flow; the ID token then carries none.
     async fn oidcc_ensure_request_without_nonce_succeeds_for_code_flow(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let body = tokens(&app, &b, &rp, &Authz::new(&rp).without("nonce")).await;
     assert!(claims(body["id_token"].as_str().unwrap()).get("nonce").is_none());
     }
@@ -203,9 +193,7 @@ both_backends! {
     /// `phone_number` in E.164 and `phone_number_verified` (the person signed in with an SMS to it)
     /// after the person consented on a page that says so.
     async fn oidcc_scope_phone(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let authz = Authz::new(&rp).set("scope", "openid phone");
     let page = visit_max(&app, &b, &authz.url(&app)).await;
     assert!(page.has("получит номер телефона"), "the consent page names the phone: {}", page.body);
@@ -240,9 +228,7 @@ both_backends! {
 both_backends! {
     /// `oidcc-codereuse`: a code redeemed twice is refused the second time.
     async fn oidcc_codereuse(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let authz = Authz::new(&rp);
     let q = authorize(&app, &b, &rp, &authz).await;
     assert_eq!(redeem(&app, &rp, &q["code"], &authz.verifier).await.0, StatusCode::OK);
@@ -255,9 +241,7 @@ both_backends! {
     /// `oidcc-codereuse-30seconds`: a code presented again 30 s later is refused, and the access
     /// token it gave is revoked (RFC 6749 §4.1.2).
     async fn oidcc_codereuse_30seconds(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let authz = Authz::new(&rp);
     let q = authorize(&app, &b, &rp, &authz).await;
     let (_, first) = redeem(&app, &rp, &q["code"], &authz.verifier).await;
@@ -296,9 +280,7 @@ both_backends! {
     /// `oidcc-ensure-post-request-succeeds` (OIDC Core §3.1.2.1: GET and POST): the same request as
     /// a form body is answered as by GET, and an invalid one goes back with its error.
     async fn oidcc_ensure_post_request_succeeds(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let authz = Authz::new(&rp);
     let form: Vec<(&str, &str)> = authz.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let posted = b.post(&format!("{}/oauth/authorize", app.max), &form).await;
@@ -353,9 +335,7 @@ both_backends! {
     /// `claims_parameter_supported` absent, i.e. false) is ignored and the request succeeds; `name`
     /// comes with the `profile` scope only (the suite warns, it does not fail).
     async fn oidcc_claims_essential(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let authz = Authz::new(&rp).set("claims", r#"{"userinfo":{"name":{"essential":true}}}"#);
     let body = tokens(&app, &b, &rp, &authz).await;
     assert_eq!(userinfo(&app, body["access_token"].as_str().unwrap()).await.0, StatusCode::OK);
@@ -384,9 +364,7 @@ both_backends! {
 both_backends! {
     /// `oidcc-ensure-request-with-valid-pkce-succeeds`: S256 PKCE succeeds; a wrong verifier does not.
     async fn oidcc_ensure_request_with_valid_pkce_succeeds(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let authz = Authz::new(&rp);
     let q = authorize(&app, &b, &rp, &authz).await;
     assert_eq!(redeem(&app, &rp, &q["code"], &authz.verifier).await.0, StatusCode::OK);

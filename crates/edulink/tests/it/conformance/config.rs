@@ -40,9 +40,7 @@ both_backends! {
     let listed: Vec<&str> = d["claims_supported"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
 
     // Every listed claim is returned by some flow: the ID token's and UserInfo's with every scope.
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let body = tokens(&app, &b, &rp, &Authz::new(&rp).set("scope", "openid profile phone").set("max_age", "600")).await;
     let (_, info) = userinfo(&app, body["access_token"].as_str().unwrap()).await;
     let mut returned: Vec<String> = claims(body["id_token"].as_str().unwrap()).as_object().unwrap().keys().cloned().collect();

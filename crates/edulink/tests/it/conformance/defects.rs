@@ -26,9 +26,7 @@ both_backends! {
     /// Defect 1 (OIDC Core §3.1.2.1): `prompt=none` cannot re-authenticate, so a sign-in older than
     /// `max_age` is `login_required` — and the diary's silent sign-in without `max_age` still works.
     async fn prompt_none_with_a_sign_in_older_than_max_age_is_login_required(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     tokens(&app, &b, &rp, &Authz::new(&rp)).await;
     app.clock.advance(120);
     let page = b.get(&Authz::new(&rp).set("prompt", "none").set("max_age", "60").url(&app)).await;
@@ -43,9 +41,7 @@ both_backends! {
     /// app client, which needs no secret — is refused without being marked used: the owner's next
     /// refresh is no «reuse», and its access token lives on.
     async fn a_refresh_token_of_another_client_is_refused_and_left_alone(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let body = tokens(&app, &b, &rp, &Authz::new(&rp).set("scope", "openid offline_access")).await;
     let refresh = body["refresh_token"].as_str().unwrap();
     let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
@@ -62,9 +58,7 @@ both_backends! {
     /// Defect 6 (RFC 6749 §4.1.2.1, Appendix A.5: `state` is VSCHAR, space included): a `state`
     /// with a space is accepted and comes back exactly, with the code and with an error.
     async fn a_state_with_a_space_is_echoed_exactly(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let state = "a b+c%20d/?";
     let q = authorize(&app, &b, &rp, &Authz::new(&rp).set("state", state)).await;
     assert_eq!(q.get("state").map(String::as_str), Some(state));
@@ -111,9 +105,7 @@ both_backends! {
     /// Defect 8 (logout CSRF): a cross-site `GET /oauth/authorize?…&prompt=login` does not end the
     /// person's MAX session; it lasts until a new SMS sign-in succeeds and replaces it.
     async fn a_cross_site_prompt_login_leaves_the_person_signed_in(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let home = b.visit(&format!("{}/", app.max)).await;
     assert!(home.has("action=\"/logout\""), "signed in");
     // The attacker's page makes the browser load this.

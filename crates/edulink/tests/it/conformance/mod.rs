@@ -190,6 +190,14 @@ pub async fn sign_in(app: &TestApp, b: &Browser) {
     sms_sign_in(app, b, &phone).await;
 }
 
+/// The suite's client and a browser signed in to MAX: where most modules start.
+pub async fn signed_in_suite(app: &TestApp) -> (Rp, Browser) {
+    let rp = suite_rp(app).await;
+    let b = Browser::new();
+    sign_in(app, &b).await;
+    (rp, b)
+}
+
 /// Redeems `code` at the token endpoint as `rp` (`client_secret_basic`, or `client_id` alone for a
 /// public client).
 pub async fn redeem(app: &TestApp, rp: &Rp, code: &str, verifier: &str) -> (StatusCode, Value) {

@@ -103,9 +103,7 @@ both_backends! {
     /// `oidcc-id-token-hint`: the first ID token as `id_token_hint` with `prompt=none` gives a code
     /// for the same subject at once, and does not move `auth_time` (issue 16, defect 1).
     async fn oidcc_id_token_hint(app) {
-    let rp = suite_rp(&app).await;
-    let b = Browser::new();
-    sign_in(&app, &b).await;
+    let (rp, b) = signed_in_suite(&app).await;
     let body = tokens(&app, &b, &rp, &Authz::new(&rp)).await;
     let hint = body["id_token"].as_str().unwrap();
     app.clock.advance(30);
@@ -122,9 +120,7 @@ both_backends! {
 /// Asserts the request `authz` (a fresh browser, signed in) gives a code: an optional parameter
 /// MAX does not act on is accepted.
 async fn accepted(app: &TestApp, authz_of: impl Fn(&Rp) -> Authz) {
-    let rp = suite_rp(app).await;
-    let b = Browser::new();
-    sign_in(app, &b).await;
+    let (rp, b) = signed_in_suite(app).await;
     let authz = authz_of(&rp);
     tokens(app, &b, &rp, &authz).await;
 }
