@@ -34,12 +34,13 @@ pub fn parse_scope(s: &str) -> Vec<String> {
     v
 }
 
-/// The scope values this provider knows.
-pub const KNOWN_SCOPES: &[&str] = &["openid", "profile", "offline_access", "sferum.provision"];
+/// The scope values this provider knows (and advertises in `scopes_supported`).
+pub const KNOWN_SCOPES: &[&str] = &["openid", "profile", "phone", "offline_access", "sferum.provision"];
 
-/// The value of an opaque OAuth parameter (`state`, `nonce`) is printable ASCII and bounded.
-pub fn is_opaque_param(s: &str, max: usize) -> bool {
-    !s.is_empty() && s.len() <= max && s.bytes().all(|b| (0x21..0x7f).contains(&b))
+/// A `state` or `nonce` value: RFC 6749 Appendix A.5 `state = 1*VSCHAR` (printable ASCII and the
+/// space, 0x20–0x7E), bounded.
+pub fn is_vschar_param(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]
@@ -72,6 +73,16 @@ mod tests {
         ] {
             assert!(!redirect_uri_matches(&reg, bad), "{bad}");
         }
+    }
+
+    /// RFC 6749 Appendix A.5: VSCHAR includes the space, not controls or non-ASCII.
+    #[test]
+    fn state_is_vschar() {
+        assert!(is_vschar_param("a b~!", 512));
+        for bad in ["", "a\tb", "a\nb", "é", "a\u{7f}"] {
+            assert!(!is_vschar_param(bad, 512), "{bad:?}");
+        }
+        assert!(!is_vschar_param(&"a".repeat(513), 512));
     }
 
     #[test]

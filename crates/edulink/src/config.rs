@@ -146,6 +146,9 @@ pub struct ClientSection {
     /// May call the Сферум provisioning API.
     #[serde(default)]
     pub provisioning: bool,
+    /// May ask for the `phone` scope (`phone_number`, with the person's consent).
+    #[serde(default)]
+    pub phone: bool,
 }
 
 fn default_alg() -> String {
@@ -158,6 +161,9 @@ impl ClientSection {
         let mut scopes = vec!["openid".to_string(), "profile".into(), "offline_access".into()];
         if self.provisioning {
             scopes.push("sferum.provision".into());
+        }
+        if self.phone {
+            scopes.push("phone".into());
         }
         edulink_max::oidc::Client {
             client_id: self.id.clone(),
@@ -516,6 +522,7 @@ mod tests {
             secret_sha256: None,
             sector: None,
             provisioning: true,
+            phone: false,
         });
         c.check().unwrap();
         assert_eq!(c.max.clients[0].to_client().sector, "other");

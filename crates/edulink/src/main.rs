@@ -151,6 +151,9 @@ enum ClientCmd {
         /// May call the Сферум provisioning API.
         #[arg(long)]
         provisioning: bool,
+        /// May ask for the `phone` scope (the person's phone number, with their consent).
+        #[arg(long)]
+        phone: bool,
     },
     /// Make a new secret for a confidential client and print it once; the previous secret stays
     /// valid for `max.client_secret_grace_secs` (redeploy the client with the new one meanwhile).
@@ -299,7 +302,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             println!("configuration is valid:\n{}", serde_json::to_string_pretty(&shown)?);
         }
         Command::Max {
-            what: MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning } },
+            what: MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning, phone } },
         } => {
             if !edulink_max::keys::ALGS.contains(&alg.as_str()) {
                 anyhow::bail!("alg must be one of {:?}", edulink_max::keys::ALGS);
@@ -311,6 +314,9 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             let mut scopes = vec!["openid".to_string(), "profile".into(), "offline_access".into()];
             if provisioning {
                 scopes.push("sferum.provision".into());
+            }
+            if phone {
+                scopes.push("phone".into());
             }
             let client = edulink_max::oidc::Client {
                 client_id: id.clone(),

@@ -33,7 +33,7 @@ pub fn routes() -> Router<MaxState> {
 /// The OpenAPI document of this API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "MAX app API", version = "1", description = "Sign-in to MAX by SMS code and in-app approval of OpenID Connect authorization requests. Every error is `{\"error\": {\"code\", \"message\", \"retry_after\"?}}`; codes: bad_request, json_required, too_large, unauthorized, forbidden, not_found, phone_invalid, phone_not_mobile, phone_country, phone_locked, sms_too_soon, sms_phone_budget, sms_busy, sms_gateway, code_format, code_dead, code_wrong, name_invalid, registration_expired, oauth_client, oauth_redirect, oauth_invalid_request, oauth_invalid_scope, oauth_request_unknown, oauth_account_mismatch, unavailable, internal."),
+    info(title = "MAX app API", version = "1", description = "Sign-in to MAX by SMS code and in-app approval of OpenID Connect authorization requests. Every error is `{\"error\": {\"code\", \"message\", \"retry_after\"?}}`; codes: bad_request, json_required, too_large, unauthorized, forbidden, not_found, phone_invalid, phone_not_mobile, phone_country, phone_locked, sms_too_soon, sms_phone_budget, sms_busy, sms_gateway, code_format, code_dead, code_wrong, name_invalid, registration_expired, oauth_client, oauth_redirect, oauth_invalid_request, oauth_invalid_scope, oauth_request_unknown, oauth_account_mismatch, oauth_login_required, unavailable, internal."),
     paths(send, resend, verify, register, sign_out, me, create_authorization, approve),
     components(schemas(SendCode, CodeSent, Resend, VerifyCode, VerifyResult, Register, SignedIn, Me, CreateAuthorization, AuthorizationCreated, Approved, ErrorEnvelope, ErrorBody)),
     modifiers(&BearerScheme)
@@ -361,7 +361,8 @@ pub async fn approve(
     Path(request_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let (_, account_id) = signed_in(&st, &headers).await?;
+    let (session, account_id) = signed_in(&st, &headers).await?;
+    let auth_time = session.auth_at.ok_or_else(unauthorized)?;
     if request_id.len() > 64 {
         return Err(AppError::new(ErrorKind::NotFound, "error-oauth-request-unknown"));
     }
@@ -372,8 +373,14 @@ pub async fn approve(
         return Err(AppError::conflict("error-oauth-account-mismatch"));
     }
     let ip = ip.to_string();
-    let url =
-        oidc::issue_code_audited(&st, &req, &account_id, None, Some(oidc::Consent { ip: &ip, detail: Some("app") }))
-            .await?;
+    let url = oidc::issue_code_audited(
+        &st,
+        &req,
+        &account_id,
+        auth_time,
+        None,
+        Some(oidc::Consent { ip: &ip, detail: Some("app") }),
+    )
+    .await?;
     Ok(Json(Approved { redirect_url: url }).into_response())
 }

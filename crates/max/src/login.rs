@@ -54,6 +54,15 @@ fn tr(headers: &HeaderMap) -> Tr {
     Tr::new(Lang::from_headers(headers))
 }
 
+/// The language of a sign-in page: the pending request's `ui_locales` (OIDC Core §3.1.2.1) when it
+/// named a supported one, else the browser's choice.
+pub fn page_tr(headers: &HeaderMap, session: Option<&Session>) -> Tr {
+    match session.and_then(|s| s.ui_lang.as_deref()).and_then(Lang::parse) {
+        Some(lang) => Tr::new(lang),
+        None => tr(headers),
+    }
+}
+
 /// `GET /`: the signed-in account, or an invitation to sign in.
 pub async fn home(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
     let tr = tr(&headers);
@@ -78,11 +87,13 @@ pub async fn home(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
 /// `GET /login`: «Окно ввода номера телефона».
 pub async fn phone_page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
     let (session, cookie) = current_or_new(&st, &headers).await?;
-    if session.account_id.is_some() {
+    // A signed-in session asked to authenticate again signs in anew here; it stays signed in until then.
+    if session.account_id.is_some() && !session.needs_reauth() {
         let next = if session.pending_request.is_some() { "/authorize/continue" } else { "/" };
         return Ok(see_other(next));
     }
-    let page = PhonePage { tr: tr(&headers), csrf: session.csrf, phone: String::new(), error: None, retry_after: None };
+    let tr = page_tr(&headers, Some(&session));
+    let page = PhonePage { tr, csrf: session.csrf, phone: String::new(), error: None, retry_after: None };
     Ok(with_cookie(html(&page), cookie))
 }
 
@@ -105,7 +116,7 @@ pub async fn phone_submit(
         return Ok(see_other("/login"));
     };
     check_csrf(&session.csrf, &form.csrf)?;
-    let tr = tr(&headers);
+    let tr = page_tr(&headers, Some(&session));
     let phone = match Phone::parse(&form.phone, &st.cfg.default_region, &st.cfg.allowed_countries) {
         Ok(p) => p,
         Err(e) => {
@@ -247,7 +258,7 @@ pub async fn code_page(State(st): State<MaxState>, headers: HeaderMap) -> Result
     let Some(challenge) = challenge_of(&st, &session).await? else {
         return Ok(see_other("/login"));
     };
-    render_code_page(&st, tr(&headers), &session, &challenge, None).await
+    render_code_page(&st, page_tr(&headers, Some(&session)), &session, &challenge, None).await
 }
 
 /// The code form.
@@ -283,7 +294,7 @@ pub async fn code_submit(
         }
     };
     check_csrf(&session.csrf, &form.csrf)?;
-    let tr = tr(&headers);
+    let tr = page_tr(&headers, Some(&session));
     let key = match verify_code(&st, &session, &challenge, &form.code, &ip.to_string()).await? {
         Verified::SignedIn(account_id) => return finish_sign_in(&st, &session, &account_id).await,
         Verified::NeedsRegistration => return Ok(see_other("/login/register")),
@@ -397,7 +408,7 @@ pub async fn resend(
     match send_code(&st, &session, &phone, &ip.to_string()).await? {
         Ok(()) => Ok(see_other("/login/code")),
         Err(refusal) => {
-            let tr = tr(&headers);
+            let tr = page_tr(&headers, Some(&session));
             let msg = refusal_message(&tr, refusal);
             let page = render_code_page(&st, tr, &session, &challenge, Some(msg)).await?;
             Ok(too_many(page, refusal.retry_after()))
@@ -414,7 +425,7 @@ pub async fn register_page(State(st): State<MaxState>, headers: HeaderMap) -> Re
         return Ok(see_other("/login"));
     };
     let page = html(&RegisterPage {
-        tr: tr(&headers),
+        tr: page_tr(&headers, Some(&session)),
         csrf: session.csrf.clone(),
         masked: views::masked_phone(&st, enc),
         first_name: String::new(),
@@ -447,7 +458,7 @@ pub async fn register_submit(
         return Ok(see_other("/login"));
     };
     let (Ok(first), Ok(last)) = (PersonName::parse(&form.first_name), PersonName::parse(&form.last_name)) else {
-        let tr = tr(&headers);
+        let tr = page_tr(&headers, Some(&session));
         let page = RegisterPage {
             error: Some(tr.t("error-name-invalid")),
             tr,

@@ -121,6 +121,8 @@ pub struct ConfirmPage {
     pub name: String,
     pub client_name: String,
     pub has_profile: bool,
+    /// The client asks for the phone number (`phone` scope): the page says so before consent.
+    pub phone: bool,
 }
 
 #[derive(Template)]

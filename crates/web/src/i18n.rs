@@ -42,6 +42,12 @@ impl Lang {
         Lang::Ru
     }
 
+    /// The first supported language of a space-separated list of BCP 47 tags, most preferred first
+    /// (OIDC Core §3.1.2.1 `ui_locales`, e.g. `fr-CA en-GB ru`): matched on the primary subtag.
+    pub fn first_supported(tags: &str) -> Option<Self> {
+        tags.split(' ').find_map(|t| Self::parse(t.split('-').next().unwrap_or("")))
+    }
+
     /// Parses `ru` or `en`.
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
@@ -124,6 +130,15 @@ impl Tr {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    /// OIDC Core §3.1.2.1 `ui_locales`: preference order, primary subtag, unsupported tags skipped.
+    #[test]
+    fn the_first_supported_ui_locale_wins() {
+        assert_eq!(Lang::first_supported("fr-CA en-GB ru"), Some(Lang::En));
+        assert_eq!(Lang::first_supported("ru-RU en"), Some(Lang::Ru));
+        assert_eq!(Lang::first_supported("de fr"), None);
+        assert_eq!(Lang::first_supported(""), None);
+    }
 
     #[test]
     fn russian_by_default_english_on_request() {

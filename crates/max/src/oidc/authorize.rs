@@ -1,11 +1,12 @@
 //! The authorization endpoint (RFC 6749 §3.1, §4.1.1): the request is validated (client and exact
 //! redirect URI first, RFC 6749 §3.1.2.4 and RFC 9700 §4.1: a bad one is never redirected to; then
-//! `response_type=code` only, PKCE S256 required, RFC 7636 §4.3; `prompt` and `id_token_hint`,
-//! OIDC Core §3.1.2.1), errors go back as RFC 6749 §4.1.2.1 redirects carrying `iss` (RFC 9207 §2),
-//! and a valid request is answered at once (SSO, `prompt=none`) or stored for sign-in and consent.
+//! `response_type=code` only, PKCE S256 required, RFC 7636 §4.3; `prompt`, `max_age`, `ui_locales`
+//! and `id_token_hint`, OIDC Core §3.1.2.1; unknown scopes ignored), errors go back as RFC 6749
+//! §4.1.2.1 redirects carrying `state` exactly and `iss` (RFC 9207 §2), and a valid request is
+//! answered at once (SSO to a confidential client, `prompt=none`) or stored for sign-in and consent.
 
 use super::clients::{Client, cached_client};
-use super::consent::issue_code;
+use super::consent::{consented, issue_code, silent_allowed};
 use super::request::{AuthRequest, error_redirect, store_request};
 use crate::MaxState;
 use crate::audit::{Event, Record, TRAIL};
@@ -15,9 +16,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use edulink_domain::crypto::new_id;
-use edulink_domain::oauth::{is_opaque_param, is_pkce_value, parse_scope, redirect_uri_matches};
+use edulink_domain::oauth::{is_pkce_value, is_vschar_param, parse_scope, redirect_uri_matches};
 use edulink_store::StoreError;
-use edulink_web::{AppError, ClientIp, StrictForm, StrictQuery, see_other};
+use edulink_web::{AppError, ClientIp, Lang, StrictForm, StrictQuery, see_other};
 use serde::Deserialize;
 
 /// Parameters of the authorization request.
@@ -37,6 +38,8 @@ pub struct AuthorizeParams {
     response_mode: Option<String>,
     request: Option<String>,
     request_uri: Option<String>,
+    max_age: Option<String>,
+    ui_locales: Option<String>,
 }
 
 /// Why an authorization request was refused.
@@ -68,6 +71,8 @@ pub struct Validated {
     pub silent: bool,
     /// `prompt=login`.
     pub force_login: bool,
+    /// The first supported language of `ui_locales`.
+    pub ui_lang: Option<Lang>,
 }
 
 /// Validates authorization request parameters (shared by the browser endpoint and the MAX app API).
@@ -83,11 +88,12 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams, ip: &str) -> Result<Va
         metrics::counter!("edulink_oauth_redirect_mismatch_total").increment(1);
         return Err(RequestError::NoRedirect(AppError::bad_request("error-oauth-redirect")));
     }
-    let state = p.state.clone().filter(|s| is_opaque_param(s, 512));
+    // RFC 6749 §4.1.2.1: the exact `state` received goes back with every error, even a malformed one.
+    let state = p.state.clone();
     let fail = |error: &'static str, description: &'static str| {
         Err(RequestError::Redirect { redirect_uri: redirect_uri.clone(), state: state.clone(), error, description })
     };
-    if p.state.is_some() && state.is_none() {
+    if p.state.as_deref().is_some_and(|s| !is_vschar_param(s, 512)) {
         return fail("invalid_request", "state is malformed");
     }
     // OIDC Core §6.1, §6.2: each unsupported form has its own error code.
@@ -103,20 +109,28 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams, ip: &str) -> Result<Va
     if p.response_mode.as_deref().is_some_and(|m| m != "query") {
         return fail("invalid_request", "only response_mode=query is supported");
     }
-    let scopes = parse_scope(p.scope.as_deref().unwrap_or(""));
-    if !scopes.iter().any(|s| s == "openid") {
+    let requested = parse_scope(p.scope.as_deref().unwrap_or(""));
+    if !requested.iter().any(|s| s == "openid") {
         return fail("invalid_scope", "the openid scope is required");
     }
-    if scopes.iter().any(|s| !client.scopes.contains(s) || s == "sferum.provision") {
-        return fail("invalid_scope", "a requested scope is not allowed for this client");
+    if requested.iter().any(|s| s == "sferum.provision") {
+        return fail("invalid_scope", "sferum.provision is for client credentials only");
     }
+    // OIDC Core §3.1.2.1: scope values the OP does not understand SHOULD be ignored; so are those the
+    // client is not registered for (RFC 6749 §3.3: the granted scope, always in the token response).
+    let scopes: Vec<String> = requested.into_iter().filter(|s| client.scopes.contains(s)).collect();
     let challenge = p.code_challenge.as_deref().unwrap_or("");
     if p.code_challenge_method.as_deref() != Some("S256") || !is_pkce_value(challenge) {
         return fail("invalid_request", "PKCE with code_challenge_method=S256 is required");
     }
-    if p.nonce.as_deref().is_some_and(|n| !is_opaque_param(n, 512)) {
+    if p.nonce.as_deref().is_some_and(|n| !is_vschar_param(n, 512)) {
         return fail("invalid_request", "nonce is malformed");
     }
+    let max_age = match p.max_age.as_deref().map(str::parse::<u32>) {
+        None => None,
+        Some(Ok(secs)) => Some(i64::from(secs)),
+        Some(Err(_)) => return fail("invalid_request", "max_age must be a number of seconds"),
+    };
     let prompts: Vec<&str> = p.prompt.as_deref().unwrap_or("").split(' ').filter(|x| !x.is_empty()).collect();
     if prompts.iter().any(|x| !matches!(*x, "none" | "login" | "consent"))
         || (prompts.contains(&"none") && prompts.len() > 1)
@@ -147,9 +161,11 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams, ip: &str) -> Result<Va
         code_challenge: challenge.to_string(),
         hint_account_id,
         consent: prompts.contains(&"consent"),
+        max_age,
         stored: false,
     };
-    Ok(Validated { client, req, silent: prompts.contains(&"none"), force_login: prompts.contains(&"login") })
+    let ui_lang = p.ui_locales.as_deref().and_then(Lang::first_supported);
+    Ok(Validated { client, req, silent: prompts.contains(&"none"), force_login: prompts.contains(&"login"), ui_lang })
 }
 
 /// `GET /oauth/authorize`.
@@ -180,7 +196,7 @@ async fn answer(
     headers: HeaderMap,
     p: AuthorizeParams,
 ) -> Result<Response, AppError> {
-    let Validated { client, req, silent, force_login } = match validate(&st, &p, &ip.to_string()).await {
+    let Validated { client, req, silent, force_login, ui_lang } = match validate(&st, &p, &ip.to_string()).await {
         Ok(v) => v,
         Err(RequestError::NoRedirect(e)) => return Err(e),
         Err(RequestError::Redirect { redirect_uri, state, error, description }) => {
@@ -192,47 +208,65 @@ async fn answer(
     let state = req.state.clone();
     let fail = |e: &str, d: &str| Ok(error_redirect(&st, &redirect_uri, state.as_deref(), e, d));
     let session = current(&st, &headers).await?;
+    let signed_in = session.as_ref().and_then(|s| s.signed_in()).map(|(a, t)| (a.to_owned(), t));
+    // OIDC Core §3.1.2.1: `prompt=login`, or a sign-in older than `max_age`, needs a new SMS sign-in.
+    let reauth = signed_in.as_ref().is_some_and(|(_, auth_time)| force_login || req.auth_too_old(*auth_time, now));
+    let hint_ok = |account_id: &str| req.hint_account_id.as_deref().is_none_or(|h| h == account_id);
 
     if silent {
         // Silent: never shows a page, and so never creates a first grant (a first link).
-        let Some(account_id) = session.as_ref().and_then(|s| s.account_id.clone()) else {
+        let Some((account_id, auth_time)) = &signed_in else {
             return fail("login_required", "no MAX session");
         };
-        if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
+        if reauth {
+            return fail("login_required", "the MAX sign-in is older than max_age");
+        }
+        if !hint_ok(account_id) {
             return fail("login_required", "signed in as another account");
         }
-        if !grants::has_grant_in_sector(&st.db, &client.sector, &account_id).await? {
+        if !silent_allowed(&client) {
+            return fail("consent_required", "a native app needs the person's confirmation (RFC 8252 §8.6)");
+        }
+        if !consented(&st, &client, account_id, &req).await? {
             return fail("consent_required", "no grant for this client");
         }
-        let url = issue_code(&st, &req, &account_id, None).await?;
+        let url = issue_code(&st, &req, account_id, *auth_time, None).await?;
         return Ok(see_other(&url));
     }
 
     // Signing in again where consent was given before (the «Сферум» button of a linked student):
-    // the code goes straight back, with no page and nothing stored in between.
-    if let Some(account_id) = session.as_ref().and_then(|s| s.account_id.clone())
-        && !force_login
+    // the code goes straight back, with no page and nothing stored in between — to a confidential
+    // client only (RFC 8252 §8.6: a native app's identity cannot be assured).
+    if let Some((account_id, auth_time)) = &signed_in
+        && !reauth
         && !req.consent
-        && req.hint_account_id.as_ref().is_none_or(|h| *h == account_id)
-        && grants::has_grant_in_sector(&st.db, &client.sector, &account_id).await?
+        && silent_allowed(&client)
+        && hint_ok(account_id)
+        && consented(&st, &client, account_id, &req).await?
     {
-        let url = issue_code(&st, &req, &account_id, None).await?;
+        let url = issue_code(&st, &req, account_id, *auth_time, None).await?;
         return Ok(see_other(&url));
     }
 
     // The request and the session that carries it through sign-in: one transaction.
+    let lang = ui_lang.map(Lang::tag);
     let mut tx = st.db.begin().await?;
     store_request(&mut tx, &req, now).await?;
     let (cookie, target) = match session {
-        Some(s) if s.account_id.is_some() && !force_login => {
-            repo::set_pending_request(&mut tx, &s.id_hash, Some(&req.id)).await?;
-            (None, "/authorize/continue")
+        Some(s) if s.account_id.is_some() => {
+            // A new authentication never ends the signed-in session before it succeeds (a cross-site
+            // `prompt=login` must not sign the person out): the sign-in that completes replaces it.
+            repo::attach_request(&mut tx, &s.id_hash, &req.id, reauth, lang).await?;
+            (None, if reauth { "/login" } else { "/authorize/continue" })
         }
         other => {
             if let Some(s) = other {
                 repo::delete_session_in(&mut tx, &s.id_hash).await?;
             }
-            let (raw, _) = repo::create_session_in(&mut tx, now, Some(&req.id)).await?;
+            let (raw, s) = repo::create_session_in(&mut tx, now, Some(&req.id)).await?;
+            if lang.is_some() {
+                repo::attach_request(&mut tx, &s.id_hash, &req.id, false, lang).await?;
+            }
             (Some(st.cookies.set(login::SESSION_COOKIE, &raw, None)), "/login")
         }
     };

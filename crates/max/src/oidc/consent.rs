@@ -1,9 +1,11 @@
 //! Consent and the authorization response (RFC 6749 §4.1.2; OIDC Core §3.1.2.4 and §3.1.2.5): after
-//! sign-in the person confirms the account (first link, or `prompt=consent`), declines
-//! (`access_denied`, RFC 6749 §4.1.2.1) or switches account; a grant is created or kept, and a
-//! single-use code bound to the request is sent back with `state` and `iss` (RFC 9207 §2).
+//! sign-in the person confirms the account (first link, `prompt=consent`, a native app every time
+//! per RFC 8252 §8.6, or a claim not granted before such as `phone`), declines (`access_denied`,
+//! RFC 6749 §4.1.2.1) or switches account; a grant is created or kept, and a single-use code bound
+//! to the request and to the time the person authenticated (`auth_time`, OIDC Core §2) is sent back
+//! with `state` and `iss` (RFC 9207 §2).
 
-use super::clients::cached_client;
+use super::clients::{Client, cached_client};
 use super::pairwise_sub;
 use super::request::{AuthRequest, error_redirect, load_request};
 use crate::audit::{Event, Record};
@@ -17,17 +19,45 @@ use axum::response::Response;
 use edulink_domain::crypto::{new_id, random_token, sha256_b64};
 use edulink_web::forms::{CsrfForm, check_csrf};
 use edulink_web::layers::with_form_target;
-use edulink_web::{AppError, ClientIp, Lang, StrictForm, Tr, html, see_other};
+use edulink_web::{AppError, ClientIp, StrictForm, html, see_other};
 
-/// Creates the grant if needed, stores a fresh code, consumes the request (and clears it from the
-/// browser session `session_hash` that carried it), and returns the URL of the authorization response.
+/// Creates the grant if needed, stores a fresh code for the person who authenticated at
+/// `auth_time`, consumes the request (and clears it from the browser session `session_hash` that
+/// carried it), and returns the URL of the authorization response.
 pub async fn issue_code(
     st: &MaxState,
     req: &AuthRequest,
     account_id: &str,
+    auth_time: i64,
     session_hash: Option<&str>,
 ) -> Result<String, AppError> {
-    issue_code_audited(st, req, account_id, session_hash, None).await
+    issue_code_audited(st, req, account_id, auth_time, session_hash, None).await
+}
+
+/// Whether `client` may get a code with no page shown (SSO, `prompt=none`). Only a confidential
+/// client: a native app (public, redirected to by a custom scheme or app link) cannot prove its
+/// identity, and any app claiming its scheme would get the code (RFC 8252 §8.6), so the person
+/// confirms every time.
+pub fn silent_allowed(client: &Client) -> bool {
+    client.is_confidential()
+}
+
+/// The claims a grant must list before a request for them is answered without asking: a sector's
+/// grant covers the subject and the name, and `phone` needs the person's consent to this client.
+const CONSENTED_SCOPES: &[&str] = &["phone"];
+
+/// Whether the person already agreed to what `req` asks of `client`: a grant in the client's sector
+/// and, for the claims of [`CONSENTED_SCOPES`], this client's own grant listing them.
+pub async fn consented(st: &MaxState, client: &Client, account_id: &str, req: &AuthRequest) -> Result<bool, AppError> {
+    if !grants::has_grant_in_sector(&st.db, &client.sector, account_id).await? {
+        return Ok(false);
+    }
+    let asked: Vec<&str> = req.scopes().filter(|s| CONSENTED_SCOPES.contains(s)).collect();
+    if asked.is_empty() {
+        return Ok(true);
+    }
+    let granted = grants::granted_scope(&st.db, &client.client_id, account_id).await?.unwrap_or_default();
+    Ok(asked.iter().all(|a| granted.split(' ').any(|g| g == *a)))
 }
 
 /// The consent behind an issued code, audited in the transaction that issues it.
@@ -44,10 +74,15 @@ pub async fn issue_code_audited(
     st: &MaxState,
     req: &AuthRequest,
     account_id: &str,
+    auth_time: i64,
     session_hash: Option<&str>,
     consent: Option<Consent<'_>>,
 ) -> Result<String, AppError> {
     let now = st.now();
+    if req.auth_too_old(auth_time, now) {
+        // Callers send the person to sign in again first; this is the last line (OIDC Core §3.1.2.1).
+        return Err(AppError::conflict("error-oauth-login-required"));
+    }
     let client = cached_client(st, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
     let subject = pairwise_sub(st, &client.sector, account_id);
     let code = random_token(32);
@@ -65,7 +100,8 @@ pub async fn issue_code_audited(
         code_challenge: &req.code_challenge,
         nonce: req.nonce.as_deref(),
         scope: &req.scope,
-        auth_time: now,
+        auth_time,
+        created_at: now,
         expires_at: now + super::CODE_TTL,
     };
     grants::insert_code(&mut tx, &new_code).await?;
@@ -114,20 +150,40 @@ async fn pending(st: &MaxState, headers: &HeaderMap) -> Result<Option<(Session, 
     }
 }
 
+/// Sends a session whose pending request needs a new authentication (`prompt=login`, or a sign-in
+/// older than `max_age`) to the sign-in, keeping it signed in until that succeeds; `None` when the
+/// session's sign-in will do.
+async fn reauthenticate(st: &MaxState, session: &Session, req: &AuthRequest) -> Result<Option<Response>, AppError> {
+    let Some((_, auth_time)) = session.signed_in() else { return Ok(Some(see_other("/login"))) };
+    if session.needs_reauth() {
+        return Ok(Some(see_other("/login")));
+    }
+    if !req.auth_too_old(auth_time, st.now()) {
+        return Ok(None);
+    }
+    let mut tx = st.db.begin().await?;
+    repo::attach_request(&mut tx, &session.id_hash, &req.id, true, session.ui_lang.as_deref()).await?;
+    tx.commit().await?;
+    Ok(Some(see_other("/login")))
+}
+
 /// `GET /authorize/continue`: after sign-in, decide: the wrong account is signed in (offer to
-/// switch), a confirmation is needed (first link, or the client asked for consent), or SSO
-/// completes at once.
+/// switch), a confirmation is needed (first link, the client asked for consent, a native app, or a
+/// claim not granted before), or SSO completes at once.
 pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
     let Some((session, req)) = pending(&st, &headers).await? else {
         return Err(AppError::bad_request("error-oauth-request-expired"));
     };
-    let Some(account_id) = session.account_id.clone() else {
+    if let Some(to_login) = reauthenticate(&st, &session, &req).await? {
+        return Ok(to_login);
+    }
+    let Some((account_id, auth_time)) = session.signed_in().map(|(a, t)| (a.to_owned(), t)) else {
         return Ok(see_other("/login"));
     };
     let account = repo::account(&st.db, &account_id).await?.ok_or_else(|| AppError::internal("account vanished"))?;
     let client =
         cached_client(&st, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
-    let tr = Tr::new(Lang::from_headers(&headers));
+    let tr = login::page_tr(&headers, Some(&session));
     if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
         let page = html(&MismatchPage {
             tr,
@@ -137,9 +193,8 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
         });
         return Ok(with_form_target(page, &req.redirect_uri));
     }
-    let has_grant = grants::has_grant_in_sector(&st.db, &client.sector, &account_id).await?;
-    if has_grant && !req.consent {
-        let url = issue_code(&st, &req, &account_id, Some(&session.id_hash)).await?;
+    if !req.consent && silent_allowed(&client) && consented(&st, &client, &account_id, &req).await? {
+        let url = issue_code(&st, &req, &account_id, auth_time, Some(&session.id_hash)).await?;
         return Ok(see_other(&url));
     }
     let has_profile = edulink_sferum::has_profile(&st.db, &account_id).await?;
@@ -150,6 +205,7 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
         name: format!("{} {}", account.first_name, account.last_name),
         client_name: client.name,
         has_profile,
+        phone: req.scopes().any(|s| s == "phone"),
     });
     // Its forms end at the client (CSP `form-action`).
     Ok(with_form_target(page, &req.redirect_uri))
@@ -171,7 +227,10 @@ pub async fn confirm(
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     let (session, req) = pending_form(&st, &headers, &form).await?;
-    let Some(account_id) = session.account_id.clone() else {
+    if let Some(to_login) = reauthenticate(&st, &session, &req).await? {
+        return Ok(to_login);
+    }
+    let Some((account_id, auth_time)) = session.signed_in().map(|(a, t)| (a.to_owned(), t)) else {
         return Ok(see_other("/login"));
     };
     if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
@@ -179,7 +238,7 @@ pub async fn confirm(
     }
     let ip = ip.to_string();
     let consent = Some(Consent { ip: &ip, detail: None });
-    let url = issue_code_audited(&st, &req, &account_id, Some(&session.id_hash), consent).await?;
+    let url = issue_code_audited(&st, &req, &account_id, auth_time, Some(&session.id_hash), consent).await?;
     Ok(see_other(&url))
 }
 
@@ -205,8 +264,12 @@ pub async fn switch_account(
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     let (session, req) = pending_form(&st, &headers, &form).await?;
-    repo::delete_session(&st.db, &session.id_hash).await?;
-    let (raw, _) = repo::create_session(&st.db, st.now(), Some(&req.id)).await?;
+    // One transaction: the old session ends and the new one carries the request and its language.
+    let mut tx = st.db.begin().await?;
+    repo::delete_session_in(&mut tx, &session.id_hash).await?;
+    let (raw, new) = repo::create_session_in(&mut tx, st.now(), Some(&req.id)).await?;
+    repo::attach_request(&mut tx, &new.id_hash, &req.id, false, session.ui_lang.as_deref()).await?;
+    tx.commit().await?;
     let mut resp = see_other("/login");
     resp.headers_mut().append(header::SET_COOKIE, st.cookies.set(login::SESSION_COOKIE, &raw, None));
     Ok(resp)

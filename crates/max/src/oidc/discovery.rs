@@ -8,6 +8,23 @@ use axum::response::{IntoResponse, Response};
 use edulink_domain::oauth::KNOWN_SCOPES;
 use serde_json::json;
 
+/// Every claim MAX can return, in the ID token or at the UserInfo endpoint (OIDC Discovery §3): the
+/// ID token's own, the `profile` names MAX holds (no picture, birthdate…) and the `phone` pair.
+pub const CLAIMS_SUPPORTED: &[&str] = &[
+    "sub",
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "name",
+    "given_name",
+    "family_name",
+    "phone_number",
+    "phone_number_verified",
+];
+
 /// The discovery document of `issuer` (built once at start; it changes only with the configuration).
 pub fn discovery_document(issuer: &str) -> String {
     let i = issuer;
@@ -27,7 +44,7 @@ pub fn discovery_document(issuer: &str) -> String {
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "given_name", "family_name"],
+        "claims_supported": CLAIMS_SUPPORTED,
         "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": true,
         // Absent, both default to a value we do not honour (`request_uri_parameter_supported` to true).

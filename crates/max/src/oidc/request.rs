@@ -29,6 +29,8 @@ pub struct AuthRequest {
     pub hint_account_id: Option<String>,
     /// `prompt=consent`: ask even when a grant exists.
     pub(crate) consent: bool,
+    /// `max_age` (OIDC Core §3.1.2.1): the longest time since the person authenticated, seconds.
+    pub max_age: Option<i64>,
     /// Kept in `auth_requests` (the sign-in pages in between); a request answered at once never is.
     pub(crate) stored: bool,
 }
@@ -45,8 +47,21 @@ impl From<grants::AuthRequestRow> for AuthRequest {
             code_challenge: r.code_challenge,
             hint_account_id: r.hint_account_id,
             consent: r.prompt_none != 0,
+            max_age: r.max_age,
             stored: true,
         }
+    }
+}
+
+impl AuthRequest {
+    /// Whether an authentication at `auth_time` is too old for this request at `now` (`max_age`).
+    pub fn auth_too_old(&self, auth_time: i64, now: i64) -> bool {
+        self.max_age.is_some_and(|m| now - auth_time > m)
+    }
+
+    /// The requested scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|s| !s.is_empty())
     }
 }
 

@@ -1,12 +1,13 @@
-//! Bearer access tokens (RFC 6750 §2.1: the `Authorization` header only, never a query parameter,
-//! §2.3 is not supported on purpose; errors §3.1 `invalid_token`) and the UserInfo endpoint
-//! (OIDC Core §5.3: `sub` always, the profile claims of §5.4 with the `profile` scope).
+//! Bearer access tokens (RFC 6750 §2.1 the `Authorization` header, §2.2 a form-encoded POST body,
+//! exactly one of them; never a query parameter, §2.3 is not supported on purpose; errors §3.1) and
+//! the UserInfo endpoint (OIDC Core §5.3: `sub` always, the profile claims of §5.4 with the
+//! `profile` scope, `phone_number` and `phone_number_verified` with `phone`).
 
 use super::error::{OAuthError, no_store_json};
 use crate::MaxState;
 use crate::repo::{self, grants, tokens};
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use edulink_domain::crypto::sha256_b64;
 use edulink_domain::oauth::parse_scope;
@@ -29,9 +30,14 @@ pub struct AccessToken {
 
 /// Validates a bearer access token from the `Authorization` header.
 pub async fn bearer(st: &MaxState, headers: &HeaderMap) -> Result<Option<AccessToken>, StoreError> {
-    let Some(tok) = bearer_token(headers) else {
-        return Ok(None);
-    };
+    match bearer_token(headers) {
+        Some(tok) => access_token(st, tok).await,
+        None => Ok(None),
+    }
+}
+
+/// The live access token `tok`, if it is one.
+async fn access_token(st: &MaxState, tok: &str) -> Result<Option<AccessToken>, StoreError> {
     let row = tokens::live_access_token(&st.db, &sha256_b64(tok), st.now()).await?;
     Ok(row.map(|t| AccessToken {
         client_id: t.client_id,
@@ -41,9 +47,45 @@ pub async fn bearer(st: &MaxState, headers: &HeaderMap) -> Result<Option<AccessT
     }))
 }
 
+/// The access token of a UserInfo request: the `Authorization` header (RFC 6750 §2.1) or the
+/// `access_token` of a form-encoded POST body (§2.2), and never both (§2: a client MUST NOT use
+/// more than one method; `invalid_request`, §3.1). `None` when there is none.
+fn presented_token<'a>(
+    method: &Method,
+    headers: &'a HeaderMap,
+    body: &str,
+) -> Result<Option<std::borrow::Cow<'a, str>>, OAuthError> {
+    let form = method == Method::POST
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let in_body: Vec<String> = if form {
+        url::form_urlencoded::parse(body.as_bytes())
+            .filter(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let in_header = headers.contains_key(header::AUTHORIZATION);
+    match (in_header, in_body.as_slice()) {
+        (true, []) => Ok(bearer_token(headers).map(std::borrow::Cow::Borrowed)),
+        (false, []) => Ok(None),
+        (false, [one]) => Ok(Some(std::borrow::Cow::Owned(one.clone()))),
+        _ => Err(OAuthError::InvalidRequest("present the access token by exactly one method")),
+    }
+}
+
 /// `GET|POST /oauth/userinfo`.
-pub async fn userinfo(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, OAuthError> {
-    let t = bearer(&st, &headers).await?.ok_or(OAuthError::InvalidToken)?;
+pub async fn userinfo(
+    State(st): State<MaxState>,
+    method: Method,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, OAuthError> {
+    let tok = presented_token(&method, &headers, &body)?.ok_or(OAuthError::InvalidToken)?;
+    let t = access_token(&st, &tok).await?.ok_or(OAuthError::InvalidToken)?;
     let (Some(grant_id), Some(account_id)) = (&t.grant_id, &t.account_id) else {
         return Err(OAuthError::InvalidToken);
     };
@@ -52,12 +94,21 @@ pub async fn userinfo(State(st): State<MaxState>, headers: HeaderMap) -> Result<
     }
     let sub = grants::grant_subject(st.db.pool(), grant_id).await?.ok_or(OAuthError::InvalidToken)?;
     let mut body = json!({ "sub": sub });
-    if t.scope.iter().any(|s| s == "profile")
+    let has = |scope: &str| t.scope.iter().any(|s| s == scope);
+    if (has("profile") || has("phone"))
         && let Some(a) = repo::account(&st.db, account_id).await?
     {
-        body["given_name"] = a.first_name.clone().into();
-        body["family_name"] = a.last_name.clone().into();
-        body["name"] = format!("{} {}", a.first_name, a.last_name).into();
+        if has("profile") {
+            body["given_name"] = a.first_name.clone().into();
+            body["family_name"] = a.last_name.clone().into();
+            body["name"] = format!("{} {}", a.first_name, a.last_name).into();
+        }
+        if has("phone") {
+            // OIDC Core §5.4: granted only to clients registered for `phone`, with the person's consent.
+            // The number is E.164 (§5.1) and verified: the person signed in with a code sent to it.
+            body["phone_number"] = crate::views::phone_of(&st, &a.phone_enc)?.e164().into();
+            body["phone_number_verified"] = true.into();
+        }
     }
     Ok(no_store_json(body))
 }

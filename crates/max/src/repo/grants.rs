@@ -25,6 +25,8 @@ pub struct AuthRequestRow {
     pub hint_account_id: Option<String>,
     /// `prompt=consent` (the column's name is historical), 0 or 1.
     pub prompt_none: i64,
+    /// `max_age`, seconds.
+    pub max_age: Option<i64>,
 }
 
 /// Stores an authorization request until the person confirms it.
@@ -36,7 +38,7 @@ pub async fn insert_request(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO auth_requests (id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, \
-           prompt_none, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+           prompt_none, created_at, expires_at, max_age) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&r.id)
     .bind(&r.client_id)
@@ -49,6 +51,7 @@ pub async fn insert_request(
     .bind(i64::from(r.consent))
     .bind(now)
     .bind(expires_at)
+    .bind(r.max_age)
     .execute(tx)
     .await?;
     Ok(())
@@ -57,8 +60,8 @@ pub async fn insert_request(
 /// A live stored request.
 pub async fn live_request(db: &Db, id: &str, now: i64) -> Result<Option<AuthRequestRow>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, prompt_none \
-         FROM auth_requests WHERE id = $1 AND expires_at > $2",
+        "SELECT id, client_id, redirect_uri, scope, state, nonce, code_challenge, hint_account_id, prompt_none, \
+         max_age FROM auth_requests WHERE id = $1 AND expires_at > $2",
     )
     .bind(id)
     .bind(now)
@@ -74,6 +77,15 @@ pub async fn delete_request(tx: &mut edulink_store::Tx, id: &str) -> Result<(), 
 
 /// Grants of account `$2` to clients of sector `$1`, counted (one per sign-in: indexed by account).
 pub(crate) const GRANTS_IN_SECTOR_OF_ACCOUNT: &str = "SELECT COUNT(*) FROM grants g JOIN clients c ON c.client_id = g.client_id WHERE c.sector = $1 AND g.account_id = $2";
+
+/// The scope account `account_id` granted client `client_id`, if it granted it anything.
+pub async fn granted_scope(db: &Db, client_id: &str, account_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT scope FROM grants WHERE client_id = $1 AND account_id = $2")
+        .bind(client_id)
+        .bind(account_id)
+        .fetch_optional(db.pool())
+        .await?)
+}
 
 /// Whether the account has granted any client of `sector`.
 pub async fn has_grant_in_sector(db: &Db, sector: &str, account_id: &str) -> Result<bool, StoreError> {
@@ -151,8 +163,10 @@ pub struct NewCode<'a> {
     pub nonce: Option<&'a str>,
     /// Granted scopes.
     pub scope: &'a str,
-    /// Sign-in time (also the creation time).
+    /// When the person authenticated (OIDC Core §2 `auth_time`): the sign-in of the MAX session.
     pub auth_time: i64,
+    /// Issue time.
+    pub created_at: i64,
     /// Expiry.
     pub expires_at: i64,
 }
@@ -161,7 +175,7 @@ pub struct NewCode<'a> {
 pub async fn insert_code(tx: &mut edulink_store::Tx, c: &NewCode<'_>) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO auth_codes (code_hash, grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, \
-           auth_time, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
+           auth_time, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(c.code_hash)
     .bind(c.grant_id)
@@ -172,6 +186,7 @@ pub async fn insert_code(tx: &mut edulink_store::Tx, c: &NewCode<'_>) -> Result<
     .bind(c.nonce)
     .bind(c.scope)
     .bind(c.auth_time)
+    .bind(c.created_at)
     .bind(c.expires_at)
     .execute(tx)
     .await?;

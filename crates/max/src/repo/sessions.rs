@@ -62,8 +62,25 @@ pub struct Session {
     pub pending_request: Option<String>,
     /// Last request, Unix seconds.
     pub last_seen_at: i64,
-    /// Sign-in time.
+    /// Sign-in time: when the person last proved control of the phone (SMS code or registration).
     pub auth_at: Option<i64>,
+    /// 1 while a signed-in session must authenticate again for its pending request (`prompt=login`,
+    /// `max_age`): the account stays signed in until the new sign-in replaces the session.
+    pub reauth: i64,
+    /// The language the pending request asked for (`ui_locales`), `ru` or `en`.
+    pub ui_lang: Option<String>,
+}
+
+impl Session {
+    /// The signed-in account and when it authenticated.
+    pub fn signed_in(&self) -> Option<(&str, i64)> {
+        Some((self.account_id.as_deref()?, self.auth_at?))
+    }
+
+    /// Whether the pending request waits for a new authentication.
+    pub fn needs_reauth(&self) -> bool {
+        self.reauth != 0
+    }
 }
 
 /// Anonymous sessions (mid sign-in) end after this long without requests.
@@ -84,7 +101,7 @@ pub async fn load_session(
     let hash = sha256_b64(raw);
     let found: Option<Session> = sqlx::query_as(
         "SELECT id_hash, kind, account_id, csrf, challenge_id, verified_phone_hash, verified_phone_enc, \
-           pending_request, last_seen_at, auth_at FROM sessions WHERE id_hash = $1 AND kind = $2",
+           pending_request, last_seen_at, auth_at, reauth, ui_lang FROM sessions WHERE id_hash = $1 AND kind = $2",
     )
     .bind(&hash)
     .bind(kind.as_str())
@@ -148,6 +165,8 @@ async fn insert_anonymous(
         pending_request: pending_request.map(str::to_owned),
         last_seen_at: now,
         auth_at: None,
+        reauth: 0,
+        ui_lang: None,
     };
     sqlx::query(
         "INSERT INTO sessions (id_hash, kind, csrf, pending_request, created_at, last_seen_at) \
@@ -164,7 +183,9 @@ async fn insert_anonymous(
 }
 
 /// Replaces `old` by a new session of the same kind signed in as `account_id` (new id, new CSRF
-/// token), keeping the pending authorization request: session fixation cannot survive sign-in.
+/// token), keeping the pending authorization request and its language: session fixation cannot
+/// survive sign-in. This is also where a session that had to authenticate again (`reauth`) is
+/// replaced: only now, after the new sign-in succeeded, does the old one end.
 pub async fn sign_in(db: &Db, old: &Session, account_id: &str, now: i64) -> Result<(String, Session), StoreError> {
     let mut tx = db.begin().await?;
     let signed_in = sign_in_in(&mut tx, old, account_id, now).await?;
@@ -191,11 +212,13 @@ pub async fn sign_in_in(
         pending_request: old.pending_request.clone(),
         last_seen_at: now,
         auth_at: Some(now),
+        reauth: 0,
+        ui_lang: old.ui_lang.clone(),
     };
     delete_session_in(tx, &old.id_hash).await?;
     sqlx::query(
-        "INSERT INTO sessions (id_hash, kind, account_id, csrf, pending_request, created_at, last_seen_at, auth_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
+        "INSERT INTO sessions (id_hash, kind, account_id, csrf, pending_request, created_at, last_seen_at, auth_at, \
+           ui_lang) VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7)",
     )
     .bind(&s.id_hash)
     .bind(s.kind.as_str())
@@ -203,6 +226,7 @@ pub async fn sign_in_in(
     .bind(&s.csrf)
     .bind(&s.pending_request)
     .bind(now)
+    .bind(&s.ui_lang)
     .execute(&mut *tx)
     .await?;
     Ok((raw, s))
@@ -254,14 +278,38 @@ pub async fn set_verified_phone(
     Ok(())
 }
 
-/// Sets or clears the pending authorization request of a session.
+/// Sets or clears the pending authorization request of a session (clearing it also clears the
+/// request's re-authentication flag and language).
 pub async fn set_pending_request(
     tx: &mut edulink_store::Tx,
     id_hash: &str,
     request: Option<&str>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE sessions SET pending_request = $1 WHERE id_hash = $2")
+    match request {
+        Some(id) => attach_request(tx, id_hash, id, false, None).await,
+        None => {
+            sqlx::query("UPDATE sessions SET pending_request = NULL, reauth = 0, ui_lang = NULL WHERE id_hash = $1")
+                .bind(id_hash)
+                .execute(tx)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Makes `request` the pending authorization request of a session, with whether the session must
+/// authenticate again for it and the language its pages are shown in.
+pub async fn attach_request(
+    tx: &mut edulink_store::Tx,
+    id_hash: &str,
+    request: &str,
+    reauth: bool,
+    ui_lang: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sessions SET pending_request = $1, reauth = $2, ui_lang = $3 WHERE id_hash = $4")
         .bind(request)
+        .bind(i64::from(reauth))
+        .bind(ui_lang)
         .bind(id_hash)
         .execute(tx)
         .await?;

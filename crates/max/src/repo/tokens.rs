@@ -98,26 +98,35 @@ pub struct TokenRow {
     pub family: Option<String>,
 }
 
-/// Marks a live refresh token rotated and returns it; `None` when it is unknown, rotated before,
-/// revoked or expired.
-pub async fn rotate_refresh(db: &Db, token_hash: &str, now: i64) -> Result<Option<TokenRow>, StoreError> {
+/// Marks a live refresh token of client `client_id` rotated and returns it; `None` when it is
+/// unknown, another client's (left untouched: RFC 9700 §4.14), rotated before, revoked or expired.
+pub async fn rotate_refresh(
+    db: &Db,
+    token_hash: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<Option<TokenRow>, StoreError> {
     Ok(sqlx::query_as(
-        "UPDATE tokens SET rotated_at = $2 WHERE token_hash = $1 AND kind = 'refresh' AND rotated_at IS NULL \
-           AND revoked_at IS NULL AND expires_at > $2 RETURNING client_id, grant_id, account_id, scope, code_hash",
+        "UPDATE tokens SET rotated_at = $2 WHERE token_hash = $1 AND kind = 'refresh' AND client_id = $3 \
+           AND rotated_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
+         RETURNING client_id, grant_id, account_id, scope, code_hash",
     )
     .bind(token_hash)
     .bind(now)
+    .bind(client_id)
     .fetch_optional(db.writer())
     .await?)
 }
 
-/// The family of a refresh token that was rotated before (a reuse), if it is one.
-pub async fn rotated_refresh_family(db: &Db, token_hash: &str) -> Result<Option<String>, StoreError> {
-    let row: Option<(Option<String>, Option<i64>)> =
-        sqlx::query_as("SELECT code_hash, rotated_at FROM tokens WHERE token_hash = $1 AND kind = 'refresh'")
-            .bind(token_hash)
-            .fetch_optional(db.pool())
-            .await?;
+/// The family of a refresh token of client `client_id` that was rotated before (a reuse), if it is one.
+pub async fn rotated_refresh_family(db: &Db, token_hash: &str, client_id: &str) -> Result<Option<String>, StoreError> {
+    let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT code_hash, rotated_at FROM tokens WHERE token_hash = $1 AND kind = 'refresh' AND client_id = $2",
+    )
+    .bind(token_hash)
+    .bind(client_id)
+    .fetch_optional(db.pool())
+    .await?;
     Ok(match row {
         Some((Some(family), Some(_rotated))) => Some(family),
         _ => None,

@@ -1,7 +1,9 @@
 //! The refresh token grant (RFC 6749 §6). Refresh tokens rotate: each use marks the token rotated and
 //! issues a new pair in the same family, and a rotated token presented again revokes the whole
-//! family (RFC 9700 §4.14.2, RFC 6749 §10.4). The token must belong to the calling client and its
-//! grant must still exist; the scope stays the grant's (a narrower `scope` is not supported).
+//! family (RFC 9700 §4.14.2, RFC 6749 §10.4). The token must belong to the calling client — checked
+//! before anything is marked: another client's attempt (even a public client's, which has no secret)
+//! changes nothing for the owner (RFC 9700 §4.14, RFC 6749 §6) — and its grant must still exist; the
+//! scope stays the grant's (a narrower `scope` is not supported).
 
 use super::{Compromise, GrantType, Issue, TokenResponse, issue_tokens, revoke_compromised_family};
 use crate::MaxState;
@@ -16,17 +18,15 @@ const INVALID_REFRESH: OAuthError = OAuthError::InvalidGrant("the refresh token 
 pub async fn refresh(st: &MaxState, client: &Client, token: &str, ip: &str) -> Result<TokenResponse, OAuthError> {
     let now = st.now();
     let hash = sha256_b64(token);
-    let rotated = tokens::rotate_refresh(&st.db, &hash, now).await?;
-    let Some(tokens::TokenRow { client_id, grant_id: Some(grant_id), account_id, scope, family }) = rotated else {
-        if let Some(family) = tokens::rotated_refresh_family(&st.db, &hash).await? {
+    // Bound to the authenticated client in the statement that rotates it.
+    let rotated = tokens::rotate_refresh(&st.db, &hash, &client.client_id, now).await?;
+    let Some(tokens::TokenRow { grant_id: Some(grant_id), account_id, scope, family, .. }) = rotated else {
+        if let Some(family) = tokens::rotated_refresh_family(&st.db, &hash, &client.client_id).await? {
             // A rotated refresh token came back: it was stolen or replayed. Kill its whole family.
             revoke_compromised_family(st, &family, Compromise::RefreshReuse, &client.client_id, ip).await?;
         }
         return Err(INVALID_REFRESH);
     };
-    if client_id != client.client_id {
-        return Err(INVALID_REFRESH);
-    }
     if grants::grant_subject(st.db.pool(), &grant_id).await?.is_none() {
         return Err(OAuthError::InvalidGrant("the grant was revoked"));
     }
@@ -84,13 +84,19 @@ mod tests {
         assert_eq!(f.audited("refresh_reuse").await.len(), 1);
     }
 
+    /// RFC 9700 §4.14: another client's attempt (a public one here, no secret) is refused and leaves
+    /// the token as it was: the owner's next refresh is no reuse, its access token lives on.
     #[tokio::test]
-    async fn another_client_cannot_use_the_refresh_token() {
+    async fn another_client_cannot_use_the_refresh_token_nor_spoil_it() {
         let f = Fixture::new().await;
         let first = first_pair(&f).await;
-        let other = Client { client_id: "other".into(), ..f.client.clone() };
-        let err = refresh(&f.st, &other, first.refresh_token.as_deref().unwrap(), "ip").await.unwrap_err();
+        let other = Client { client_id: "other".into(), secret_hash: None, ..f.client.clone() };
+        let token = first.refresh_token.as_deref().unwrap();
+        let err = refresh(&f.st, &other, token, "ip").await.unwrap_err();
         assert!(matches!(err, OAuthError::InvalidGrant(_)), "{err:?}");
+        assert!(live_access_token(&f.st.db, &sha256_b64(&first.access_token), f.st.now()).await.unwrap().is_some());
+        refresh(&f.st, &f.client, token, "ip").await.expect("the owner's refresh still works");
+        assert!(f.audited("refresh_reuse").await.is_empty());
     }
 
     #[tokio::test]

@@ -68,9 +68,10 @@ impl Fixture {
             code_challenge: pkce_s256(VERIFIER),
             hint_account_id: None,
             consent: false,
+            max_age: None,
             stored: false,
         };
-        let url = url::Url::parse(&issue_code(&self.st, &req, "a1", None).await.unwrap()).unwrap();
+        let url = url::Url::parse(&issue_code(&self.st, &req, "a1", self.st.now(), None).await.unwrap()).unwrap();
         url.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned()
     }
 
