@@ -6,6 +6,7 @@ mod backup;
 mod conformance;
 mod flows;
 mod hygiene;
+mod links;
 mod oidc;
 mod outbox;
 mod proxy;
