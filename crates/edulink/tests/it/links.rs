@@ -128,11 +128,12 @@ both_backends! {
 
         assert!(deliver_now(st, &late1).await, "the late job is done (superseded)");
         assert!(deliver_now(st, &late2).await);
-        // MAX refuses a stale detach itself too, whatever the diary believes.
-        assert!(matches!(st.rp.detach(&subject, g2).await, Err(edulink_diary::rp::RpError::Stale(_))));
         let (grants, tokens, confirmed) = at_max(&app, &subject).await;
         assert!(grants >= 1 && tokens >= 1 && confirmed, "the new link survives: {grants} {tokens} {confirmed}");
         assert!(sferum_works(&app, &b1).await, "«Сферум» still signs in");
+        // MAX refuses a stale detach itself too, whatever the diary believes.
+        assert!(matches!(st.rp.detach(&subject, g2).await, Err(edulink_diary::rp::RpError::Stale(_))));
+        assert!(at_max(&app, &subject).await.2);
         // And a late provision of a removed link never revives it.
         links::remove(st, &user(&app, "student1").await, Actor::Admin).await.unwrap();
         assert!(matches!(
