@@ -4,6 +4,7 @@ mod admin;
 mod api;
 mod backup;
 mod conformance;
+mod crash;
 mod flows;
 mod hygiene;
 mod links;
