@@ -63,7 +63,7 @@ pub async fn provision(
     else {
         return Ok(Outcome::NoGrant);
     };
-    marks::set_provisioned(&mut tx, c.sector, sub, generation, now).await?;
+    marks::set_mark(&mut tx, c.sector, sub, generation, marks::Now::Provisioned, now).await?;
     let was_confirmed = edulink_sferum::confirmed_by_in(&mut tx, &account_id).await?;
     let result = edulink_sferum::provision_in(&mut tx, c.client_id, &account_id, p, now).await?;
     if was_confirmed.as_deref() != Some(c.client_id) {
@@ -122,7 +122,7 @@ pub async fn detach(st: &MaxState, c: Caller<'_>, sub: &str, generation: i64) ->
     if !mark.detach_applies(generation) {
         return Ok(stale("detach"));
     }
-    marks::set_removed(&mut tx, c.sector, sub, generation, now).await?;
+    marks::set_mark(&mut tx, c.sector, sub, generation, marks::Now::Removed, now).await?;
     let grants = marks::grants_of_subject(&mut tx, c.sector, sub).await?;
     let Some(account_id) = grants.first().map(|g| g.account_id.clone()) else {
         tx.commit().await?;

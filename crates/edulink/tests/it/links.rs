@@ -99,6 +99,18 @@ async fn settle(st: &DiaryState) {
     panic!("the outbox did not settle");
 }
 
+/// Delivers due jobs until job `id` is done, for up to 5 s (well inside a 60 s lease).
+async fn settle_job<F: std::future::Future<Output = bool>>(st: &DiaryState, id: &str, done: impl Fn(String) -> F) {
+    for _ in 0..100 {
+        outbox::run_due(st).await.unwrap();
+        if done(id.to_owned()).await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("job {id} not delivered without waiting out its lease");
+}
+
 /// «Сферум» from the diary lands on MAX's Сферум page (the sign-in works).
 async fn sferum_works(app: &TestApp, b: &Browser) -> bool {
     b.visit(&format!("{}/sferum", app.diary)).await.url == format!("{}/sferum", app.max)
@@ -187,7 +199,7 @@ both_backends! {
         assert_eq!(outbox::backlog(st).await.unwrap().refused, 1);
 
         let report = reconcile::run(st).await.unwrap();
-        assert_eq!(report.removed_locally, [subject.clone()], "{report:?}");
+        assert_eq!(report.removed_locally, [subject.as_str()], "{report:?}");
         assert!(report.retried >= 1);
         assert_eq!(link_of(&app, "student3").await, None, "the link MAX lost ends in the diary");
         settle(st).await;
@@ -324,12 +336,12 @@ both_backends! {
         let theirs = outbox::enqueue_claimed(&mut tx, &other_instance, &job, st.now()).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(outbox::release_own_leases(st).await.unwrap(), 1);
-        outbox::run_due(st).await.unwrap();
         let done = |id: String| async move {
             sqlx::query_scalar::<_, Option<i64>>("SELECT done_at FROM outbox WHERE id = $1")
                 .bind(id).fetch_one(st.db.pool()).await.unwrap().is_some()
         };
-        assert!(done(mine).await, "delivered without waiting out the lease");
+        // Delivered by this test or by the server's worker, within seconds, the clock unmoved.
+        settle_job(st, &mine, done.clone()).await;
         assert!(!done(theirs).await, "a live instance's lease is its own");
     }
 }

@@ -121,6 +121,11 @@ pub async fn upsert_grant(
     now: i64,
 ) -> Result<String, StoreError> {
     let link_consent = scope.split(' ').any(|s| s == "offline_access");
+    if link_consent {
+        // The mark first, as every change of a subject's link takes it (no lock-order inversion
+        // with a detach, which locks the mark and then deletes the grant).
+        super::links::count_consent(tx, client_id, subject, now).await?;
+    }
     let id = sqlx::query_scalar(
         "INSERT INTO grants (id, client_id, account_id, subject, scope, created_at, consented_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6) \
@@ -136,9 +141,6 @@ pub async fn upsert_grant(
     .bind(i64::from(link_consent))
     .fetch_one(&mut *tx)
     .await?;
-    if link_consent {
-        super::links::count_consent(tx, client_id, subject, now).await?;
-    }
     Ok(id)
 }
 

@@ -42,41 +42,34 @@ pub async fn lock_mark(tx: &mut Tx, sector: &str, subject: &str, now: i64) -> Re
     Ok(row.into())
 }
 
-/// Records link `generation` as provisioned (live) under the mark locked by [`lock_mark`].
-pub async fn set_provisioned(
+/// What a message made of a subject's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Now {
+    /// Link `generation` is provisioned (live).
+    Provisioned,
+    /// Link `generation` was removed.
+    Removed,
+}
+
+/// Records what link `generation` is now, under the mark locked by [`lock_mark`]. A provisioned link
+/// also records the consents it was provisioned after.
+pub async fn set_mark(
     tx: &mut Tx,
     sector: &str,
     subject: &str,
     generation: i64,
+    state: Now,
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE link_marks SET generation = $3, removed = 0, linked_consents = consents, updated_at = $4 \
+        "UPDATE link_marks SET generation = $3, removed = $4, \
+           linked_consents = CASE WHEN $4 = 0 THEN consents ELSE linked_consents END, updated_at = $5 \
          WHERE sector = $1 AND subject = $2",
     )
     .bind(sector)
     .bind(subject)
     .bind(generation)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Records link `generation` as removed under the mark locked by [`lock_mark`].
-pub async fn set_removed(
-    tx: &mut Tx,
-    sector: &str,
-    subject: &str,
-    generation: i64,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE link_marks SET generation = $3, removed = 1, updated_at = $4 WHERE sector = $1 AND subject = $2",
-    )
-    .bind(sector)
-    .bind(subject)
-    .bind(generation)
+    .bind(i64::from(state == Now::Removed))
     .bind(now)
     .execute(&mut *tx)
     .await?;
