@@ -101,22 +101,6 @@ pub struct Detached {
 /// and the audit record, in one transaction. A subject with no grant answers as detached.
 pub async fn detach(st: &MaxState, c: Caller<'_>, sub: &str, generation: i64) -> Result<Outcome<Detached>, StoreError> {
     let now = st.now();
-    // The account's own name (the profile falls back to it), read before the transaction.
-    let account: Option<String> = edulink_store::sqlx::query_scalar(
-        "SELECT g.account_id FROM grants g JOIN clients c ON c.client_id = g.client_id \
-         WHERE g.subject = $1 AND c.sector = $2",
-    )
-    .bind(sub)
-    .bind(c.sector)
-    .fetch_optional(st.db.pool())
-    .await?;
-    let own = match &account {
-        Some(a) => {
-            use edulink_sferum::Directory;
-            st.sferum_directory().names(std::slice::from_ref(a)).await?.remove(a)
-        }
-        None => None,
-    };
     let mut tx = st.db.begin().await?;
     let mark = marks::lock_mark(&mut tx, c.sector, sub, now).await?;
     if !mark.detach_applies(generation) {
@@ -128,8 +112,7 @@ pub async fn detach(st: &MaxState, c: Caller<'_>, sub: &str, generation: i64) ->
         tx.commit().await?;
         return Ok(Outcome::Applied(Detached { account: false, revoked: 0, kept: false }));
     };
-    let own = if account.as_deref() == Some(account_id.as_str()) { own } else { None };
-    edulink_sferum::detach_in(&mut tx, own.as_ref(), c.client_id, &account_id, now).await?;
+    drop_school_data(&mut tx, c.client_id, &account_id, now).await?;
     let kept = mark.grant_awaits_newer_link();
     let mut revoked = 0;
     if !kept {
@@ -155,6 +138,24 @@ pub async fn detach(st: &MaxState, c: Caller<'_>, sub: &str, generation: i64) ->
     // Open live streams of this account end now (other instances notice within a poll).
     st.hub.publish(crate::hub::Event::Left(account_id.as_str().into()));
     Ok(Outcome::Applied(Detached { account: true, revoked, kept }))
+}
+
+/// The profile of `account_id` leaves the chats of diary `client_id` and drops its school data, in
+/// `tx`: it falls back to the account's own name (MAX's, read in the same transaction).
+async fn drop_school_data(
+    tx: &mut edulink_store::Tx,
+    client_id: &str,
+    account_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let own: Option<(String, String)> =
+        edulink_store::sqlx::query_as("SELECT first_name, last_name FROM accounts WHERE id = $1")
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let own = own.map(|(first, last)| edulink_sferum::Name { first, last });
+    edulink_sferum::detach_in(tx, own.as_ref(), client_id, account_id, now).await?;
+    Ok(())
 }
 
 /// Revokes, with their tokens, the link grants that no live link claims and whose last link consent
@@ -183,6 +184,18 @@ pub async fn sweep_unfinished(st: &MaxState, older_than: i64) -> Result<u64, Sto
                 continue;
             }
             let revoked = marks::end_grant(&mut tx, &g.id, now).await?;
+            // Nothing of a link is left with it (none should be: no live link claims the grant).
+            let confirmed_by: Option<String> = edulink_store::sqlx::query_scalar(
+                "SELECT p.confirmed_by FROM sferum_profiles p JOIN clients c ON c.client_id = p.confirmed_by \
+                 WHERE p.account_id = $1 AND c.sector = $2",
+            )
+            .bind(&g.account_id)
+            .bind(&g.sector)
+            .fetch_optional(&mut tx)
+            .await?;
+            if let Some(diary) = confirmed_by {
+                drop_school_data(&mut tx, &diary, &g.account_id, now).await?;
+            }
             audit::TRAIL
                 .record_in(
                     &mut tx,

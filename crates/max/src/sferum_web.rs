@@ -7,12 +7,12 @@ use crate::oidc::{self, bearer};
 use crate::views::SferumPage;
 use crate::{MaxState, repo};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use edulink_domain::links::{LinkPage, MAX_LINK_PAGE};
 use edulink_domain::provisioning::{Attendance, AttendanceEntry, LessonPush, LessonPushResult, ProvisionProfile};
-use edulink_web::{AppError, ClientIp, ErrorKind, Lang, Tr, html, see_other};
+use edulink_web::{AppError, ClientIp, ErrorKind, Lang, StrictQuery, Tr, html, see_other};
 
 /// `GET /sferum`: the educational profile, its class chats and distance lessons.
 pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
@@ -112,7 +112,7 @@ pub async fn provision(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
     Path(sub): Path<String>,
-    Query(q): Query<LinkQuery>,
+    StrictQuery(q): StrictQuery<LinkQuery>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
@@ -136,7 +136,7 @@ pub async fn detach(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
     Path(sub): Path<String>,
-    Query(q): Query<LinkQuery>,
+    StrictQuery(q): StrictQuery<LinkQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (client_id, name, sector) = provisioning_client(&st, &headers).await?;
@@ -164,7 +164,7 @@ pub struct PageQuery {
 /// `sub=SUB` reads one subject.
 pub async fn list_links(
     State(st): State<MaxState>,
-    Query(q): Query<PageQuery>,
+    StrictQuery(q): StrictQuery<PageQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (_, _, sector) = provisioning_client(&st, &headers).await?;

@@ -197,6 +197,10 @@ both_backends! {
         let refused = outbox::refused(st).await.unwrap();
         assert_eq!(refused.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [id.as_str()], "kept, not done");
         assert_eq!(outbox::backlog(st).await.unwrap().refused, 1);
+        // Support sees it.
+        let out = crate::admin::edulink(&app.config, &app.config.data_dir, &["admin", "outbox"]).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("refused: 1") && text.contains(&id) && text.contains("no grant"), "{text}");
 
         let report = reconcile::run(st).await.unwrap();
         assert_eq!(report.removed_locally, [subject.as_str()], "{report:?}");
