@@ -345,7 +345,7 @@ both_backends! {
                 .bind(id).fetch_one(st.db.pool()).await.unwrap().is_some()
         };
         // Delivered by this test or by the server's worker, within seconds, the clock unmoved.
-        settle_job(st, &mine, done.clone()).await;
+        settle_job(st, &mine, done).await;
         assert!(!done(theirs).await, "a live instance's lease is its own");
     }
 }
