@@ -269,10 +269,11 @@ both_backends! {
     }
 }
 
-/// Issue 23, defect 2 (SQLite: a trigger makes the grant's deletion fail): MAX's detach is one
-/// transaction — the profile, the tokens, the grant, the notification and the audit record change
-/// together or not at all. Before, the profile was detached and the tokens revoked in their own
-/// commits and the grant stayed.
+/// Issue 23, defects 2 and 4 at MAX (SQLite: a trigger makes the grant's deletion, then the audit
+/// record, fail): MAX's detach is one transaction — the profile, the tokens, the grant, the
+/// notification and the audit record change together or not at all. Before, the profile was
+/// detached and the tokens revoked in their own commits and the grant stayed; the notification and
+/// audit record came after the commit.
 #[tokio::test]
 async fn max_detach_is_one_transaction() {
     let app = spawn_app().await;
@@ -289,6 +290,17 @@ async fn max_detach_is_one_transaction() {
     let (grants, tokens, confirmed) = at_max(&app, &subject).await;
     assert!(grants == 1 && tokens >= 1 && confirmed, "nothing changed: {grants} {tokens} {confirmed}");
     m.execute(sqlx::query("DROP TRIGGER no_grant_delete")).await.unwrap();
+    // The same when the audit record fails: before, it was written after the commit and lost.
+    m.execute(sqlx::query(
+        "CREATE TRIGGER no_detach_audit BEFORE INSERT ON audit WHEN NEW.event = 'sferum_detached' \
+         BEGIN SELECT RAISE(ABORT, 'injected'); END",
+    ))
+    .await
+    .unwrap();
+    assert!(st.rp.detach(&subject, generation).await.is_err(), "the injected failure");
+    let (grants, tokens, confirmed) = at_max(&app, &subject).await;
+    assert!(grants == 1 && tokens >= 1 && confirmed, "nothing changed: {grants} {tokens} {confirmed}");
+    m.execute(sqlx::query("DROP TRIGGER no_detach_audit")).await.unwrap();
     st.rp.detach(&subject, generation).await.unwrap();
     assert_eq!(at_max(&app, &subject).await, (0, 0, false));
     let detached: i64 =
