@@ -149,7 +149,7 @@ async fn change(
     let mut tx = st.db.begin().await?;
     bind(sqlx::query(sql).bind(&lesson.id)).execute(&mut tx).await?;
     let job = Job::Lesson { lesson_id: lesson.id.clone() };
-    let id = if push { Some(outbox::enqueue_claimed(&mut tx, &job, now).await?) } else { None };
+    let id = if push { Some(outbox::enqueue_claimed(&mut tx, &st.lease, &job, now).await?) } else { None };
     tx.commit().await?;
     if let Some(id) = id {
         if let Err(e) = outbox::deliver_claimed(st, &id, &job).await {
@@ -202,7 +202,8 @@ pub async fn attendance(st: &DiaryState, lesson: &Lesson) -> Result<(Vec<Attende
         Err(RpError::Unavailable(e))
         | Err(RpError::Refused(e))
         | Err(RpError::Invalid(e))
-        | Err(RpError::CodeRefused(e)) => {
+        | Err(RpError::CodeRefused(e))
+        | Err(RpError::Stale(e)) => {
             tracing::warn!(error = %e, "attendance not fetched; showing what the diary has");
             false
         }

@@ -9,6 +9,7 @@ pub mod links;
 pub mod outbox;
 pub mod pages;
 pub mod passwords;
+pub mod reconcile;
 pub mod repo;
 pub mod rp;
 pub mod sferum;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 /// The diary's tables.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client", 6 => "0006_handoff_session"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client", 6 => "0006_handoff_session", 7 => "0007_link_generations"];
     own.to_vec()
 }
 
@@ -81,6 +82,12 @@ pub struct DiaryConfig {
     /// The longest wait between two delivery attempts of an outbox job, seconds (see
     /// [`outbox::backoff`]).
     pub outbox_max_backoff_secs: i64,
+    /// This instance's name, stable across its restarts and distinct within a fleet (by default its
+    /// host and listening address): outbox leases carry it, so a restarted instance takes its own
+    /// back at once ([`outbox::release_own_leases`]).
+    pub instance_id: String,
+    /// How often a server compares its links with MAX's grants ([`reconcile`]), seconds; 0: never.
+    pub reconcile_interval_secs: i64,
 }
 
 /// A mobile app of the diary, registered at MAX as a public client.
@@ -119,6 +126,8 @@ impl DiaryConfig {
             api_token_ttl: 12 * 3600,
             call_base_url: "https://call.sferum.example/room".into(),
             outbox_max_backoff_secs: outbox::DEFAULT_MAX_BACKOFF_SECS,
+            instance_id: "diary".into(),
+            reconcile_interval_secs: reconcile::DEFAULT_INTERVAL_SECS,
         }
     }
 
@@ -150,6 +159,8 @@ pub struct DiaryState {
     pub cookies: CookiePolicy,
     /// Wakes the outbox worker.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Who holds this process's outbox leases (instance and boot).
+    pub lease: Arc<outbox::Lease>,
 }
 
 impl DiaryState {
@@ -158,7 +169,8 @@ impl DiaryState {
         let cipher = Cipher::new(&cfg.secret.derive("diary/at-rest"));
         let cookies = CookiePolicy { secure: cfg.https() };
         let rp = Arc::new(rp::RelyingParty::new(&cfg));
-        Self { db, cfg: Arc::new(cfg), cipher, rp, clock, cookies, outbox_wake: Arc::default() }
+        let lease = Arc::new(outbox::Lease::boot(&cfg.instance_id));
+        Self { db, cfg: Arc::new(cfg), cipher, rp, clock, cookies, outbox_wake: Arc::default(), lease }
     }
 
     /// Current time, Unix seconds.

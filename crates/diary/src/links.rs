@@ -1,5 +1,9 @@
-//! Making and removing a link, shared by the web pages and the apps' API: the database change and
-//! the outbox job in one transaction, then an immediate delivery attempt.
+//! Making and removing a link, shared by the web pages and the apps' API: the database change, its
+//! audit record and the outbox job in one transaction, then an immediate delivery attempt.
+//!
+//! Every link gets a generation from a counter that only grows (`link_generations`); every message
+//! to MAX about the link carries it, so MAX applies a message only while it describes the link's
+//! current state (docs/architecture.md, «Links across the two parties»).
 
 use crate::audit::{Event, Record};
 use crate::outbox::{self, Job};
@@ -45,8 +49,10 @@ pub async fn store(
     let now = st.now();
     let refresh_enc = v.refresh_token.as_ref().map(|r| st.cipher.seal("links.refresh", r.as_bytes()));
     let mut tx = st.db.begin().await?;
+    let generation = next_generation(&mut tx).await?;
     let inserted = sqlx::query(
-        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token, generation) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&user.id)
     .bind(st.rp.issuer())
@@ -54,15 +60,16 @@ pub async fn store(
     .bind(now)
     .bind(&refresh_enc)
     .bind(&v.id_token)
+    .bind(generation)
     .execute(&mut tx)
     .await
     .map_err(StoreError::from);
     match inserted {
         Ok(_) => {
-            let job = Job::Provision { user_id: user.id.clone(), subject: v.subject.clone() };
+            let job = Job::Provision { user_id: user.id.clone(), subject: v.subject.clone(), generation };
             // The link, its audit record and the provisioning job commit together; the job is
             // leased to this request, which delivers it at once.
-            let id = outbox::enqueue_claimed(&mut tx, &job, now).await?;
+            let id = outbox::enqueue_claimed(&mut tx, &st.lease, &job, now).await?;
             audit::TRAIL
                 .record_in(&mut tx, now, &Record::new(Event::Link).principal(&user.id).subject(&v.subject).ip(ip))
                 .await?;
@@ -147,23 +154,11 @@ pub enum Removed {
 pub async fn remove(st: &DiaryState, user: &User, actor: Actor<'_>) -> Result<Removed, StoreError> {
     let now = st.now();
     let mut tx = st.db.begin().await?;
-    let removed: Option<(String, Option<String>)> =
-        sqlx::query_as("DELETE FROM links WHERE user_id = $1 RETURNING subject, refresh_enc")
-            .bind(&user.id)
-            .fetch_optional(&mut tx)
-            .await?;
-    let Some((subject, refresh_enc)) = removed else { return Ok(Removed::NotLinked) };
-    sqlx::query("DELETE FROM oidc_transactions WHERE user_id = $1").bind(&user.id).execute(&mut tx).await?;
-    let id = outbox::enqueue(&mut tx, &Job::Unlink { subject: subject.clone(), refresh_enc }, now).await?;
-    tx.commit().await?;
     let (ip, detail) = actor.audit();
-    audit::TRAIL
-        .record(
-            &st.db,
-            now,
-            &Record::new(Event::Unlink).principal(&user.id).subject(&subject).ip_opt(ip).detail_opt(detail),
-        )
-        .await;
+    let Some(id) = remove_in(&mut tx, &user.id, None, Event::Unlink, ip, detail, now).await? else {
+        return Ok(Removed::NotLinked);
+    };
+    tx.commit().await?;
     metrics::counter!("edulink_unlinks_total").increment(1);
     let told = match outbox::deliver(st, &id).await {
         Ok(told) => told,
@@ -174,4 +169,42 @@ pub async fn remove(st: &DiaryState, user: &User, actor: Actor<'_>) -> Result<Re
     };
     st.outbox_wake.notify_one();
     Ok(if told { Removed::Told } else { Removed::Queued })
+}
+
+/// Removes the link of `user_id` in `tx` — only link `generation`, when given — with the user's
+/// pending OIDC transactions (link proofs in flight), the unlink job for MAX and the audit record
+/// (`event`, with `ip` and `detail`), so a crash keeps all of them or none. Returns the job's id, or
+/// `None` when there was no such link.
+pub async fn remove_in(
+    tx: &mut edulink_store::Tx,
+    user_id: &str,
+    generation: Option<i64>,
+    event: Event,
+    ip: Option<&str>,
+    detail: Option<&str>,
+    now: i64,
+) -> Result<Option<String>, StoreError> {
+    let removed: Option<(String, Option<String>, i64)> = sqlx::query_as(
+        "DELETE FROM links WHERE user_id = $1 AND ($2 IS NULL OR generation = $2) \
+         RETURNING subject, refresh_enc, generation",
+    )
+    .bind(user_id)
+    .bind(generation)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((subject, refresh_enc, generation)) = removed else { return Ok(None) };
+    sqlx::query("DELETE FROM oidc_transactions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    let id = outbox::enqueue(tx, &Job::Unlink { subject: subject.clone(), generation, refresh_enc }, now).await?;
+    audit::TRAIL
+        .record_in(tx, now, &Record::new(event).principal(user_id).subject(&subject).ip_opt(ip).detail_opt(detail))
+        .await?;
+    Ok(Some(id))
+}
+
+/// The next link generation, in the transaction that stores the link (the counter's row is locked
+/// until it commits, so generations are unique and grow in commit order).
+async fn next_generation(tx: &mut edulink_store::Tx) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("UPDATE link_generations SET value = value + 1 WHERE id = 1 RETURNING value")
+        .fetch_one(&mut *tx)
+        .await?)
 }

@@ -12,6 +12,15 @@
 //! waiting job is due at once. `last_error` holds the error of a job's last finished attempt and
 //! is cleared when an attempt begins, which tells a job waiting out a backoff from one leased to a
 //! deliverer.
+//!
+//! Every job about a link carries the link's generation (docs/architecture.md, «Links across the
+//! two parties»): a job whose link is no longer the current one is superseded — done without
+//! changing anything at MAX — and MAX itself answers `409 stale_link` to a message it knows is late.
+//! A job MAX refuses for good is not marked done: it waits, counted by the gauge
+//! `edulink_outbox_refused`, for the reconciliation ([`crate::reconcile`]) to repair what made it
+//! refused and retry it, or for support (`edulink admin outbox`). A lease names the instance and
+//! boot that holds it, so an instance restarted after a crash takes its own leases back at once
+//! ([`release_own_leases`]).
 
 use crate::rp::RpError;
 use crate::{DiaryState, repo, sferum};
@@ -30,11 +39,17 @@ pub enum Job {
         user_id: String,
         /// Their subject at MAX.
         subject: String,
+        /// The link's generation (0 for links made before generations).
+        #[serde(default)]
+        generation: i64,
     },
     /// Detach the profile and revoke the link's tokens.
     Unlink {
         /// The former subject.
         subject: String,
+        /// The removed link's generation.
+        #[serde(default)]
+        generation: i64,
         /// The link's refresh token, encrypted.
         refresh_enc: Option<String>,
     },
@@ -63,6 +78,23 @@ impl Job {
 
 /// How long a claimed job is leased to one deliverer.
 const LEASE_SECS: i64 = 60;
+
+/// Who holds a lease: the instance (stable across its restarts, distinct within a fleet: by default
+/// its host and listening address) and this boot of it (new at every start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The instance.
+    pub instance: String,
+    /// This boot.
+    pub boot: String,
+}
+
+impl Lease {
+    /// A new boot of `instance`.
+    pub fn boot(instance: &str) -> Self {
+        Lease { instance: instance.to_owned(), boot: random_token(9) }
+    }
+}
 
 /// The default of `outbox_max_backoff_secs`: five minutes.
 pub const DEFAULT_MAX_BACKOFF_SECS: i64 = 300;
@@ -93,16 +125,24 @@ pub async fn enqueue(tx: &mut edulink_store::Tx, job: &Job, now: i64) -> Result<
 /// Writes a job inside the caller's transaction already claimed by the caller (its first attempt
 /// leased), for [`deliver_claimed`] right after the commit: one write fewer than enqueue + claim. If
 /// the caller never delivers (a crash), the worker takes the job when the lease ends.
-pub async fn enqueue_claimed(tx: &mut edulink_store::Tx, job: &Job, now: i64) -> Result<String, StoreError> {
+pub async fn enqueue_claimed(
+    tx: &mut edulink_store::Tx,
+    lease: &Lease,
+    job: &Job,
+    now: i64,
+) -> Result<String, StoreError> {
     let id = format!("{:012x}-{}", now, random_token(9));
     sqlx::query(
-        "INSERT INTO outbox (id, kind, payload, attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, 1, $4, $5)",
+        "INSERT INTO outbox (id, kind, payload, attempts, next_attempt_at, created_at, lease_owner, lease_boot) \
+         VALUES ($1, $2, $3, 1, $4, $5, $6, $7)",
     )
     .bind(&id)
     .bind(job.kind())
     .bind(serde_json::to_string(job).expect("jobs serialize"))
     .bind(now + LEASE_SECS)
     .bind(now)
+    .bind(&lease.instance)
+    .bind(&lease.boot)
     .execute(&mut *tx)
     .await?;
     Ok(id)
@@ -119,12 +159,15 @@ pub async fn deliver_claimed(st: &DiaryState, id: &str, job: &Job) -> Result<boo
 pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     let now = st.now();
     let claimed: Option<(String, i64)> = sqlx::query_as(
-        "UPDATE outbox SET next_attempt_at = $2, attempts = attempts + 1, last_error = NULL \
-         WHERE id = $1 AND done_at IS NULL AND next_attempt_at <= $3 RETURNING payload, attempts",
+        "UPDATE outbox SET next_attempt_at = $2, attempts = attempts + 1, last_error = NULL, lease_owner = $4, \
+           lease_boot = $5 \
+         WHERE id = $1 AND done_at IS NULL AND refused_at IS NULL AND next_attempt_at <= $3 RETURNING payload, attempts",
     )
     .bind(id)
     .bind(now + LEASE_SECS)
     .bind(now)
+    .bind(&st.lease.instance)
+    .bind(&st.lease.boot)
     .fetch_optional(st.db.writer())
     .await?;
     let Some((payload, attempts)) = claimed else {
@@ -137,7 +180,8 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
     finish(st, id, attempts, outcome).await
 }
 
-/// Records the outcome of an attempt: done, refused for good, or retried with backoff.
+/// Records the outcome of an attempt: done, refused for good (kept for the reconciliation and
+/// support), or retried with backoff.
 async fn finish(st: &DiaryState, id: &str, attempts: i64, outcome: Result<(), RpError>) -> Result<bool, StoreError> {
     let now = st.now();
     match outcome {
@@ -151,10 +195,10 @@ async fn finish(st: &DiaryState, id: &str, attempts: i64, outcome: Result<(), Rp
             Ok(true)
         }
         Err(RpError::Refused(e)) => {
-            tracing::error!(job = id, error = %e, "outbox job refused for good");
+            tracing::error!(job = id, error = %e, "outbox job refused: waiting for the reconciliation or support");
             st.db
                 .execute(
-                    sqlx::query("UPDATE outbox SET done_at = $2, last_error = $3 WHERE id = $1")
+                    sqlx::query("UPDATE outbox SET refused_at = $2, last_error = $3 WHERE id = $1")
                         .bind(id)
                         .bind(now)
                         .bind(format!("refused: {e}")),
@@ -183,7 +227,8 @@ async fn finish(st: &DiaryState, id: &str, attempts: i64, outcome: Result<(), Rp
 /// Delivers every due job once. Returns how many were delivered.
 pub async fn run_due(st: &DiaryState) -> Result<usize, StoreError> {
     let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM outbox WHERE done_at IS NULL AND next_attempt_at <= $1 ORDER BY id LIMIT 50",
+        "SELECT id FROM outbox WHERE done_at IS NULL AND refused_at IS NULL AND next_attempt_at <= $1 \
+         ORDER BY id LIMIT 50",
     )
     .bind(st.now())
     .fetch_all(st.db.pool())
@@ -197,9 +242,79 @@ pub async fn run_due(st: &DiaryState) -> Result<usize, StoreError> {
     Ok(delivered)
 }
 
-/// Jobs not delivered yet.
+/// Jobs not delivered yet (refused ones aside: see [`refused`]).
 pub async fn pending(st: &DiaryState) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL").fetch_one(st.db.pool()).await?)
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL AND refused_at IS NULL")
+        .fetch_one(st.db.pool())
+        .await?)
+}
+
+/// A job MAX refused for good, waiting for the reconciliation or support.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Refused {
+    /// Its id.
+    pub id: String,
+    /// `provision`, `unlink`, `revoke` or `lesson`.
+    pub kind: String,
+    /// What MAX said.
+    pub last_error: Option<String>,
+    /// When, Unix seconds.
+    pub refused_at: i64,
+    /// Attempts made.
+    pub attempts: i64,
+}
+
+/// The refused jobs, oldest first.
+pub async fn refused(st: &DiaryState) -> Result<Vec<Refused>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, last_error, refused_at, attempts FROM outbox \
+         WHERE refused_at IS NOT NULL AND done_at IS NULL ORDER BY refused_at, id",
+    )
+    .fetch_all(st.db.pool())
+    .await?)
+}
+
+/// Makes refused jobs due again (all, or the one with `id`): support's retry, and the
+/// reconciliation's after its repairs. Returns how many.
+pub async fn retry_refused(st: &DiaryState, id: Option<&str>) -> Result<u64, StoreError> {
+    let done = st
+        .db
+        .execute(
+            sqlx::query(
+                "UPDATE outbox SET refused_at = NULL, next_attempt_at = $1 \
+                 WHERE refused_at IS NOT NULL AND done_at IS NULL AND ($2 IS NULL OR id = $2)",
+            )
+            .bind(st.now())
+            .bind(id),
+        )
+        .await?;
+    st.outbox_wake.notify_one();
+    Ok(done.rows_affected())
+}
+
+/// Makes the jobs leased by an earlier boot of this instance due now: it crashed (this boot is
+/// running in its place), so nobody will finish them. Leases of other instances are left to end.
+/// Returns how many.
+pub async fn release_own_leases(st: &DiaryState) -> Result<u64, StoreError> {
+    let now = st.now();
+    let released = st
+        .db
+        .execute(
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1, lease_owner = NULL, lease_boot = NULL \
+                 WHERE done_at IS NULL AND refused_at IS NULL AND next_attempt_at > $1 AND last_error IS NULL \
+                   AND lease_owner = $2 AND lease_boot <> $3",
+            )
+            .bind(now)
+            .bind(&st.lease.instance)
+            .bind(&st.lease.boot),
+        )
+        .await?;
+    if released.rows_affected() > 0 {
+        tracing::info!(jobs = released.rows_affected(), "outbox leases of a previous boot released");
+        st.outbox_wake.notify_one();
+    }
+    Ok(released.rows_affected())
 }
 
 /// The jobs not delivered yet, as the worker reports them.
@@ -211,13 +326,18 @@ pub struct Backlog {
     pub oldest_created_at: Option<i64>,
     /// Those waiting out a backoff after a failed attempt.
     pub waiting: i64,
+    /// Those refused for good, waiting for the reconciliation or support (not in `pending`).
+    pub refused: i64,
 }
 
 /// The backlog now.
 pub async fn backlog(st: &DiaryState) -> Result<Backlog, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT COUNT(*) AS pending, MIN(created_at) AS oldest_created_at, \
-           COALESCE(SUM(CASE WHEN last_error IS NOT NULL AND next_attempt_at > $1 THEN 1 ELSE 0 END), 0) AS waiting \
+        "SELECT COALESCE(SUM(CASE WHEN refused_at IS NULL THEN 1 ELSE 0 END), 0) AS pending, \
+           MIN(CASE WHEN refused_at IS NULL THEN created_at END) AS oldest_created_at, \
+           COALESCE(SUM(CASE WHEN refused_at IS NULL AND last_error IS NOT NULL AND next_attempt_at > $1 \
+             THEN 1 ELSE 0 END), 0) AS waiting, \
+           COALESCE(SUM(CASE WHEN refused_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS refused \
          FROM outbox WHERE done_at IS NULL",
     )
     .bind(st.now())
@@ -234,7 +354,7 @@ pub async fn wake_waiting(st: &DiaryState) -> Result<u64, StoreError> {
         .execute(
             sqlx::query(
                 "UPDATE outbox SET next_attempt_at = $1 \
-                 WHERE done_at IS NULL AND last_error IS NOT NULL AND next_attempt_at > $1",
+                 WHERE done_at IS NULL AND refused_at IS NULL AND last_error IS NOT NULL AND next_attempt_at > $1",
             )
             .bind(now),
         )
@@ -268,6 +388,7 @@ pub async fn worker(st: DiaryState, mut shutdown: tokio::sync::watch::Receiver<b
                 metrics::gauge!("edulink_outbox_pending").set(b.pending as f64);
                 let age = b.oldest_created_at.map_or(0, |t| (st.now() - t).max(0));
                 metrics::gauge!("edulink_outbox_oldest_age_seconds").set(age as f64);
+                metrics::gauge!("edulink_outbox_refused").set(b.refused as f64);
                 if b.waiting > 0 {
                     let answers = delivered > 0 || st.rp.answers().await;
                     if answers && peer == Peer::Silent {
@@ -291,6 +412,12 @@ pub async fn worker(st: DiaryState, mut shutdown: tokio::sync::watch::Receiver<b
     }
 }
 
+/// Counts a job whose link is no longer the current one (nothing to change at MAX).
+fn superseded(job: &Job) {
+    tracing::info!(kind = job.kind(), "outbox job superseded by a newer state of its link");
+    metrics::counter!("edulink_outbox_superseded_total", "kind" => job.kind()).increment(1);
+}
+
 async fn run(st: &DiaryState, job: &Job) -> Result<(), RpError> {
     let open = |enc: &str| {
         st.cipher
@@ -300,17 +427,45 @@ async fn run(st: &DiaryState, job: &Job) -> Result<(), RpError> {
             .ok_or_else(|| RpError::Refused("refresh token cannot be decrypted".into()))
     };
     match job {
-        Job::Provision { user_id, subject } => {
-            // Sent as the diary knows it at delivery time; if the link is gone, so is the job.
+        Job::Provision { user_id, subject, generation } => {
+            // Sent as the diary knows it at delivery time, for this link only: if the link is gone
+            // or another one took its place, the job is superseded.
             match repo::link(&st.db, user_id).await.map_err(|e| RpError::Unavailable(e.to_string()))? {
-                Some(l) if l.subject == *subject => {}
-                _ => return Ok(()),
+                Some(l) if l.subject == *subject && l.generation == *generation => {}
+                _ => {
+                    superseded(job);
+                    return Ok(());
+                }
             }
             let profile = sferum::profile_of(st, user_id).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
-            st.rp.provision(subject, &profile).await
+            match st.rp.provision(subject, *generation, &profile).await {
+                Err(RpError::Stale(_)) => {
+                    superseded(job);
+                    Ok(())
+                }
+                other => other,
+            }
         }
-        Job::Unlink { subject, refresh_enc } => {
-            st.rp.detach(subject).await?;
+        Job::Unlink { subject, generation, refresh_enc } => {
+            // A newer link of the same subject (the account linked again since) is not this
+            // job's to detach: only the old link's own tokens go.
+            let newer: Option<i64> =
+                sqlx::query_scalar("SELECT generation FROM links WHERE issuer = $1 AND subject = $2")
+                    .bind(st.rp.issuer())
+                    .bind(subject)
+                    .fetch_optional(st.db.pool())
+                    .await
+                    .map_err(|e| RpError::Unavailable(e.to_string()))?;
+            if newer.is_some_and(|g| g >= *generation) {
+                superseded(job);
+            } else {
+                match st.rp.detach(subject, *generation).await {
+                    Err(RpError::Stale(_)) => {
+                        superseded(job);
+                    }
+                    other => other?,
+                }
+            }
             if let Some(enc) = refresh_enc {
                 st.rp.revoke(&open(enc)?).await?;
             }

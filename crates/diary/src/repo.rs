@@ -392,14 +392,18 @@ pub struct Link {
     pub refresh_enc: Option<String>,
     /// The newest ID token, for `id_token_hint` on sign-in.
     pub id_token: Option<String>,
+    /// Its generation: carried by every message to MAX about it (see [`crate::links`]).
+    pub generation: i64,
 }
 
 /// The live link of a user.
 pub async fn link(db: &Db, user_id: &str) -> Result<Option<Link>, StoreError> {
-    Ok(sqlx::query_as("SELECT issuer, subject, linked_at, refresh_enc, id_token FROM links WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(db.pool())
-        .await?)
+    Ok(sqlx::query_as(
+        "SELECT issuer, subject, linked_at, refresh_enc, id_token, generation FROM links WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db.pool())
+    .await?)
 }
 
 /// Stores the newest ID token of a link (after a sign-in to Сферум).

@@ -4,6 +4,7 @@
 //! credentials, provisioning, revocation).
 
 use crate::DiaryConfig;
+use edulink_domain::links::LinkPage;
 use edulink_domain::provisioning::{Attendance, LessonPush, LessonPushResult, ProvisionProfile};
 use openidconnect::core::{
     CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
@@ -30,6 +31,10 @@ pub enum RpError {
     /// A provisioning call was refused for good (e.g. the grant is gone).
     #[error("refused: {0}")]
     Refused(String),
+    /// MAX knows the link the call is about is no longer current (`409 stale_link`): a newer link
+    /// of the subject, or the link was removed. Nothing changed; nothing is left to do.
+    #[error("stale link: {0}")]
+    Stale(String),
 }
 
 /// The error type of our HTTP adapter for `openidconnect`.
@@ -291,9 +296,11 @@ impl RelyingParty {
         Ok(token)
     }
 
-    fn profile_url(&self, subject: &str) -> String {
+    /// The profile of `subject`, about the diary's link `generation`.
+    fn profile_url(&self, subject: &str, generation: i64) -> String {
         let mut url = url::Url::parse(&self.issuer).expect("issuer is a URL");
         url.path_segments_mut().expect("base URL").extend(["sferum", "api", "v1", "profiles", subject]);
+        url.query_pairs_mut().append_pair("generation", &generation.to_string());
         url.to_string()
     }
 
@@ -323,13 +330,14 @@ impl RelyingParty {
         probe.is_ok_and(|r| r.status().is_success())
     }
 
-    /// `PUT` the verified school data to the profile MAX knows as `subject`.
-    pub async fn provision(&self, subject: &str, profile: &ProvisionProfile) -> Result<(), RpError> {
-        let url = self.profile_url(subject);
+    /// `PUT` the verified school data of link `generation` to the profile MAX knows as `subject`.
+    pub async fn provision(&self, subject: &str, generation: i64, profile: &ProvisionProfile) -> Result<(), RpError> {
+        let url = self.profile_url(subject, generation);
         let resp = self.with_service_token(|t| self.http.put(&url).bearer_auth(t).json(profile)).await?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             404 => Err(RpError::Refused("no grant for this subject".into())),
+            409 => Err(RpError::Stale(format!("provision of generation {generation}"))),
             s if s >= 500 || s == 401 => Err(RpError::Unavailable(format!("provisioning: {s}"))),
             s => Err(RpError::Refused(format!("provisioning: {s}"))),
         }
@@ -361,13 +369,32 @@ impl RelyingParty {
         }
     }
 
-    /// `DELETE` the profile link at MAX: leave chats, drop school data, revoke the grant's tokens.
-    pub async fn detach(&self, subject: &str) -> Result<(), RpError> {
-        let url = self.profile_url(subject);
+    /// `DELETE` the profile link of link `generation` at MAX: leave chats, drop school data, revoke
+    /// the grant's tokens.
+    pub async fn detach(&self, subject: &str, generation: i64) -> Result<(), RpError> {
+        let url = self.profile_url(subject, generation);
         let resp = self.with_service_token(|t| self.http.delete(&url).bearer_auth(t)).await?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
+            409 => Err(RpError::Stale(format!("detach of generation {generation}"))),
             s => Err(RpError::Unavailable(format!("detach: {s}"))),
+        }
+    }
+
+    /// One page of MAX's grants of our sector by subject, after `after` — or only subject `only` —
+    /// (the reconciliation's view).
+    pub async fn links_page(&self, after: &str, only: Option<&str>) -> Result<LinkPage, RpError> {
+        let mut url = url::Url::parse(&self.issuer).expect("issuer is a URL");
+        url.path_segments_mut().expect("base URL").extend(["sferum", "api", "v1", "links"]);
+        url.query_pairs_mut().append_pair("after", after);
+        if let Some(sub) = only {
+            url.query_pairs_mut().append_pair("sub", sub);
+        }
+        let url = url.to_string();
+        let resp = self.with_service_token(|t| self.http.get(&url).bearer_auth(t)).await?;
+        match resp.status().as_u16() {
+            200..=299 => resp.json().await.map_err(|e| RpError::Invalid(e.without_url().to_string())),
+            s => Err(RpError::Unavailable(format!("links: {s}"))),
         }
     }
 

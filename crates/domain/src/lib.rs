@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod crypto;
+pub mod links;
 pub mod oauth;
 pub mod otp;
 pub mod phone;

@@ -187,6 +187,7 @@ pub fn max_config(cfg: &Config, issuer: String) -> anyhow::Result<MaxConfig> {
     m.dev_mode = cfg.mode == Mode::Dev;
     m.conversion_alert =
         edulink_max::ConversionAlert { below: cfg.max.alerts.conversion_below, min_sent: cfg.max.alerts.min_sent };
+    m.unfinished_link_secs = cfg.max.unfinished_link_secs;
     Ok(m)
 }
 
@@ -244,6 +245,8 @@ pub fn diary_config(cfg: &Config, diary_url: String, max_url: &str) -> anyhow::R
     );
     dc.link_starts_per_hour = cfg.diary.link_starts_per_hour;
     dc.outbox_max_backoff_secs = cfg.diary.outbox_max_backoff_secs;
+    dc.reconcile_interval_secs = cfg.diary.reconcile_interval_secs;
+    dc.instance_id = cfg.diary.instance_id.clone().unwrap_or_else(|| format!("{}/{}", host_name(), cfg.diary.listen));
     if let Some(base) = &cfg.diary.call_base_url {
         dc.call_base_url = base.clone();
     }
@@ -260,6 +263,16 @@ pub fn diary_config(cfg: &Config, diary_url: String, max_url: &str) -> anyhow::R
         },
     ];
     Ok(dc)
+}
+
+/// This machine's host name (for the default instance id).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The diary's state without a server, for the command line: its database (migrated), and MAX at
@@ -349,6 +362,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         let router = edulink_web::client_ip::resolve(edulink_max::router(st.clone()), trusted.clone());
         tasks.push(tokio::spawn(reload_keys(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(watch_conversion(st.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(sweep_grants(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(edulink_web::serve::serve(max_listener, router, limits, phase_rx.clone())));
         running.max = Some(st);
     }
@@ -358,13 +372,20 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         if let Some(cost) = ov.password_cost {
             dc.password_cost = cost;
         }
+        if cfg.diary.instance_id.is_none() {
+            // The address actually bound (a port chosen by the system differs per instance).
+            dc.instance_id = format!("{}/{}", host_name(), diary_listener.local_addr()?);
+        }
         let st = DiaryState::new(db, dc, clock.clone());
+        // Jobs leased by this instance's previous boot (a crash) are due now, not when the lease ends.
+        edulink_diary::outbox::release_own_leases(&st).await?;
         if cfg.demo() {
             edulink_diary::demo::seed(&st.db, st.cfg.password_cost, st.now()).await?;
         }
         let router = edulink_web::client_ip::resolve(edulink_diary::router(st.clone()), trusted.clone());
         tasks.push(tokio::spawn(edulink_web::serve::serve(diary_listener, router, limits, phase_rx.clone())));
         tasks.push(tokio::spawn(edulink_diary::outbox::worker(st.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(edulink_diary::reconcile::worker(st.clone(), shutdown_rx.clone())));
         running.diary = Some(st);
     }
     if let Some(l) = ops_listener {
@@ -400,6 +421,19 @@ async fn watch_conversion(st: MaxState, mut shutdown: watch::Receiver<bool>) {
         }
         if let Err(e) = edulink_max::limits::check_conversion(&st.db, st.now(), &st.cfg.conversion_alert).await {
             tracing::warn!(error = %e, "SMS conversion not checked");
+        }
+    }
+}
+
+/// Revokes unfinished link grants every minute ([`edulink_max::links::sweep_unfinished`]).
+async fn sweep_grants(st: MaxState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = edulink_max::links::sweep_unfinished(&st, st.cfg.unfinished_link_secs).await {
+            tracing::warn!(error = %e, "unfinished link grants not swept");
         }
     }
 }

@@ -82,8 +82,24 @@ pub struct DiarySection {
     /// The longest wait between two attempts to deliver an outbox job to MAX, seconds
     /// (`EDULINK_DIARY__OUTBOX_MAX_BACKOFF_SECS`; 10 to 3600, default 300).
     pub outbox_max_backoff_secs: i64,
+    /// This instance's name in a fleet (outbox leases carry it, so a restart takes its own back at
+    /// once); default: `<host>/<listening address>`, distinct per instance.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// How often the links are compared with MAX's grants and differences repaired, seconds
+    /// (0: never; default 600).
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval_secs: i64,
     /// Connection pool and PostgreSQL schema.
     pub pool: PoolSection,
+}
+
+fn default_reconcile_interval() -> i64 {
+    edulink_diary::reconcile::DEFAULT_INTERVAL_SECS
+}
+
+fn default_unfinished_link() -> i64 {
+    edulink_max::links::DEFAULT_UNFINISHED_LINK_SECS
 }
 
 /// Bounds of `diary.outbox_max_backoff_secs`: retries at most every 10 s per job, and a job of an
@@ -120,6 +136,10 @@ pub struct MaxSection {
     /// seconds (0 to 30 days; default a day).
     #[serde(default = "default_client_secret_grace")]
     pub client_secret_grace_secs: i64,
+    /// A grant consented to for a link that no link claimed is revoked, with its tokens, this long
+    /// after the consent (an unfinished link callback), seconds (60 to 7 days; default an hour).
+    #[serde(default = "default_unfinished_link")]
+    pub unfinished_link_secs: i64,
 }
 
 fn default_client_secret_grace() -> i64 {
@@ -260,6 +280,8 @@ impl Default for Config {
                 link_starts_per_hour: 10,
                 call_base_url: None,
                 outbox_max_backoff_secs: edulink_diary::outbox::DEFAULT_MAX_BACKOFF_SECS,
+                instance_id: None,
+                reconcile_interval_secs: default_reconcile_interval(),
                 pool: PoolSection::new("diary"),
             },
             max: MaxSection {
@@ -275,6 +297,7 @@ impl Default for Config {
                 clients: Vec::new(),
                 pool: PoolSection::new("max"),
                 client_secret_grace_secs: default_client_secret_grace(),
+                unfinished_link_secs: default_unfinished_link(),
             },
             server: ServerSection::default(),
             ops: OpsSection { listen: "127.0.0.1:9090".into() },

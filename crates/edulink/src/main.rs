@@ -127,6 +127,9 @@ enum MaxCmd {
         #[command(subcommand)]
         what: ClientCmd,
     },
+    /// Revoke, with their tokens, link grants no link claimed within `max.unfinished_link_secs`
+    /// (unfinished link callbacks; a running MAX does this every minute).
+    SweepGrants,
 }
 
 #[derive(Subcommand)]
@@ -183,6 +186,18 @@ enum AdminCmd {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: i64,
+    },
+    /// Compare the diary's links with MAX's grants and repair every difference (a running diary
+    /// does this every `diary.reconcile_interval_secs`).
+    Reconcile,
+    /// The outbox: waiting jobs, and jobs MAX refused (an alert fires while there are any).
+    Outbox {
+        /// Make this refused job due again.
+        #[arg(long)]
+        retry: Option<String>,
+        /// Make every refused job due again.
+        #[arg(long, conflicts_with = "retry")]
+        retry_all: bool,
     },
 }
 
@@ -349,6 +364,19 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             let m = edulink::backup::restore(&cfg, &from, force)?;
             println!("restored the backup of {} (unix) from {}", m.created_at, from.display());
         }
+        Command::Max { what: MaxCmd::SweepGrants } => {
+            let cfg = cfg.prepare(Scope::Max)?;
+            let st = edulink_max::MaxState::new(
+                app::max_db(&cfg).await?,
+                app::max_config(&cfg, cfg.max_url())?,
+                edulink_sms::SmsGateway::Dev(Default::default()),
+                Arc::new(SystemClock),
+            )
+            .await?;
+            let swept = edulink_max::links::sweep_unfinished(&st, st.cfg.unfinished_link_secs).await;
+            st.db.close().await;
+            println!("unfinished link grants revoked: {}", swept?);
+        }
         Command::Max { what: MaxCmd::Client { what: ClientCmd::RotateSecret { id } } } => {
             // MAX's database only, like `max client add`.
             let cfg = cfg.prepare(Scope::Databases)?;
@@ -398,6 +426,47 @@ async fn admin(st: &edulink_diary::DiaryState, what: AdminCmd) -> anyhow::Result
                 Removed::Queued => "unlinked (MAX could not be told now: a running diary's outbox will tell it)",
             };
             println!("{login}: {said}");
+        }
+        AdminCmd::Reconcile => {
+            let r = edulink_diary::reconcile::run(st).await?;
+            println!("subjects compared: {}", r.checked);
+            for (what, subjects) in [
+                ("provisioned again", &r.reprovisioned),
+                ("ended in the diary (no grant at MAX)", &r.removed_locally),
+                ("detached at MAX (no link in the diary)", &r.detached),
+                ("grants no link claims yet (MAX revokes them)", &r.awaiting),
+                ("MAX newer than the diary (check backups)", &r.reported),
+            ] {
+                println!("{what}: {}", subjects.len());
+                for s in subjects {
+                    println!("  {s}");
+                }
+            }
+            println!("refused jobs retried: {}", r.retried);
+            if !r.reprovisioned.is_empty() || !r.detached.is_empty() {
+                println!("(the repairs wait in the outbox: a running diary delivers them)");
+            }
+        }
+        AdminCmd::Outbox { retry, retry_all } => {
+            use edulink_diary::outbox;
+            if retry.is_some() || retry_all {
+                let n = outbox::retry_refused(st, retry.as_deref()).await?;
+                println!("refused jobs due again: {n}");
+            }
+            let b = outbox::backlog(st).await?;
+            println!("pending: {} (waiting out a backoff: {})", b.pending, b.waiting);
+            let refused = outbox::refused(st).await?;
+            println!("refused: {}", refused.len());
+            for j in refused {
+                println!(
+                    "  {}\t{}\trefused at {}\tattempts {}\t{}",
+                    j.id,
+                    j.kind,
+                    j.refused_at,
+                    j.attempts,
+                    j.last_error.unwrap_or_default()
+                );
+            }
         }
         AdminCmd::Audit { limit } => {
             for r in audit::newest(&st.db, limit).await? {

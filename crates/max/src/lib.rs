@@ -12,6 +12,7 @@ pub mod demo;
 pub mod hub;
 pub mod keys;
 pub mod limits;
+pub mod links;
 pub mod login;
 pub mod oidc;
 pub mod repo;
@@ -31,7 +32,7 @@ use std::sync::Arc;
 
 /// MAX's own tables followed by Сферум's.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 9 => "0009_session_kind"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 9 => "0009_session_kind", 10 => "0010_link_marks"];
     own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
 }
 
@@ -67,6 +68,9 @@ pub struct MaxConfig {
     pub session_absolute_secs: i64,
     /// When to alert on a low SMS conversion.
     pub conversion_alert: ConversionAlert,
+    /// A link grant no link claimed is revoked this long after its consent, seconds
+    /// ([`links::sweep_unfinished`]).
+    pub unfinished_link_secs: i64,
 }
 
 /// Alert threshold for the verified/sent ratio of SMS codes over the last hour.
@@ -100,6 +104,7 @@ impl MaxConfig {
             session_idle_secs: 86_400,
             session_absolute_secs: 30 * 86_400,
             conversion_alert: ConversionAlert { below: 0.2, min_sent: 50 },
+            unfinished_link_secs: links::DEFAULT_UNFINISHED_LINK_SECS,
         }
     }
 
@@ -227,6 +232,7 @@ pub fn router(state: MaxState) -> Router {
         .route("/oauth/revoke", post(oidc::revoke))
         .route("/sferum", get(sferum_web::page))
         .route("/sferum/api/v1/profiles/{sub}", put(sferum_web::provision).delete(sferum_web::detach))
+        .route("/sferum/api/v1/links", get(sferum_web::list_links))
         .route("/sferum/api/v1/lessons/{lesson}", put(sferum_web::push_lesson))
         .route("/sferum/api/v1/lessons/{lesson}/attendance", get(sferum_web::attendance))
         .route("/sferum/chats/{id}", get(chat_web::chat))
@@ -294,7 +300,7 @@ mod query_plans {
         let attendance = crate::sferum_port::subjects_sql(1);
         for sql in [
             crate::repo::grants::GRANTS_IN_SECTOR_OF_ACCOUNT,
-            crate::sferum_web::GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR,
+            crate::repo::links::GRANTS_OF_SUBJECT_IN_SECTOR,
             attendance.as_str(),
         ] {
             let steps = plan(&db, sql, 2).await;

@@ -1,18 +1,18 @@
 //! Сферум on the web: the page «Сферум в MAX», and the provisioning API that diaries call
 //! (bearer token from `client_credentials` with scope `sferum.provision`).
 
-use crate::audit::{Event, Record};
+use crate::links::{self, Outcome};
 use crate::login::current;
 use crate::oidc::{self, bearer};
 use crate::views::SferumPage;
-use crate::{MaxState, audit, repo};
+use crate::{MaxState, repo};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use edulink_domain::links::{LinkPage, MAX_LINK_PAGE};
 use edulink_domain::provisioning::{Attendance, AttendanceEntry, LessonPush, LessonPushResult, ProvisionProfile};
-use edulink_store::{StoreError, sqlx};
-use edulink_web::{AppError, ClientIp, ErrorKind, Lang, Tr, html, see_other};
+use edulink_web::{AppError, ClientIp, ErrorKind, Lang, StrictQuery, Tr, html, see_other};
 
 /// `GET /sferum`: the educational profile, its class chats and distance lessons.
 pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
@@ -86,106 +86,90 @@ pub async fn attendance(
     .into_response())
 }
 
-/// Grants (id, account) behind pairwise subject `$1` in the sector of client `$2` (indexed by subject).
-pub(crate) const GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR: &str = "SELECT g.id, g.account_id FROM grants g \
-     JOIN clients c ON c.client_id = g.client_id \
-     WHERE g.subject = $1 AND c.sector = (SELECT sector FROM clients WHERE client_id = $2)";
-
-/// The provisioning caller: a client holding a valid `sferum.provision` token, and the account
-/// that client's sector knows as `sub` with the grants behind it (the diary's web client and its
-/// apps share one sector, so an app-made link is provisioned by the diary's server all the same).
-async fn caller(
-    st: &MaxState,
-    headers: &HeaderMap,
-    sub: &str,
-) -> Result<(String, Option<(Vec<String>, String)>), AppError> {
-    let client_id = service_client(st, headers).await?;
-    let grants: Vec<(String, String)> = sqlx::query_as(GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR)
-        .bind(sub)
-        .bind(&client_id)
-        .fetch_all(st.db.pool())
-        .await
-        .map_err(StoreError::from)?;
-    let found = grants
-        .first()
-        .map(|(_, account)| account.clone())
-        .map(|account| (grants.into_iter().map(|(g, _)| g).collect(), account));
-    Ok((client_id, found))
+/// The generation of the diary's link a provisioning call is about (`?generation=`): required.
+#[derive(Debug, serde::Deserialize)]
+pub struct LinkQuery {
+    generation: Option<i64>,
 }
 
-/// `PUT /sferum/api/v1/profiles/{sub}`: attach verified school data (idempotent).
+/// A provisioning client (see [`service_client`]) with its display name and sector.
+async fn provisioning_client(st: &MaxState, headers: &HeaderMap) -> Result<(String, String, String), AppError> {
+    let client_id = service_client(st, headers).await?;
+    let client = oidc::cached_client(st, &client_id).await?.ok_or_else(AppError::not_found)?;
+    Ok((client_id, client.name, client.sector))
+}
+
+/// The answer to a message about a link that is no longer the subject's current one.
+fn stale_link() -> Response {
+    (StatusCode::CONFLICT, Json(serde_json::json!({"error": "stale_link"}))).into_response()
+}
+
+/// `PUT /sferum/api/v1/profiles/{sub}?generation=N`: attach verified school data for the diary's
+/// link `N` (idempotent). 409 `stale_link` when link `N` was removed or a newer one is known; 404
+/// when no grant is behind `sub` in the caller's sector (the diary clients and apps share it, so an
+/// app-made link is provisioned by the diary's server all the same).
 pub async fn provision(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
     Path(sub): Path<String>,
+    StrictQuery(q): StrictQuery<LinkQuery>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    let (client_id, grant) = caller(&st, &headers, &sub).await?;
-    let Some((_, account_id)) = grant else {
-        return Err(AppError::not_found());
-    };
+    let (client_id, name, sector) = provisioning_client(&st, &headers).await?;
+    let generation = q.generation.ok_or_else(|| AppError::bad_request("error-bad-request"))?;
     let p: ProvisionProfile = serde_json::from_slice(&body).map_err(|_| AppError::bad_request("error-bad-request"))?;
     p.validate().map_err(|_| AppError::bad_request("error-bad-request"))?;
-    let now = st.now();
-    let name = oidc::cached_client(&st, &client_id).await?.map(|c| c.name).unwrap_or_default();
-    // One transaction: the profile, its chats and lessons, and (on the first attach) the notification
-    // and the audit record commit together.
-    let mut tx = st.db.begin().await?;
-    let was_confirmed = edulink_sferum::confirmed_by_in(&mut tx, &account_id).await?;
-    let result = edulink_sferum::provision_in(&mut tx, &client_id, &account_id, &p, now).await?;
-    if was_confirmed.as_deref() != Some(client_id.as_str()) {
-        repo::notify_in(&mut tx, &account_id, "link", &name, now).await?;
-        audit::TRAIL
-            .record_in(
-                &mut tx,
-                now,
-                &Record::new(Event::SferumAttached)
-                    .principal(&account_id)
-                    .subject(&sub)
-                    .client(&client_id)
-                    .ip(&ip.to_string()),
-            )
-            .await?;
+    let ip = ip.to_string();
+    let caller = links::Caller { client_id: &client_id, name: &name, sector: &sector, ip: &ip };
+    match links::provision(&st, caller, &sub, generation, &p).await? {
+        Outcome::Applied(result) => Ok(Json(result).into_response()),
+        Outcome::Stale => Ok(stale_link()),
+        Outcome::NoGrant => Err(AppError::not_found()),
     }
-    tx.commit().await?;
-    Ok(Json(result).into_response())
 }
 
-/// `DELETE /sferum/api/v1/profiles/{sub}`: detach (leave the chats, drop the school data), revoke
-/// every token of the grant and end the grant. Idempotent: an unknown subject answers 204 too.
+/// `DELETE /sferum/api/v1/profiles/{sub}?generation=N`: the diary removed its link `N`: detach
+/// (leave the chats, drop the school data), revoke every token of the grant and end it, in one
+/// transaction. 204 also for an unknown subject; 409 `stale_link` when a newer link is known.
 pub async fn detach(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
     Path(sub): Path<String>,
+    StrictQuery(q): StrictQuery<LinkQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let (client_id, grant) = caller(&st, &headers, &sub).await?;
-    let Some((grant_ids, account_id)) = grant else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
-    let now = st.now();
-    edulink_sferum::detach(&st.db, &st.sferum_directory(), &client_id, &account_id, now).await?;
-    let mut revoked = 0;
-    for grant_id in &grant_ids {
-        revoked += oidc::revoke_grant_tokens(&st.db, grant_id, now).await?;
-        st.db.execute(sqlx::query("DELETE FROM grants WHERE id = $1").bind(grant_id)).await?;
+    let (client_id, name, sector) = provisioning_client(&st, &headers).await?;
+    let generation = q.generation.ok_or_else(|| AppError::bad_request("error-bad-request"))?;
+    let ip = ip.to_string();
+    let caller = links::Caller { client_id: &client_id, name: &name, sector: &sector, ip: &ip };
+    match links::detach(&st, caller, &sub, generation).await? {
+        Outcome::Stale => Ok(stale_link()),
+        Outcome::Applied(_) | Outcome::NoGrant => Ok(StatusCode::NO_CONTENT.into_response()),
     }
-    // Open live streams of this account end now (other instances notice within a poll).
-    st.hub.publish(crate::hub::Event::Left(account_id.as_str().into()));
-    let name = oidc::cached_client(&st, &client_id).await?.map(|c| c.name).unwrap_or_default();
-    repo::notify(&st.db, &account_id, "unlink", &name, now).await?;
-    audit::TRAIL
-        .record(
-            &st.db,
-            now,
-            &Record::new(Event::SferumDetached)
-                .principal(&account_id)
-                .subject(&sub)
-                .client(&client_id)
-                .ip(&ip.to_string())
-                .detail(&format!("revoked={revoked}")),
-        )
-        .await;
-    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The page of `GET /sferum/api/v1/links`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    after: String,
+    limit: Option<i64>,
+    sub: Option<String>,
+}
+
+/// `GET /sferum/api/v1/links?after=SUB&limit=N`: the grants of the caller's sector by subject, with
+/// the live link generation MAX holds for each and whether its profile is confirmed — what the
+/// diary's reconciliation compares with its links. Paged by subject (`next` is the next `after`);
+/// `sub=SUB` reads one subject.
+pub async fn list_links(
+    State(st): State<MaxState>,
+    StrictQuery(q): StrictQuery<PageQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let (_, _, sector) = provisioning_client(&st, &headers).await?;
+    let limit = q.limit.unwrap_or(MAX_LINK_PAGE).clamp(1, MAX_LINK_PAGE);
+    let links = repo::links::page(&st.db, &sector, &q.after, q.sub.as_deref(), limit).await?;
+    let next = (links.len() as i64 == limit).then(|| links.last().map(|l| l.sub.clone())).flatten();
+    Ok(Json(LinkPage { links, next }).into_response())
 }

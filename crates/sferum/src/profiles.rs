@@ -221,10 +221,24 @@ pub async fn detach(
 ) -> Result<bool, StoreError> {
     let own = dir.names(&[account_id.to_owned()]).await?.remove(account_id);
     let mut tx = db.begin().await?;
+    let detached = detach_in(&mut tx, own.as_ref(), client_id, account_id, now).await?;
+    tx.commit().await?;
+    Ok(detached)
+}
+
+/// [`detach`] inside the caller's transaction (which also ends the grant and records the audit and
+/// notification), with the account's own name `own` read beforehand.
+pub async fn detach_in(
+    tx: &mut Tx,
+    own: Option<&crate::Name>,
+    client_id: &str,
+    account_id: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
     let left = sqlx::query(LEAVE_DIARY_CHATS)
         .bind(account_id)
         .bind(format!("{client_id}:%"))
-        .execute(&mut tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
     // A profile belongs to an existing account, so without a name there is no profile to reset.
@@ -241,12 +255,11 @@ pub async fn detach(
         .bind(&name.first)
         .bind(&name.last)
         .bind(search_name(&name.first, &name.last))
-        .execute(&mut tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected(),
         None => 0,
     };
-    tx.commit().await?;
     Ok(left + reset > 0)
 }
 

@@ -67,6 +67,11 @@ pub enum Event {
     SferumAttached,
     /// The diary detached a Сферум profile.
     SferumDetached,
+    /// A grant that never became a link (an unfinished link callback) was revoked with its tokens.
+    GrantExpired,
+    // Diary.
+    /// The reconciliation with MAX repaired a difference (the detail names it).
+    LinkRepaired,
 }
 
 impl Event {
@@ -99,6 +104,8 @@ impl Event {
             Event::TokenRevoked => "token_revoked",
             Event::SferumAttached => "sferum_attached",
             Event::SferumDetached => "sferum_detached",
+            Event::GrantExpired => "grant_expired",
+            Event::LinkRepaired => "link_repaired",
         }
     }
 }

@@ -220,6 +220,10 @@ impl Rules {
         self.int_by_mode("diary.link_starts_per_hour", d.link_starts_per_hour, 1..=BENCH_MAX, 1..=100);
         self.url("diary.call_base_url", d.call_base_url.as_deref());
         self.int("diary.outbox_max_backoff_secs", d.outbox_max_backoff_secs, super::OUTBOX_MAX_BACKOFF_SECS);
+        self.int("diary.reconcile_interval_secs", d.reconcile_interval_secs, 0..=86_400);
+        if let Some(id) = &d.instance_id {
+            self.id("diary.instance_id", id);
+        }
         self.pool("diary", &d.pool);
     }
 
@@ -231,6 +235,7 @@ impl Rules {
             m.client_secret_grace_secs,
             0..=edulink_max::oidc::CLIENT_SECRET_GRACE_MAX,
         );
+        self.int("max.unfinished_link_secs", m.unfinished_link_secs, 60..=7 * 86_400);
         match m.sms.gateway.as_str() {
             "dev" => {}
             "http" => {

@@ -252,7 +252,7 @@ async fn secret_rotation_overlaps<A: Flows>(
     let (_, body) = client_token(&instances[0], old).await;
     let token = body["access_token"].as_str().unwrap();
     let detach = reqwest::Client::new()
-        .delete(format!("{}/sferum/api/v1/profiles/nobody", instances[0]))
+        .delete(format!("{}/sferum/api/v1/profiles/nobody?generation=1", instances[0]))
         .bearer_auth(token)
         .send()
         .await

@@ -14,7 +14,7 @@ const PHONE_X: (&str, &str) = ("8 916 555-66-77", "+79165556677");
 const PHONE_O: (&str, &str) = ("8 916 444-11-22", "+79164441122");
 
 /// A diary user signed in and linked in a browser of their own.
-async fn linked(app: &TestApp, login: &str, phone: (&str, &str)) -> Browser {
+pub(crate) async fn linked(app: &TestApp, login: &str, phone: (&str, &str)) -> Browser {
     let b = Browser::new();
     app.diary_login(&b, login).await;
     let done = app.link(&b, phone.0, phone.1).await;

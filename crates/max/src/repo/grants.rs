@@ -120,7 +120,9 @@ pub async fn grant_subject(
     Ok(sqlx::query_scalar("SELECT subject FROM grants WHERE id = $1").bind(grant_id).fetch_optional(ex).await?)
 }
 
-/// Creates the grant of `account_id` to `client_id` (or updates its scope); returns its id.
+/// Creates the grant of `account_id` to `client_id` (or updates its scope); returns its id. A grant
+/// asking `offline_access` is a consent to a link: it is timed (`consented_at`, for the sweep of
+/// unfinished link grants) and counted on the subject's link mark (see [`super::links`]).
 pub async fn upsert_grant(
     tx: &mut edulink_store::Tx,
     new_id: &str,
@@ -130,9 +132,17 @@ pub async fn upsert_grant(
     scope: &str,
     now: i64,
 ) -> Result<String, StoreError> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO grants (id, client_id, account_id, subject, scope, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (client_id, account_id) DO UPDATE SET scope = excluded.scope RETURNING id",
+    let link_consent = scope.split(' ').any(|s| s == "offline_access");
+    if link_consent {
+        // The mark first, as every change of a subject's link takes it (no lock-order inversion
+        // with a detach, which locks the mark and then deletes the grant).
+        super::links::count_consent(tx, client_id, subject, now).await?;
+    }
+    let id = sqlx::query_scalar(
+        "INSERT INTO grants (id, client_id, account_id, subject, scope, created_at, consented_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) \
+         ON CONFLICT (client_id, account_id) DO UPDATE SET scope = excluded.scope, \
+           consented_at = CASE WHEN $7 = 1 THEN excluded.consented_at ELSE grants.consented_at END RETURNING id",
     )
     .bind(new_id)
     .bind(client_id)
@@ -140,8 +150,10 @@ pub async fn upsert_grant(
     .bind(subject)
     .bind(scope)
     .bind(now)
-    .fetch_one(tx)
-    .await?)
+    .bind(i64::from(link_consent))
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(id)
 }
 
 /// An authorization code to store (by its hash).

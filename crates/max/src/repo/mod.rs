@@ -6,6 +6,7 @@
 //! * [`challenges`]: SMS challenges (`sms_challenges`).
 //! * [`clients`]: registered OpenID clients (`clients`).
 //! * [`grants`]: authorization requests, grants and codes (`auth_requests`, `grants`, `auth_codes`).
+//! * [`links`]: link marks of the diary's links (`link_marks`), the sweep of unfinished link grants.
 //! * [`tokens`]: access and refresh tokens (`tokens`).
 //! * [`signing_keys`]: the provider's signing keys (`signing_keys`).
 
@@ -13,6 +14,7 @@ pub mod accounts;
 pub mod challenges;
 pub mod clients;
 pub mod grants;
+pub mod links;
 pub mod sessions;
 pub mod signing_keys;
 pub mod tokens;
