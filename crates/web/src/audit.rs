@@ -31,6 +31,10 @@ pub enum Event {
     LessonChanged,
     /// A teacher cancelled a lesson.
     LessonCancelled,
+    /// A logout token from MAX ended the Сферум state of a link (the detail: `sid` or `sub`).
+    BackchannelLogout,
+    /// A logout token was refused (the detail names the failed check).
+    BackchannelRefused,
     // MAX.
     /// An SMS code was admitted and handed to the gateway.
     SmsSent,
@@ -67,6 +71,12 @@ pub enum Event {
     SferumAttached,
     /// The diary detached a Сферум profile.
     SferumDetached,
+    /// A MAX session ended (the detail: `end_session`, `web` or `app`).
+    Logout,
+    /// A logout token was delivered to a client (the detail: `sid` or `sub`).
+    BackchannelSent,
+    /// A logout token could not be delivered after every retry (the detail: the last error).
+    BackchannelGaveUp,
 }
 
 impl Event {
@@ -82,6 +92,8 @@ impl Event {
             Event::CallbackInvalid => "callback_invalid",
             Event::LessonChanged => "lesson_changed",
             Event::LessonCancelled => "lesson_cancelled",
+            Event::BackchannelLogout => "backchannel_logout",
+            Event::BackchannelRefused => "backchannel_refused",
             Event::SmsSent => "sms_sent",
             Event::SmsRefused => "sms_refused",
             Event::SmsFailed => "sms_failed",
@@ -99,6 +111,9 @@ impl Event {
             Event::TokenRevoked => "token_revoked",
             Event::SferumAttached => "sferum_attached",
             Event::SferumDetached => "sferum_detached",
+            Event::Logout => "logout",
+            Event::BackchannelSent => "backchannel_sent",
+            Event::BackchannelGaveUp => "backchannel_gave_up",
         }
     }
 }
@@ -286,6 +301,11 @@ mod tests {
             Event::TokenRevoked,
             Event::SferumAttached,
             Event::SferumDetached,
+            Event::BackchannelLogout,
+            Event::BackchannelRefused,
+            Event::Logout,
+            Event::BackchannelSent,
+            Event::BackchannelGaveUp,
         ];
         assert_eq!(all.iter().map(|e| e.as_str()).collect::<HashSet<_>>().len(), all.len());
     }

@@ -204,7 +204,8 @@ async fn answer(
         if !grants::has_grant_in_sector(&st.db, &client.sector, &account_id).await? {
             return fail("consent_required", "no grant for this client");
         }
-        let url = issue_code(&st, &req, &account_id, None).await?;
+        let sid = session.as_ref().map(|s| super::sid_of(&s.id_hash));
+        let url = issue_code(&st, &req, &account_id, None, sid.as_deref()).await?;
         return Ok(see_other(&url));
     }
 
@@ -216,7 +217,8 @@ async fn answer(
         && req.hint_account_id.as_ref().is_none_or(|h| *h == account_id)
         && grants::has_grant_in_sector(&st.db, &client.sector, &account_id).await?
     {
-        let url = issue_code(&st, &req, &account_id, None).await?;
+        let sid = session.as_ref().map(|s| super::sid_of(&s.id_hash));
+        let url = issue_code(&st, &req, &account_id, None, sid.as_deref()).await?;
         return Ok(see_other(&url));
     }
 

@@ -20,13 +20,15 @@ use edulink_web::{AppError, ClientIp, Lang, StrictForm, Tr, html, see_other};
 
 /// Creates the grant if needed, stores a fresh code, consumes the request (and clears it from the
 /// browser session `session_hash` that carried it), and returns the URL of the authorization response.
+/// `sid` is the MAX session the code is issued in (its ID token carries it).
 pub async fn issue_code(
     st: &MaxState,
     req: &AuthRequest,
     account_id: &str,
     session_hash: Option<&str>,
+    sid: Option<&str>,
 ) -> Result<String, AppError> {
-    issue_code_audited(st, req, account_id, session_hash, None).await
+    issue_code_audited(st, req, account_id, session_hash, sid, None).await
 }
 
 /// The consent behind an issued code, audited in the transaction that issues it.
@@ -44,6 +46,7 @@ pub async fn issue_code_audited(
     req: &AuthRequest,
     account_id: &str,
     session_hash: Option<&str>,
+    sid: Option<&str>,
     consent: Option<Consent<'_>>,
 ) -> Result<String, AppError> {
     let now = st.now();
@@ -66,6 +69,7 @@ pub async fn issue_code_audited(
         scope: &req.scope,
         auth_time: now,
         expires_at: now + super::CODE_TTL,
+        sid,
     };
     grants::insert_code(&mut tx, &new_code).await?;
     if req.stored {
@@ -137,7 +141,8 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
     }
     let has_grant = grants::has_grant_in_sector(&st.db, &client.sector, &account_id).await?;
     if has_grant && !req.consent {
-        let url = issue_code(&st, &req, &account_id, Some(&session.id_hash)).await?;
+        let sid = super::sid_of(&session.id_hash);
+        let url = issue_code(&st, &req, &account_id, Some(&session.id_hash), Some(&sid)).await?;
         return Ok(see_other(&url));
     }
     let has_profile = edulink_sferum::has_profile(&st.db, &account_id).await?;
@@ -175,7 +180,8 @@ pub async fn confirm(
     }
     let ip = ip.to_string();
     let consent = Some(Consent { ip: &ip, detail: None });
-    let url = issue_code_audited(&st, &req, &account_id, Some(&session.id_hash), consent).await?;
+    let sid = super::sid_of(&session.id_hash);
+    let url = issue_code_audited(&st, &req, &account_id, Some(&session.id_hash), Some(&sid), consent).await?;
     Ok(see_other(&url))
 }
 

@@ -7,12 +7,15 @@
 //! * [`clients`]: registered OpenID clients (`clients`).
 //! * [`grants`]: authorization requests, grants and codes (`auth_requests`, `grants`, `auth_codes`).
 //! * [`tokens`]: access and refresh tokens (`tokens`).
+//! * [`logout`]: logout registrations, sessions' clients, logout tokens to deliver (`client_logout`,
+//!   `session_clients`, `backchannel_jobs`).
 //! * [`signing_keys`]: the provider's signing keys (`signing_keys`).
 
 pub mod accounts;
 pub mod challenges;
 pub mod clients;
 pub mod grants;
+pub mod logout;
 pub mod sessions;
 pub mod signing_keys;
 pub mod tokens;

@@ -70,7 +70,7 @@ impl Fixture {
             consent: false,
             stored: false,
         };
-        let url = url::Url::parse(&issue_code(&self.st, &req, "a1", None).await.unwrap()).unwrap();
+        let url = url::Url::parse(&issue_code(&self.st, &req, "a1", None, None).await.unwrap()).unwrap();
         url.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned()
     }
 
