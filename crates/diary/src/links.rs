@@ -46,7 +46,8 @@ pub async fn store(
     let refresh_enc = v.refresh_token.as_ref().map(|r| st.cipher.seal("links.refresh", r.as_bytes()));
     let mut tx = st.db.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token, max_sid) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&user.id)
     .bind(st.rp.issuer())
@@ -54,6 +55,7 @@ pub async fn store(
     .bind(now)
     .bind(&refresh_enc)
     .bind(&v.id_token)
+    .bind(crate::rp::backchannel::session_of(&v.id_token))
     .execute(&mut tx)
     .await
     .map_err(StoreError::from);

@@ -402,9 +402,16 @@ pub async fn link(db: &Db, user_id: &str) -> Result<Option<Link>, StoreError> {
         .await?)
 }
 
-/// Stores the newest ID token of a link (after a sign-in to Сферум).
+/// Stores the newest ID token of a link (after a sign-in to Сферум), with its MAX session (`sid`).
 pub async fn set_link_id_token(db: &Db, user_id: &str, id_token: &str) -> Result<(), StoreError> {
-    db.execute(sqlx::query("UPDATE links SET id_token = $1 WHERE user_id = $2").bind(id_token).bind(user_id)).await?;
+    let sid = crate::rp::backchannel::session_of(id_token);
+    db.execute(
+        sqlx::query("UPDATE links SET id_token = $1, max_sid = $2 WHERE user_id = $3")
+            .bind(id_token)
+            .bind(sid)
+            .bind(user_id),
+    )
+    .await?;
     Ok(())
 }
 

@@ -15,6 +15,8 @@ use openidconnect::{
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod backchannel;
+
 /// Errors talking to MAX or validating its answers. Details are logged; users see a clear message.
 #[derive(Debug, thiserror::Error)]
 pub enum RpError {
@@ -169,6 +171,11 @@ impl RelyingParty {
         Ok(metadata)
     }
 
+    /// MAX's JWKS, as cached with the metadata (`force`: fetched again).
+    pub async fn jwks(&self, force: bool) -> Result<openidconnect::core::CoreJsonWebKeySet, RpError> {
+        Ok(self.metadata(force).await?.jwks().clone())
+    }
+
     /// Our web client.
     pub fn web(&self) -> ClientRef<'_> {
         ClientRef { id: &self.client_id, secret: Some(&self.client_secret), redirect_uri: &self.redirect_uri }
@@ -214,6 +221,10 @@ impl RelyingParty {
             req = req.add_scope(Scope::new("offline_access".into())).add_prompt(CoreAuthPrompt::Consent);
         } else if let Some(h) = hint {
             req = req.add_extra_param("id_token_hint", h.to_string());
+        } else {
+            // A linked account without a hint: MAX's back-channel logout cleared it
+            // (`backchannel`), so the next sign-in to Сферум is a fresh one at MAX.
+            req = req.add_prompt(CoreAuthPrompt::Login);
         }
         let (url, state, nonce) = req.url();
         Ok(Started { url: url.to_string(), state: state.secret().clone(), nonce: nonce.secret().clone(), verifier })

@@ -182,8 +182,11 @@ async fn finish_sso(
             // signs with a newer key, so the hint outlives the old key (MAX deletes retired keys
             // after a retention period: docs/deployment.md, «Keys and secrets»).
             let stored = link.id_token.as_deref();
+            // A new MAX session replaces it too: a back-channel logout names the session (`sid`).
+            let sid = crate::rp::backchannel::session_of;
             let fresh = stored.and_then(crate::rp::issued_at).is_some_and(|iat| st.now() - iat < HINT_REFRESH_SECS)
-                && stored.and_then(crate::rp::key_id) == crate::rp::key_id(&v.id_token);
+                && stored.and_then(crate::rp::key_id) == crate::rp::key_id(&v.id_token)
+                && stored.and_then(sid) == sid(&v.id_token);
             if !fresh {
                 repo::set_link_id_token(&st.db, &user.id, &v.id_token).await?;
             }
