@@ -95,6 +95,9 @@ fn every_out_of_bounds_value_is_refused_naming_its_field_and_bounds() {
             secret_sha256: Some(edulink_domain::crypto::sha256_b64("s")),
             sector: None,
             provisioning: false,
+            post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: false,
         });
         c
     };
