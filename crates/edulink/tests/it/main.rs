@@ -6,6 +6,7 @@ mod backup;
 mod conformance;
 mod flows;
 mod hygiene;
+mod logout;
 mod oidc;
 mod outbox;
 mod proxy;

@@ -1,0 +1,645 @@
+//! Sessions that end everywhere (issue 16, item 9): OpenID Connect RP-Initiated Logout 1.0 at MAX
+//! and Back-Channel Logout 1.0 to the diary. Tests named after the OpenID Foundation's conformance
+//! modules (GitHub `openid-certification/conformance-suite`,
+//! `src/main/java/net/openid/conformance/openid/OIDCCRpInitiatedLogout*.java` and
+//! `OIDCCBackChannel*.java`) assert what those modules assert; the diary's receiver is attacked
+//! with logout tokens built by `jsonwebtoken` (a JOSE library we did not write), signed with MAX's
+//! own key where the signature must pass, so each test fails on exactly one rule of §2.6.
+
+use edulink_domain::Clock;
+use edulink_domain::crypto::random_token;
+use edulink_domain::oauth::pkce_s256;
+use edulink_store::{Db, sqlx};
+use edulink_testkit::{Browser, FlowsExt, Page, TestApp, both_backends};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const PHONE: (&str, &str) = ("8 916 808-70-60", "+79168087060");
+const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+fn max_db(app: &TestApp) -> &Db {
+    &app.running.max.as_ref().unwrap().db
+}
+
+fn diary_db(app: &TestApp) -> &Db {
+    &app.running.diary.as_ref().unwrap().db
+}
+
+/// Signs in to MAX in `b` (registering the phone the first time).
+async fn max_sign_in(app: &TestApp, b: &Browser) {
+    let login = b.visit(&format!("{}/login", app.max)).await;
+    let code = app.enter_phone(b, &login, PHONE.0).await;
+    let after = b.follow(app.enter_code(b, &code, &app.last_code(PHONE.1)).await).await;
+    if after.url.ends_with("/login/register") {
+        let form = [("csrf", after.csrf()), ("first_name", "Олег".into()), ("last_name", "Выходов".into())];
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        b.submit(&format!("{}/login/register", app.max), &form).await;
+    }
+}
+
+/// The demo diary client's code flow in `b` (signed in at MAX), as the suite's RP runs it; returns
+/// the ID token.
+async fn id_token(app: &TestApp, b: &Browser) -> String {
+    let verifier = random_token(32);
+    let cb = format!("{}/sferum/callback", app.diary);
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/oauth/authorize", app.max),
+        &[
+            ("response_type", "code"),
+            ("client_id", "mesh"),
+            ("redirect_uri", cb.as_str()),
+            ("scope", "openid"),
+            ("state", "st-1"),
+            ("nonce", "n-1"),
+            ("code_challenge", &pkce_s256(&verifier)),
+            ("code_challenge_method", "S256"),
+            ("prompt", "consent"),
+        ],
+    )
+    .unwrap();
+    let mut page = b.get(url.as_str()).await;
+    let code = loop {
+        let loc = page.location.clone().unwrap_or_else(|| panic!("no redirect at {}: {}", page.url, page.body));
+        if loc.starts_with(&cb) {
+            let q: HashMap<String, String> = reqwest::Url::parse(&loc).unwrap().query_pairs().into_owned().collect();
+            break q["code"].clone();
+        }
+        page = b.get(&loc).await;
+        if page.url.contains("/authorize/continue") {
+            page = b.post(&format!("{}/authorize/confirm", app.max), &[("csrf", &page.csrf())]).await;
+        }
+    };
+    let secret = app.config.diary.client_secret.clone().unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", cb.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let resp = reqwest::Client::new()
+        .post(format!("{}/oauth/token", app.max))
+        .basic_auth("mesh", Some(&secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    body["id_token"].as_str().unwrap_or_else(|| panic!("no id_token: {body}")).to_string()
+}
+
+fn claims_of(jwt: &str) -> Value {
+    let c = jwt.split('.').nth(1).unwrap();
+    use base64::Engine;
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).unwrap()).unwrap()
+}
+
+/// `GET /oauth/logout` with `params`.
+async fn end_session(app: &TestApp, b: &Browser, params: &[(&str, &str)]) -> Page {
+    let url = reqwest::Url::parse_with_params(&format!("{}/oauth/logout", app.max), params).unwrap();
+    b.get(url.as_str()).await
+}
+
+/// Whether `b` still has a MAX session: a `prompt=none` request of the diary client answers with a
+/// code, or with `login_required` (the suite's check after every logout module).
+async fn max_session_alive(app: &TestApp, b: &Browser) -> bool {
+    let cb = format!("{}/sferum/callback", app.diary);
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/oauth/authorize", app.max),
+        &[
+            ("response_type", "code"),
+            ("client_id", "mesh"),
+            ("redirect_uri", cb.as_str()),
+            ("scope", "openid"),
+            ("code_challenge", &pkce_s256(&random_token(32))),
+            ("code_challenge_method", "S256"),
+            ("prompt", "none"),
+        ],
+    )
+    .unwrap();
+    let page = b.get(url.as_str()).await;
+    let loc = page.location.unwrap_or_else(|| panic!("prompt=none must redirect: {}", page.body));
+    let q: HashMap<String, String> = reqwest::Url::parse(&loc).unwrap().query_pairs().into_owned().collect();
+    match q.get("error").map(String::as_str) {
+        None => true,
+        Some("login_required") => false,
+        // Signed in, but this account never granted the client: the session is there.
+        Some("consent_required") => true,
+        Some(other) => panic!("unexpected {other}"),
+    }
+}
+
+fn post_logout_uri(app: &TestApp) -> String {
+    format!("{}/", app.diary)
+}
+
+both_backends! {
+    /// `oidcc-rp-initiated-logout`: with the ID token of this session as `id_token_hint`, a
+    /// registered `post_logout_redirect_uri` and `state`, MAX ends the session at once and sends the
+    /// browser back with `state` echoed and nothing else added (RP-Initiated Logout 1.0 §2, §3);
+    /// `prompt=none` then answers `login_required`. The ID token carries `sid`.
+    async fn oidcc_rp_initiated_logout(app) {
+    let b = Browser::new();
+    max_sign_in(&app, &b).await;
+    let hint = id_token(&app, &b).await;
+    assert!(claims_of(&hint)["sid"].as_str().is_some_and(|s| s.len() >= 32), "sid in the ID token");
+    let back = post_logout_uri(&app);
+    let page = end_session(&app, &b, &[("id_token_hint", &hint), ("post_logout_redirect_uri", &back), ("state", "st 9")]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location.as_deref(), Some(format!("{back}?state=st+9").as_str()));
+    assert!(!max_session_alive(&app, &b).await, "the MAX session ended");
+    let events: Vec<(String,)> =
+        sqlx::query_as("SELECT detail FROM audit WHERE event = 'logout'").fetch_all(max_db(&app).pool()).await.unwrap();
+    assert_eq!(events, vec![("end_session".to_string(),)]);
+    }
+}
+
+both_backends! {
+    /// `oidcc-rp-initiated-logout-no-state`: without `state` the redirect carries no `state`.
+    async fn oidcc_rp_initiated_logout_no_state(app) {
+    let b = Browser::new();
+    max_sign_in(&app, &b).await;
+    let hint = id_token(&app, &b).await;
+    let back = post_logout_uri(&app);
+    let page = end_session(&app, &b, &[("id_token_hint", &hint), ("post_logout_redirect_uri", &back)]).await;
+    assert_eq!(page.location.as_deref(), Some(back.as_str()));
+    assert!(!max_session_alive(&app, &b).await);
+    }
+}
+
+both_backends! {
+    /// `oidcc-rp-initiated-logout-no-params` and `-only-state`: a logout request that proves
+    /// nothing is confirmed with the person («Выйти из MAX?», a form with the session's CSRF token);
+    /// once confirmed, the session ends and «Вы вышли из MAX» is shown, with no redirect.
+    async fn oidcc_rp_initiated_logout_no_params(app) {
+    for params in [vec![], vec![("state", "only-state")]] {
+        app.clock.advance(61); // SMS codes to one phone are at least 60 s apart
+        let b = Browser::new();
+        max_sign_in(&app, &b).await;
+        let page = end_session(&app, &b, &params).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.has("Выйти из MAX?"), "{}", page.body);
+        assert!(max_session_alive(&app, &b).await, "nothing ends before the person confirms");
+        let done = b.post(&format!("{}/logout/confirm", app.max), &[("csrf", &page.csrf()), ("state", "only-state")]).await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+        assert!(done.has("Вы вышли из MAX"), "{}", done.body);
+        assert!(!max_session_alive(&app, &b).await);
+    }
+    }
+}
+
+both_backends! {
+    /// `oidcc-rp-initiated-logout-no-post-logout-redirect-uri`: a valid hint and nothing else logs
+    /// out and shows «Вы вышли из MAX».
+    async fn oidcc_rp_initiated_logout_no_post_logout_redirect_uri(app) {
+    let b = Browser::new();
+    max_sign_in(&app, &b).await;
+    let hint = id_token(&app, &b).await;
+    let page = end_session(&app, &b, &[("id_token_hint", &hint)]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.has("Вы вышли из MAX"), "{}", page.body);
+    assert!(!max_session_alive(&app, &b).await);
+    }
+}
+
+both_backends! {
+    /// `oidcc-rp-initiated-logout-no-id-token-hint`: a registered `post_logout_redirect_uri` with
+    /// `client_id` but no hint is not redirected to: MAX asks first (logout CSRF, §6). The form is
+    /// bound to the session's CSRF token; once confirmed, the browser goes back with `state`.
+    async fn oidcc_rp_initiated_logout_no_id_token_hint(app) {
+    let b = Browser::new();
+    max_sign_in(&app, &b).await;
+    let back = post_logout_uri(&app);
+    let page =
+        end_session(&app, &b, &[("client_id", "mesh"), ("post_logout_redirect_uri", &back), ("state", "s-2")]).await;
+    assert_eq!(page.status, StatusCode::OK, "no redirect without a hint");
+    assert!(page.has("Выйти из MAX?") && page.has("МЭШ"), "{}", page.body);
+    let form = |csrf: String| {
+        vec![
+            ("csrf", csrf),
+            ("client_id", "mesh".to_string()),
+            ("post_logout_redirect_uri", back.clone()),
+            ("state", "s-2".to_string()),
+        ]
+    };
+    let forged: Vec<(&str, String)> = form("x".repeat(43));
+    let forged: Vec<(&str, &str)> = forged.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = b.post(&format!("{}/logout/confirm", app.max), &forged).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(max_session_alive(&app, &b).await, "a forged confirmation ends nothing");
+    let real = form(page.csrf());
+    let real: Vec<(&str, &str)> = real.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let done = b.post(&format!("{}/logout/confirm", app.max), &real).await;
+    assert_eq!(done.location.as_deref(), Some(format!("{back}?state=s-2").as_str()));
+    assert!(!max_session_alive(&app, &b).await);
+    }
+}
+
+/// An ID token of the diary client signed by a key MAX never had (jsonwebtoken, ES256).
+fn foreign_id_token(app: &TestApp, sub: &str) -> String {
+    let kp =
+        aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let der = kp.to_pkcs8v1().unwrap();
+    let claims = json!({ "iss": app.max, "aud": "mesh", "sub": sub, "iat": 1, "exp": 4_000_000_000i64 });
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("foreign".into());
+    jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(der.as_ref())).unwrap()
+}
+
+both_backends! {
+    /// `oidcc-rp-initiated-logout-bad-id-token-hint` and `-modified-id-token-hint`: a hint signed
+    /// by another key, or the real one turned into `alg: none`, is an error page — no redirect, no
+    /// logout.
+    async fn oidcc_rp_initiated_logout_bad_id_token_hint(app) {
+    let b = Browser::new();
+    max_sign_in(&app, &b).await;
+    let hint = id_token(&app, &b).await;
+    let sub = claims_of(&hint)["sub"].as_str().unwrap().to_string();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), hint.split('.').nth(1).unwrap());
+    let back = post_logout_uri(&app);
+    for bad in [foreign_id_token(&app, &sub), none] {
+        let page = end_session(&app, &b, &[("id_token_hint", &bad), ("post_logout_redirect_uri", &back)]).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+        assert!(page.location.is_none());
+        assert!(page.has("Запрос на выход составлен неверно"), "{}", page.body);
+    }
+    assert!(max_session_alive(&app, &b).await);
+    }
+}
+
+both_backends! {
+    /// `oidcc-rp-initiated-logout-bad-post-logout-redirect-uri` and
+    /// `-query-added-to-post-logout-redirect-uri`: a URI not registered exactly is an error page,
+    /// even with a valid hint (§3.1: MAX never redirects to it), and the session lives on.
+    async fn oidcc_rp_initiated_logout_bad_post_logout_redirect_uri(app) {
+    let b = Browser::new();
+    max_sign_in(&app, &b).await;
+    let hint = id_token(&app, &b).await;
+    for bad in [
+        "https://evil.example/".to_string(),
+        format!("{}?foo=bar", post_logout_uri(&app)),
+        format!("{}/sferum/callback", app.diary),
+    ] {
+        let page = end_session(&app, &b, &[("id_token_hint", &hint), ("post_logout_redirect_uri", &bad)]).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(page.location.is_none(), "{bad}");
+        assert!(page.has("не зарегистрирован"), "{}", page.body);
+    }
+    // Without a client (no hint, no client_id) no URI can be checked: refused too.
+    let page = end_session(&app, &b, &[("post_logout_redirect_uri", &post_logout_uri(&app))]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(max_session_alive(&app, &b).await);
+    }
+}
+
+both_backends! {
+    /// RP-Initiated Logout 1.0 §2: the endpoint answers POST as GET; an expired ID token is a valid
+    /// hint; `ui_locales` picks the page's language (English here).
+    async fn rp_initiated_logout_by_post_with_an_expired_hint_and_ui_locales(app) {
+    let b = Browser::new();
+    max_sign_in(&app, &b).await;
+    let hint = id_token(&app, &b).await;
+    let page = b.post(&format!("{}/oauth/logout", app.max), &[("ui_locales", "en")]).await;
+    assert!(page.has("Sign out of MAX?"), "{}", page.body);
+    app.clock.advance(3600);
+    let back = post_logout_uri(&app);
+    let page = b
+        .post(&format!("{}/oauth/logout", app.max), &[("id_token_hint", &hint), ("post_logout_redirect_uri", &back)])
+        .await;
+    assert_eq!(page.location.as_deref(), Some(back.as_str()), "{}", page.body);
+    assert!(!max_session_alive(&app, &b).await);
+    }
+}
+
+both_backends! {
+    /// A hint from another MAX session (the same account signed in elsewhere) proves nothing about
+    /// this one: MAX asks; the hint of a key that was rotated out but is still published verifies.
+    async fn rp_initiated_logout_with_a_hint_of_another_session_asks_first(app) {
+    let other = Browser::new();
+    max_sign_in(&app, &other).await;
+    let hint = id_token(&app, &other).await;
+    let st = app.running.max.as_ref().unwrap();
+    let now = app.clock.now();
+    edulink_max::keys::rotate(&st.db, &st.secrets.key_cipher, now, 30 * 86_400).await.unwrap();
+    app.clock.advance(edulink_max::keys::ACTIVATION_DELAY_SECS + 1);
+    st.keys.refresh(&st.db, &st.secrets.key_cipher, app.clock.now()).await.unwrap();
+    app.clock.advance(61);
+    let b = Browser::new();
+    max_sign_in(&app, &b).await;
+    let page = end_session(&app, &b, &[("id_token_hint", &hint), ("post_logout_redirect_uri", &post_logout_uri(&app))]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.has("Выйти из MAX?"));
+    assert!(max_session_alive(&app, &b).await && max_session_alive(&app, &other).await);
+    // In its own session the same (retired-key) hint logs out at once.
+    let page = end_session(&app, &other, &[("id_token_hint", &hint)]).await;
+    assert!(page.has("Вы вышли из MAX"), "{}", page.body);
+    assert!(!max_session_alive(&app, &other).await && max_session_alive(&app, &b).await);
+    }
+}
+
+both_backends! {
+    /// `oidcc-backchannel-logout-discovery-endpoint-verification`: discovery names the
+    /// end-session endpoint and says back-channel logout (with `sid`) is supported.
+    async fn oidcc_backchannel_logout_discovery_endpoint_verification(app) {
+    let d: Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
+    assert_eq!(d["end_session_endpoint"], format!("{}/oauth/logout", app.max));
+    assert_eq!(d["backchannel_logout_supported"], true);
+    assert_eq!(d["backchannel_logout_session_supported"], true);
+    }
+}
+
+/// A diary student linked to MAX in a browser of their own (MAX session included).
+async fn linked_student(app: &TestApp) -> Browser {
+    let b = Browser::new();
+    app.diary_login(&b, "student2").await;
+    let done = app.link(&b, PHONE.0, PHONE.1).await;
+    assert!(done.has("Ваша учетная запись успешно привязана"), "{}", done.body);
+    b
+}
+
+/// The link's stored ID token (the «Сферум» button's `id_token_hint`) and its MAX `sid`.
+async fn stored_hint(app: &TestApp) -> (Option<String>, Option<String>) {
+    sqlx::query_as(
+        "SELECT l.id_token, l.max_sid FROM links l JOIN users u ON u.id = l.user_id WHERE u.login = 'student2'",
+    )
+    .fetch_one(diary_db(app).pool())
+    .await
+    .unwrap()
+}
+
+/// Waits (a few seconds at most) until the diary's stored hint is gone.
+async fn hint_cleared(app: &TestApp) -> bool {
+    for _ in 0..100 {
+        if stored_hint(app).await.0.is_none() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// «Сферум» in the diary after a back-channel logout: MAX is asked for a fresh sign-in
+/// (`prompt=login`), never a silent one.
+async fn next_sferum_signs_in_afresh(app: &TestApp, b: &Browser) {
+    let start = b.get(&format!("{}/sferum", app.diary)).await;
+    let to = start.location.clone().unwrap_or_else(|| panic!("{}", start.body));
+    let q: HashMap<String, String> = reqwest::Url::parse(&to).unwrap().query_pairs().into_owned().collect();
+    assert_eq!(q.get("prompt").map(String::as_str), Some("login"), "{to}");
+    assert!(!q.contains_key("id_token_hint"));
+    let page = b.follow(b.get(&to).await).await;
+    assert!(page.url.starts_with(&format!("{}/login", app.max)), "{}", page.url);
+}
+
+both_backends! {
+    /// `oidcc-backchannel-rp-initiated-logout`: the diary registered a back-channel logout URI;
+    /// an RP-initiated logout at MAX posts it a logout token (§2.4 claims checked by the diary:
+    /// `sub` and `sid` of the ID token it holds, no `nonce`), the diary answers 200 and ends its
+    /// Сферум state — the link stays, the next «Сферум» signs in afresh. Both sides audit it.
+    async fn oidcc_backchannel_rp_initiated_logout(app) {
+    let b = linked_student(&app).await;
+    let (hint, sid) = stored_hint(&app).await;
+    let hint = hint.expect("the link keeps the ID token");
+    assert_eq!(sid.as_deref(), claims_of(&hint)["sid"].as_str(), "the diary knows the MAX session");
+    let back = post_logout_uri(&app);
+    let page = end_session(&app, &b, &[("id_token_hint", &hint), ("post_logout_redirect_uri", &back), ("state", "bye")]).await;
+    assert_eq!(page.location.as_deref(), Some(format!("{back}?state=bye").as_str()), "{}", page.body);
+    assert!(hint_cleared(&app).await, "the diary's Сферум state ended");
+    let linked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM links").fetch_one(diary_db(&app).pool()).await.unwrap();
+    assert_eq!(linked, 1, "a logout is not an unlink");
+    let d: Vec<(String, Option<String>)> = sqlx::query_as("SELECT event, detail FROM audit WHERE event LIKE 'backchannel%'")
+        .fetch_all(diary_db(&app).pool())
+        .await
+        .unwrap();
+    assert_eq!(d, vec![("backchannel_logout".into(), Some("sid".into()))]);
+    let m: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE event = 'backchannel_sent'")
+        .fetch_one(max_db(&app).pool())
+        .await
+        .unwrap();
+    assert_eq!(m, 1);
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM backchannel_jobs").fetch_one(max_db(&app).pool()).await.unwrap();
+    assert_eq!(left, 0, "delivered jobs are gone");
+    next_sferum_signs_in_afresh(&app, &b).await;
+    }
+}
+
+both_backends! {
+    /// MAX's own «Выйти» is a sign-out at MAX too: the diary hears of it on the back channel.
+    async fn max_sign_out_notifies_the_diary_on_the_back_channel(app) {
+    let b = linked_student(&app).await;
+    let home = b.get(&format!("{}/", app.max)).await;
+    let out = b.post(&format!("{}/logout", app.max), &[("csrf", &home.csrf())]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(hint_cleared(&app).await);
+    next_sferum_signs_in_afresh(&app, &b).await;
+    }
+}
+
+/// A local back-channel endpoint that fails its first `fail` calls with 503, then answers 200;
+/// returns its URL and the logout tokens it received.
+async fn flaky_receiver(fail: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::{Form, Router, routing::post};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s = seen.clone();
+    let app = Router::new().route(
+        "/bcl",
+        post(move |Form(f): Form<HashMap<String, String>>| {
+            let s = s.clone();
+            async move {
+                let mut v = s.lock().unwrap();
+                v.push(f.get("logout_token").cloned().unwrap_or_default());
+                if v.len() <= fail { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/bcl", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, seen)
+}
+
+both_backends! {
+    /// Back-Channel Logout 1.0 §2.5 with delivery that must not be lost: a logout token the client
+    /// could not take stays in `backchannel_jobs` (a restart finds it there) and is tried again
+    /// after a backoff until the client answers 200; every attempt is a fresh token (`jti`).
+    async fn backchannel_logout_tokens_are_retried_until_delivered(app) {
+    let st = app.running.max.as_ref().unwrap();
+    let (url, seen) = flaky_receiver(1).await;
+    let reg = edulink_max::repo::logout::LogoutRegistration {
+        post_logout_redirect_uris: vec![],
+        backchannel_logout_uri: Some(url),
+        backchannel_logout_session_required: false,
+    };
+    edulink_max::repo::logout::upsert_logout(&st.db, "mesh", &reg).await.unwrap();
+    let b = Browser::new();
+    max_sign_in(&app, &b).await;
+    let hint = id_token(&app, &b).await;
+    end_session(&app, &b, &[("id_token_hint", &hint)]).await;
+    let jobs = || async {
+        sqlx::query_as::<_, (i64, i64)>("SELECT attempts, next_attempt_at FROM backchannel_jobs")
+            .fetch_all(st.db.pool())
+            .await
+            .unwrap()
+    };
+    let mut waited = 0;
+    while jobs().await.first().is_none_or(|j| j.0 == 0) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+        assert!(waited < 100, "the immediate attempt never happened");
+    }
+    let (attempts, next) = jobs().await[0];
+    assert_eq!(attempts, 1);
+    assert!(next > app.clock.now(), "backoff before the next attempt");
+    app.clock.advance((next - app.clock.now()).max(0));
+    // Due now: this call delivers it (unless the worker's poll got there first).
+    edulink_max::oidc::backchannel::deliver_due(st, 10).await.unwrap();
+    for _ in 0..100 {
+        if jobs().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(jobs().await.is_empty(), "delivered");
+    let tokens = seen.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 2);
+    let (a, b2) = (claims_of(&tokens[0]), claims_of(&tokens[1]));
+    assert_ne!(a["jti"], b2["jti"]);
+    assert_eq!(a["sid"], claims_of(&hint)["sid"]);
+    assert_eq!(a["sub"], claims_of(&hint)["sub"]);
+    let header = jsonwebtoken::decode_header(&tokens[1]).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
+    assert!(a.get("nonce").is_none() && a["events"][EVENT].is_object());
+    }
+}
+
+both_backends! {
+    /// A deleted MAX account (the future feature calls `backchannel::account_deleted` first):
+    /// every client of the account gets a logout token naming only the subject, and the diary ends
+    /// its Сферум state for it.
+    async fn account_deletion_notifies_every_client_by_subject(app) {
+    let _b = linked_student(&app).await;
+    let st = app.running.max.as_ref().unwrap();
+    let (account,): (String,) = sqlx::query_as("SELECT account_id FROM grants WHERE client_id = 'mesh'")
+        .fetch_one(st.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(edulink_max::oidc::backchannel::account_deleted(st, &account).await.unwrap(), 1);
+    assert!(hint_cleared(&app).await);
+    let d: Vec<(String,)> = sqlx::query_as("SELECT detail FROM audit WHERE event = 'backchannel_logout'")
+        .fetch_all(diary_db(&app).pool())
+        .await
+        .unwrap();
+    assert_eq!(d, vec![("sub".to_string(),)], "no sid: every session of the account");
+    }
+}
+
+/// MAX's active EdDSA signing key (the diary client's algorithm), decrypted, as jsonwebtoken wants
+/// it: the kid and the PKCS#8 document.
+async fn max_eddsa_key(app: &TestApp) -> (String, Vec<u8>) {
+    let st = app.running.max.as_ref().unwrap();
+    let (kid, enc): (String, String) = sqlx::query_as(
+        "SELECT kid, private_enc FROM signing_keys WHERE alg = 'EdDSA' AND retired_at IS NULL ORDER BY active_from DESC",
+    )
+    .fetch_one(st.db.pool())
+    .await
+    .unwrap();
+    (kid, st.secrets.key_cipher.open("signing_keys.private", &enc).unwrap())
+}
+
+/// Posts `token` to the diary's back-channel logout endpoint.
+async fn post_logout_token(app: &TestApp, token: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/oidc/backchannel-logout", app.diary))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    (status, headers, resp.json().await.unwrap_or(Value::Null))
+}
+
+both_backends! {
+    /// The diary's receiver, OpenID Connect Back-Channel Logout 1.0 §2.6 rule by rule: tokens built
+    /// with jsonwebtoken, signed with MAX's own key unless the case is the key or the algorithm.
+    /// Each bad one is a 400 with a JSON error naming the check, `Cache-Control: no-store`, and
+    /// ends nothing; the good one is a 200 and ends the Сферум state; its replay is refused.
+    async fn backchannel_receiver_validates_logout_tokens_as_the_spec_requires(app) {
+    let _b = linked_student(&app).await;
+    let (hint, _) = stored_hint(&app).await;
+    let hint = claims_of(&hint.unwrap());
+    let (kid, der) = max_eddsa_key(&app).await;
+    let key = EncodingKey::from_ed_der(&der);
+    let now = app.clock.now();
+    let good = json!({
+        "iss": app.max, "aud": "mesh", "iat": now, "exp": now + 120, "jti": random_token(16),
+        "sub": hint["sub"], "sid": hint["sid"], "events": { EVENT: {} },
+    });
+    let header = |alg: Algorithm| {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.clone());
+        h.typ = Some("logout+jwt".into());
+        h
+    };
+    let sign = |claims: &Value| jsonwebtoken::encode(&header(Algorithm::EdDSA), claims, &key).unwrap();
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c["jti"] = random_token(16).into();
+        if v.is_null() { c.as_object_mut().unwrap().remove(k); } else { c[k] = v; }
+        sign(&c)
+    };
+    let mut id_token_typed = header(Algorithm::EdDSA);
+    id_token_typed.typ = Some("JWT".into());
+    let hs256 = jsonwebtoken::encode(&header(Algorithm::HS256), &good, &EncodingKey::from_secret(b"public-jwk")).unwrap();
+    let cases: Vec<(&str, String)> = vec![
+        ("events", with("events", Value::Null)),
+        ("events", with("events", json!({ "http://schemas.openid.net/event/other": {} }))),
+        ("nonce", with("nonce", json!("n-1"))),
+        ("aud", with("aud", json!("mesh-app"))),
+        ("iss", with("iss", json!("https://evil.example"))),
+        ("iat", with("iat", json!(now + 600))),
+        ("iat", with("iat", json!(now - 3600))),
+        ("exp", with("exp", json!(now - 600))),
+        ("jti", with("jti", Value::Null)),
+        ("alg", hs256),
+        ("signature", foreign_logout_token(&good)),
+        ("typ", jsonwebtoken::encode(&id_token_typed, &good, &key).unwrap()),
+        ("malformed", "not.a.jwt".into()),
+    ];
+    for (why, token) in cases {
+        let (status, headers, body) = post_logout_token(&app, &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {body}");
+        assert_eq!(body["error_description"], why, "{body}");
+        assert_eq!(headers["cache-control"], "no-store");
+    }
+    let mut neither = good.clone();
+    neither.as_object_mut().unwrap().remove("sub");
+    neither.as_object_mut().unwrap().remove("sid");
+    assert_eq!(post_logout_token(&app, &sign(&neither)).await.2["error_description"], "sub_or_sid");
+    assert!(stored_hint(&app).await.0.is_some(), "no bad token ended anything");
+    let token = sign(&good);
+    let (status, headers, _) = post_logout_token(&app, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(stored_hint(&app).await.0.is_none());
+    let (status, _, body) = post_logout_token(&app, &token).await;
+    assert_eq!((status, body["error_description"].as_str()), (StatusCode::BAD_REQUEST, Some("jti_replay")));
+    let refused: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE event = 'backchannel_refused'")
+        .fetch_one(diary_db(&app).pool())
+        .await
+        .unwrap();
+    assert_eq!(refused, 15);
+    }
+}
+
+/// A logout token signed by an Ed25519 key MAX never had, under MAX's key id.
+fn foreign_logout_token(claims: &Value) -> String {
+    let kp = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+    let der = kp.to_pkcs8().unwrap();
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.typ = Some("logout+jwt".into());
+    jsonwebtoken::encode(&h, claims, &EncodingKey::from_ed_der(der.as_ref())).unwrap()
+}
