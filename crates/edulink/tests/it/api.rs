@@ -29,7 +29,7 @@ async fn post(url: String, token: Option<&str>, body: Value) -> (StatusCode, Val
 }
 
 /// Signs a phone in to MAX through the MAX app API (registering it if new); returns the token.
-async fn max_app_sign_in(app: &TestApp, phone: &str, e164: &str) -> String {
+pub(crate) async fn max_app_sign_in(app: &TestApp, phone: &str, e164: &str) -> String {
     let (status, sent) = post(format!("{}/api/v1/auth/codes", app.max), None, json!({ "phone": phone })).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
     assert_eq!(sent["retry_after"], 60);

@@ -72,12 +72,18 @@ async fn id_token(app: &TestApp, b: &Browser) -> String {
             page = b.post(&format!("{}/authorize/confirm", app.max), &[("csrf", &page.csrf())]).await;
         }
     };
+    redeem(app, &code, &verifier).await
+}
+
+/// Redeems a code of the diary client (redirect URI: its callback) and returns the ID token.
+async fn redeem(app: &TestApp, code: &str, verifier: &str) -> String {
+    let cb = format!("{}/sferum/callback", app.diary);
     let secret = app.config.diary.client_secret.clone().unwrap();
     let form = [
         ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
+        ("code", code),
         ("redirect_uri", cb.as_str()),
-        ("code_verifier", verifier.as_str()),
+        ("code_verifier", verifier),
     ];
     let resp = reqwest::Client::new()
         .post(format!("{}/oauth/token", app.max))
@@ -642,4 +648,76 @@ fn foreign_logout_token(claims: &Value) -> String {
     let mut h = Header::new(Algorithm::EdDSA);
     h.typ = Some("logout+jwt".into());
     jsonwebtoken::encode(&h, claims, &EncodingKey::from_ed_der(der.as_ref())).unwrap()
+}
+
+both_backends! {
+    /// The MAX app's sign-out (`DELETE /api/v1/auth/session`) ends a MAX session like any other:
+    /// a client that got an ID token in the app's session (here the diary's web client, approved
+    /// in the app) is sent a logout token with that session's `sid`.
+    async fn max_app_sign_out_sends_logout_tokens(app) {
+    let st = app.running.max.as_ref().unwrap();
+    let (url, seen) = flaky_receiver(0).await;
+    let reg = edulink_max::repo::logout::LogoutRegistration {
+        post_logout_redirect_uris: vec![],
+        backchannel_logout_uri: Some(url),
+        backchannel_logout_session_required: true,
+    };
+    edulink_max::repo::logout::upsert_logout(&st.db, "mesh", &reg).await.unwrap();
+    let token = crate::api::max_app_sign_in(&app, PHONE.0, PHONE.1).await;
+    let verifier = random_token(32);
+    let cb = format!("{}/sferum/callback", app.diary);
+    let authz = reqwest::Url::parse_with_params(
+        &format!("{}/oauth/authorize", app.max),
+        &[
+            ("response_type", "code"),
+            ("client_id", "mesh"),
+            ("redirect_uri", cb.as_str()),
+            ("scope", "openid"),
+            ("code_challenge", &pkce_s256(&verifier)),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/api/v1/authorizations", app.max))
+        .bearer_auth(&token)
+        .json(&json!({ "authorization_url": authz.as_str() }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["request_id"].as_str().unwrap_or_else(|| panic!("{created}"));
+    let approved: Value = http
+        .post(format!("{}/api/v1/authorizations/{id}/approve", app.max))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let redirect = reqwest::Url::parse(approved["redirect_url"].as_str().unwrap()).unwrap();
+    let code = redirect.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let id_token = redeem(&app, &code, &verifier).await;
+    let out = http.delete(format!("{}/api/v1/auth/session", app.max)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    for _ in 0..100 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tokens = seen.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 1, "one logout token");
+    let sent = claims_of(&tokens[0]);
+    assert_eq!(sent["sid"], claims_of(&id_token)["sid"]);
+    assert_eq!(sent["aud"], "mesh");
+    let how: Vec<(String,)> =
+        sqlx::query_as("SELECT detail FROM audit WHERE event = 'logout'").fetch_all(st.db.pool()).await.unwrap();
+    assert_eq!(how, vec![("app".to_string(),)]);
+    }
 }

@@ -32,6 +32,8 @@ pub const MAX_ATTEMPTS: i64 = 40;
 const LEASE_SECS: i64 = 60;
 /// The worker's poll interval when nothing wakes it.
 const POLL: Duration = Duration::from_secs(5);
+/// How often the worker forgets the clients of sessions that cannot be alive any more.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// The HTTP client of the back channel and the worker's wake-up call.
 #[derive(Debug)]
@@ -174,6 +176,7 @@ pub fn send_now(st: &MaxState, ids: Vec<String>) {
 /// Delivers due logout tokens until `shutdown`, and forgets the clients of sessions that cannot be
 /// alive any more.
 pub async fn worker(st: MaxState, mut shutdown: watch::Receiver<bool>) {
+    let mut pruned = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -183,8 +186,12 @@ pub async fn worker(st: MaxState, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = deliver_due(&st, 100).await {
             tracing::warn!(error = %e, "logout tokens not delivered");
         }
-        if let Err(e) = store::prune_sessions(&st.db, st.now() - st.cfg.session_absolute_secs).await {
-            tracing::warn!(error = %e, "session clients not pruned");
+        if pruned.elapsed() >= PRUNE_EVERY {
+            // A write: once in a while, not on every poll.
+            pruned = std::time::Instant::now();
+            if let Err(e) = store::prune_sessions(&st.db, st.now() - st.cfg.session_absolute_secs).await {
+                tracing::warn!(error = %e, "session clients not pruned");
+            }
         }
     }
 }
