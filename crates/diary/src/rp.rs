@@ -191,14 +191,16 @@ impl RelyingParty {
     }
 
     /// Starts an authorization request for client `c`: for a first link (`prompt=consent`, refresh
-    /// token asked) or for signing in to Сферум (with the last ID token as `id_token_hint`). An app
-    /// brings its own PKCE challenge (RFC 8252: the verifier never leaves the app); otherwise one is
-    /// made here and returned.
+    /// token asked) or for signing in to Сферум (with the last ID token as `id_token_hint`, and
+    /// `prompt=login` when `relogin`: MAX ended that session, `backchannel`). An app brings its own
+    /// PKCE challenge (RFC 8252: the verifier never leaves the app); otherwise one is made here and
+    /// returned.
     pub async fn start(
         &self,
         c: ClientRef<'_>,
         link: bool,
         hint: Option<&str>,
+        relogin: bool,
         app_challenge: Option<&str>,
     ) -> Result<Started, RpError> {
         let client = self.client(self.metadata(false).await?, c)?;
@@ -219,12 +221,13 @@ impl RelyingParty {
         };
         if link {
             req = req.add_scope(Scope::new("offline_access".into())).add_prompt(CoreAuthPrompt::Consent);
-        } else if let Some(h) = hint {
-            req = req.add_extra_param("id_token_hint", h.to_string());
         } else {
-            // A linked account without a hint: MAX's back-channel logout cleared it
-            // (`backchannel`), so the next sign-in to Сферум is a fresh one at MAX.
-            req = req.add_prompt(CoreAuthPrompt::Login);
+            if let Some(h) = hint {
+                req = req.add_extra_param("id_token_hint", h.to_string());
+            }
+            if relogin {
+                req = req.add_prompt(CoreAuthPrompt::Login);
+            }
         }
         let (url, state, nonce) = req.url();
         Ok(Started { url: url.to_string(), state: state.secret().clone(), nonce: nonce.secret().clone(), verifier })

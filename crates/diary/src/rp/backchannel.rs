@@ -10,12 +10,15 @@
 //! before (kept in `logout_jtis` until the token expires); `events` holds the back-channel logout
 //! event; there is no `nonce`; `sub` or `sid` is present. Success is 200, `Cache-Control: no-store`.
 //!
-//! What ends: the diary's Сферум state is the link's stored ID token, which the «Сферум» button
-//! sends as `id_token_hint` for a silent sign-in, and the sign-in transactions in flight. Both go;
-//! the link stays (a logout is not an unlink). With no hint stored, the next «Сферум» asks MAX for
-//! `prompt=login` (`RelyingParty::start`): a fresh sign-in at MAX, whatever MAX session the
-//! browser may have. A token with `sid` ends the state only if the stored ID token is of that MAX
-//! session (`links.max_sid`): a logout of an older session leaves a newer one alone.
+//! What ends: the diary's Сферум state is the link's silent sign-in — the «Сферум» button sends the
+//! stored ID token as `id_token_hint` and MAX answers at once while its session lives. The link is
+//! marked logged out (`links.logged_out_at`), so the next «Сферум» asks MAX for `prompt=login`
+//! (`RelyingParty::start`): a fresh sign-in at MAX, whatever MAX session the browser may have; the
+//! hint is still sent, so MAX still says when somebody else signs in. Sign-ins already in flight
+//! are left to finish (the logout token may arrive after the person started the fresh one). The
+//! link stays (a logout is not an unlink) and the next successful sign-in clears the mark. A token with `sid` ends the state only
+//! if the stored ID token is of that MAX session (`links.max_sid`): a logout of an older session
+//! leaves a newer one alone.
 
 use crate::audit::{Event, Record};
 use crate::{DiaryState, audit};
@@ -221,30 +224,24 @@ async fn first_use(tx: &mut Tx, jti: &str, keep_until: i64, now: i64) -> Result<
 }
 
 /// Ends the Сферум state the token names (see the module docs). Returns the users whose state ended.
-async fn end_sferum_state(tx: &mut Tx, issuer: &str, c: &LogoutClaims) -> Result<Vec<String>, StoreError> {
-    const CLEAR: &str = "UPDATE links SET id_token = NULL, max_sid = NULL WHERE issuer = $1";
+async fn end_sferum_state(tx: &mut Tx, issuer: &str, c: &LogoutClaims, now: i64) -> Result<Vec<String>, StoreError> {
+    const MARK: &str = "UPDATE links SET logged_out_at = $1, max_sid = NULL WHERE issuer = $2";
     let users: Vec<String> = match (&c.sub, &c.sid) {
         (Some(sub), Some(sid)) => {
-            let sql = format!("{CLEAR} AND subject = $2 AND (max_sid IS NULL OR max_sid = $3) RETURNING user_id");
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(issuer).bind(sub).bind(sid).fetch_all(&mut *tx).await?
+            let sql = format!("{MARK} AND subject = $3 AND (max_sid IS NULL OR max_sid = $4) RETURNING user_id");
+            let q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(issuer);
+            q.bind(sub).bind(sid).fetch_all(&mut *tx).await?
         }
         (Some(sub), None) => {
-            let sql = format!("{CLEAR} AND subject = $2 RETURNING user_id");
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(issuer).bind(sub).fetch_all(&mut *tx).await?
+            let sql = format!("{MARK} AND subject = $3 RETURNING user_id");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(issuer).bind(sub).fetch_all(&mut *tx).await?
         }
         (None, Some(sid)) => {
-            let sql = format!("{CLEAR} AND max_sid = $2 RETURNING user_id");
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(issuer).bind(sid).fetch_all(&mut *tx).await?
+            let sql = format!("{MARK} AND max_sid = $3 RETURNING user_id");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(issuer).bind(sid).fetch_all(&mut *tx).await?
         }
         (None, None) => Vec::new(),
     };
-    for user in &users {
-        // Sign-ins to Сферум in flight would bring a fresh hint back: they end too (links in flight stay).
-        sqlx::query("DELETE FROM oidc_transactions WHERE user_id = $1 AND (purpose = 'sso' OR purpose LIKE 'join:%')")
-            .bind(user)
-            .execute(&mut *tx)
-            .await?;
-    }
     Ok(users)
 }
 
@@ -257,7 +254,7 @@ pub async fn accept(st: &DiaryState, c: &LogoutClaims, ip: &str) -> Result<Resul
         tx.rollback().await?;
         return Ok(Err(Refused::Replay));
     }
-    let users = end_sferum_state(&mut tx, st.rp.issuer(), c).await?;
+    let users = end_sferum_state(&mut tx, st.rp.issuer(), c, now).await?;
     let detail = if c.sid.is_some() { "sid" } else { "sub" };
     for user in &users {
         let mut r = Record::new(Event::BackchannelLogout).principal(user).ip(ip).detail(detail);

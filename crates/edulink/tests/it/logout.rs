@@ -378,10 +378,21 @@ async fn stored_hint(app: &TestApp) -> (Option<String>, Option<String>) {
     .unwrap()
 }
 
-/// Waits (a few seconds at most) until the diary's stored hint is gone.
-async fn hint_cleared(app: &TestApp) -> bool {
+/// Whether the diary marked the link logged out at MAX (its Сферум state ended).
+async fn logged_out(app: &TestApp) -> bool {
+    let at: Option<i64> = sqlx::query_scalar(
+        "SELECT l.logged_out_at FROM links l JOIN users u ON u.id = l.user_id WHERE u.login = 'student2'",
+    )
+    .fetch_one(diary_db(app).pool())
+    .await
+    .unwrap();
+    at.is_some()
+}
+
+/// Waits (a few seconds at most) until the diary's Сферум state for the link ended.
+async fn sferum_state_ended(app: &TestApp) -> bool {
     for _ in 0..100 {
-        if stored_hint(app).await.0.is_none() {
+        if logged_out(app).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -390,15 +401,23 @@ async fn hint_cleared(app: &TestApp) -> bool {
 }
 
 /// «Сферум» in the diary after a back-channel logout: MAX is asked for a fresh sign-in
-/// (`prompt=login`), never a silent one.
+/// (`prompt=login`, the hint still naming the expected account), never a silent one; once signed
+/// in again, the next «Сферум» is silent again.
 async fn next_sferum_signs_in_afresh(app: &TestApp, b: &Browser) {
     let start = b.get(&format!("{}/sferum", app.diary)).await;
     let to = start.location.clone().unwrap_or_else(|| panic!("{}", start.body));
     let q: HashMap<String, String> = reqwest::Url::parse(&to).unwrap().query_pairs().into_owned().collect();
     assert_eq!(q.get("prompt").map(String::as_str), Some("login"), "{to}");
-    assert!(!q.contains_key("id_token_hint"));
+    assert!(q.contains_key("id_token_hint"));
     let page = b.follow(b.get(&to).await).await;
     assert!(page.url.starts_with(&format!("{}/login", app.max)), "{}", page.url);
+    app.clock.advance(61);
+    let code = app.enter_phone(b, &page, PHONE.0).await;
+    let landed = b.follow(app.enter_code(b, &code, &app.last_code(PHONE.1)).await).await;
+    assert_eq!(landed.url, format!("{}/sferum", app.max), "{}", landed.body);
+    assert!(!logged_out(app).await, "a fresh sign-in ends the mark");
+    let again = b.get(&format!("{}/sferum", app.diary)).await;
+    assert!(!again.location.unwrap().contains("prompt=login"));
 }
 
 both_backends! {
@@ -414,7 +433,7 @@ both_backends! {
     let back = post_logout_uri(&app);
     let page = end_session(&app, &b, &[("id_token_hint", &hint), ("post_logout_redirect_uri", &back), ("state", "bye")]).await;
     assert_eq!(page.location.as_deref(), Some(format!("{back}?state=bye").as_str()), "{}", page.body);
-    assert!(hint_cleared(&app).await, "the diary's Сферум state ended");
+    assert!(sferum_state_ended(&app).await, "the diary's Сферум state ended");
     let linked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM links").fetch_one(diary_db(&app).pool()).await.unwrap();
     assert_eq!(linked, 1, "a logout is not an unlink");
     let d: Vec<(String, Option<String>)> = sqlx::query_as("SELECT event, detail FROM audit WHERE event LIKE 'backchannel%'")
@@ -440,7 +459,7 @@ both_backends! {
     let home = b.get(&format!("{}/", app.max)).await;
     let out = b.post(&format!("{}/logout", app.max), &[("csrf", &home.csrf())]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
-    assert!(hint_cleared(&app).await);
+    assert!(sferum_state_ended(&app).await);
     next_sferum_signs_in_afresh(&app, &b).await;
     }
 }
@@ -534,7 +553,7 @@ both_backends! {
         .await
         .unwrap();
     assert_eq!(edulink_max::oidc::backchannel::account_deleted(st, &account).await.unwrap(), 1);
-    assert!(hint_cleared(&app).await);
+    assert!(sferum_state_ended(&app).await);
     let d: Vec<(String,)> = sqlx::query_as("SELECT detail FROM audit WHERE event = 'backchannel_logout'")
         .fetch_all(diary_db(&app).pool())
         .await
@@ -625,12 +644,12 @@ both_backends! {
     neither.as_object_mut().unwrap().remove("sub");
     neither.as_object_mut().unwrap().remove("sid");
     assert_eq!(post_logout_token(&app, &sign(&neither)).await.2["error_description"], "sub_or_sid");
-    assert!(stored_hint(&app).await.0.is_some(), "no bad token ended anything");
+    assert!(!logged_out(&app).await, "no bad token ended anything");
     let token = sign(&good);
     let (status, headers, _) = post_logout_token(&app, &token).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["cache-control"], "no-store");
-    assert!(stored_hint(&app).await.0.is_none());
+    assert!(logged_out(&app).await);
     let (status, _, body) = post_logout_token(&app, &token).await;
     assert_eq!((status, body["error_description"].as_str()), (StatusCode::BAD_REQUEST, Some("jti_replay")));
     let refused: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE event = 'backchannel_refused'")
