@@ -391,13 +391,7 @@ async fn logged_out(app: &TestApp) -> bool {
 
 /// Waits (a few seconds at most) until the diary's Сферум state for the link ended.
 async fn sferum_state_ended(app: &TestApp) -> bool {
-    for _ in 0..100 {
-        if logged_out(app).await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    eventually(|| logged_out(app)).await
 }
 
 /// «Сферум» in the diary after a back-channel logout: MAX is asked for a fresh sign-in
@@ -464,13 +458,27 @@ both_backends! {
     }
 }
 
-/// A local back-channel endpoint that fails its first `fail` calls with 503, then answers 200;
-/// returns its URL and the logout tokens it received.
-async fn flaky_receiver(fail: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// Polls `done` every 50 ms for at most five seconds (deliveries happen in the background).
+async fn eventually<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) -> bool {
+    for _ in 0..100 {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The logout tokens a test receiver got.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Registers a local back-channel endpoint as the diary client's `backchannel_logout_uri`: it fails
+/// its first `fail` calls with 503, then answers 200. Returns the logout tokens it receives.
+async fn flaky_receiver(app: &TestApp, fail: usize) -> Seen {
     use axum::{Form, Router, routing::post};
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let s = seen.clone();
-    let app = Router::new().route(
+    let router = Router::new().route(
         "/bcl",
         post(move |Form(f): Form<HashMap<String, String>>| {
             let s = s.clone();
@@ -483,8 +491,14 @@ async fn flaky_receiver(fail: usize) -> (String, std::sync::Arc<std::sync::Mutex
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/bcl", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (url, seen)
+    tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
+    let reg = edulink_max::repo::logout::LogoutRegistration {
+        post_logout_redirect_uris: vec![],
+        backchannel_logout_uri: Some(url),
+        backchannel_logout_session_required: true,
+    };
+    edulink_max::repo::logout::upsert_logout(max_db(app), "mesh", &reg).await.unwrap();
+    seen
 }
 
 both_backends! {
@@ -493,13 +507,7 @@ both_backends! {
     /// after a backoff until the client answers 200; every attempt is a fresh token (`jti`).
     async fn backchannel_logout_tokens_are_retried_until_delivered(app) {
     let st = app.running.max.as_ref().unwrap();
-    let (url, seen) = flaky_receiver(1).await;
-    let reg = edulink_max::repo::logout::LogoutRegistration {
-        post_logout_redirect_uris: vec![],
-        backchannel_logout_uri: Some(url),
-        backchannel_logout_session_required: false,
-    };
-    edulink_max::repo::logout::upsert_logout(&st.db, "mesh", &reg).await.unwrap();
+    let seen = flaky_receiver(&app, 1).await;
     let b = Browser::new();
     max_sign_in(&app, &b).await;
     let hint = id_token(&app, &b).await;
@@ -510,25 +518,14 @@ both_backends! {
             .await
             .unwrap()
     };
-    let mut waited = 0;
-    while jobs().await.first().is_none_or(|j| j.0 == 0) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += 1;
-        assert!(waited < 100, "the immediate attempt never happened");
-    }
+    assert!(eventually(|| async { jobs().await.first().is_some_and(|j| j.0 == 1) }).await, "the immediate attempt failed");
     let (attempts, next) = jobs().await[0];
     assert_eq!(attempts, 1);
     assert!(next > app.clock.now(), "backoff before the next attempt");
     app.clock.advance((next - app.clock.now()).max(0));
     // Due now: this call delivers it (unless the worker's poll got there first).
     edulink_max::oidc::backchannel::deliver_due(st, 10).await.unwrap();
-    for _ in 0..100 {
-        if jobs().await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(jobs().await.is_empty(), "delivered");
+    assert!(eventually(|| async { jobs().await.is_empty() }).await, "delivered");
     let tokens = seen.lock().unwrap().clone();
     assert_eq!(tokens.len(), 2);
     let (a, b2) = (claims_of(&tokens[0]), claims_of(&tokens[1]));
@@ -675,13 +672,7 @@ both_backends! {
     /// in the app) is sent a logout token with that session's `sid`.
     async fn max_app_sign_out_sends_logout_tokens(app) {
     let st = app.running.max.as_ref().unwrap();
-    let (url, seen) = flaky_receiver(0).await;
-    let reg = edulink_max::repo::logout::LogoutRegistration {
-        post_logout_redirect_uris: vec![],
-        backchannel_logout_uri: Some(url),
-        backchannel_logout_session_required: true,
-    };
-    edulink_max::repo::logout::upsert_logout(&st.db, "mesh", &reg).await.unwrap();
+    let seen = flaky_receiver(&app, 0).await;
     let token = crate::api::max_app_sign_in(&app, PHONE.0, PHONE.1).await;
     let verifier = random_token(32);
     let cb = format!("{}/sferum/callback", app.diary);
@@ -724,12 +715,7 @@ both_backends! {
     let id_token = redeem(&app, &code, &verifier).await;
     let out = http.delete(format!("{}/api/v1/auth/session", app.max)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
-    for _ in 0..100 {
-        if !seen.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(eventually(|| async { !seen.lock().unwrap().is_empty() }).await);
     let tokens = seen.lock().unwrap().clone();
     assert_eq!(tokens.len(), 1, "one logout token");
     let sent = claims_of(&tokens[0]);
