@@ -40,26 +40,49 @@ async fn max_sign_in(app: &TestApp, b: &Browser) {
     }
 }
 
+/// A new browser signed in to MAX.
+async fn signed_in(app: &TestApp) -> Browser {
+    let b = Browser::new();
+    max_sign_in(app, &b).await;
+    b
+}
+
+/// A new browser signed in to MAX, and an ID token of the diary client from that session.
+async fn signed_in_with_id_token(app: &TestApp) -> (Browser, String) {
+    let b = signed_in(app).await;
+    let t = id_token(app, &b).await;
+    (b, t)
+}
+
+/// «Вы вышли из MAX» was shown and the session in `b` is gone.
+async fn assert_signed_out(app: &TestApp, b: &Browser, page: &Page) {
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.has("Вы вышли из MAX"), "{}", page.body);
+    assert!(!max_session_alive(app, b).await, "the MAX session ended");
+}
+
+/// An authorization request of the diary client (PKCE for `verifier`), plus `extra`.
+fn authorize_url(app: &TestApp, verifier: &str, extra: &[(&str, &str)]) -> reqwest::Url {
+    let cb = format!("{}/sferum/callback", app.diary);
+    let challenge = pkce_s256(verifier);
+    let mut params = vec![
+        ("response_type", "code"),
+        ("client_id", "mesh"),
+        ("redirect_uri", cb.as_str()),
+        ("scope", "openid"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    params.extend_from_slice(extra);
+    reqwest::Url::parse_with_params(&format!("{}/oauth/authorize", app.max), &params).unwrap()
+}
+
 /// The demo diary client's code flow in `b` (signed in at MAX), as the suite's RP runs it; returns
 /// the ID token.
 async fn id_token(app: &TestApp, b: &Browser) -> String {
     let verifier = random_token(32);
     let cb = format!("{}/sferum/callback", app.diary);
-    let url = reqwest::Url::parse_with_params(
-        &format!("{}/oauth/authorize", app.max),
-        &[
-            ("response_type", "code"),
-            ("client_id", "mesh"),
-            ("redirect_uri", cb.as_str()),
-            ("scope", "openid"),
-            ("state", "st-1"),
-            ("nonce", "n-1"),
-            ("code_challenge", &pkce_s256(&verifier)),
-            ("code_challenge_method", "S256"),
-            ("prompt", "consent"),
-        ],
-    )
-    .unwrap();
+    let url = authorize_url(app, &verifier, &[("state", "st-1"), ("nonce", "n-1"), ("prompt", "consent")]);
     let mut page = b.get(url.as_str()).await;
     let code = loop {
         let loc = page.location.clone().unwrap_or_else(|| panic!("no redirect at {}: {}", page.url, page.body));
@@ -111,20 +134,7 @@ async fn end_session(app: &TestApp, b: &Browser, params: &[(&str, &str)]) -> Pag
 /// Whether `b` still has a MAX session: a `prompt=none` request of the diary client answers with a
 /// code, or with `login_required` (the suite's check after every logout module).
 async fn max_session_alive(app: &TestApp, b: &Browser) -> bool {
-    let cb = format!("{}/sferum/callback", app.diary);
-    let url = reqwest::Url::parse_with_params(
-        &format!("{}/oauth/authorize", app.max),
-        &[
-            ("response_type", "code"),
-            ("client_id", "mesh"),
-            ("redirect_uri", cb.as_str()),
-            ("scope", "openid"),
-            ("code_challenge", &pkce_s256(&random_token(32))),
-            ("code_challenge_method", "S256"),
-            ("prompt", "none"),
-        ],
-    )
-    .unwrap();
+    let url = authorize_url(app, &random_token(32), &[("prompt", "none")]);
     let page = b.get(url.as_str()).await;
     let loc = page.location.unwrap_or_else(|| panic!("prompt=none must redirect: {}", page.body));
     let q: HashMap<String, String> = reqwest::Url::parse(&loc).unwrap().query_pairs().into_owned().collect();
@@ -147,9 +157,7 @@ both_backends! {
     /// browser back with `state` echoed and nothing else added (RP-Initiated Logout 1.0 §2, §3);
     /// `prompt=none` then answers `login_required`. The ID token carries `sid`.
     async fn oidcc_rp_initiated_logout(app) {
-    let b = Browser::new();
-    max_sign_in(&app, &b).await;
-    let hint = id_token(&app, &b).await;
+    let (b, hint) = signed_in_with_id_token(&app).await;
     assert!(claims_of(&hint)["sid"].as_str().is_some_and(|s| s.len() >= 32), "sid in the ID token");
     let back = post_logout_uri(&app);
     let page = end_session(&app, &b, &[("id_token_hint", &hint), ("post_logout_redirect_uri", &back), ("state", "st 9")]).await;
@@ -165,9 +173,7 @@ both_backends! {
 both_backends! {
     /// `oidcc-rp-initiated-logout-no-state`: without `state` the redirect carries no `state`.
     async fn oidcc_rp_initiated_logout_no_state(app) {
-    let b = Browser::new();
-    max_sign_in(&app, &b).await;
-    let hint = id_token(&app, &b).await;
+    let (b, hint) = signed_in_with_id_token(&app).await;
     let back = post_logout_uri(&app);
     let page = end_session(&app, &b, &[("id_token_hint", &hint), ("post_logout_redirect_uri", &back)]).await;
     assert_eq!(page.location.as_deref(), Some(back.as_str()));
@@ -182,16 +188,13 @@ both_backends! {
     async fn oidcc_rp_initiated_logout_no_params(app) {
     for params in [vec![], vec![("state", "only-state")]] {
         app.clock.advance(61); // SMS codes to one phone are at least 60 s apart
-        let b = Browser::new();
-        max_sign_in(&app, &b).await;
+        let b = signed_in(&app).await;
         let page = end_session(&app, &b, &params).await;
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.has("Выйти из MAX?"), "{}", page.body);
         assert!(max_session_alive(&app, &b).await, "nothing ends before the person confirms");
         let done = b.post(&format!("{}/logout/confirm", app.max), &[("csrf", &page.csrf()), ("state", "only-state")]).await;
-        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
-        assert!(done.has("Вы вышли из MAX"), "{}", done.body);
-        assert!(!max_session_alive(&app, &b).await);
+        assert_signed_out(&app, &b, &done).await;
     }
     }
 }
@@ -200,13 +203,9 @@ both_backends! {
     /// `oidcc-rp-initiated-logout-no-post-logout-redirect-uri`: a valid hint and nothing else logs
     /// out and shows «Вы вышли из MAX».
     async fn oidcc_rp_initiated_logout_no_post_logout_redirect_uri(app) {
-    let b = Browser::new();
-    max_sign_in(&app, &b).await;
-    let hint = id_token(&app, &b).await;
+    let (b, hint) = signed_in_with_id_token(&app).await;
     let page = end_session(&app, &b, &[("id_token_hint", &hint)]).await;
-    assert_eq!(page.status, StatusCode::OK);
-    assert!(page.has("Вы вышли из MAX"), "{}", page.body);
-    assert!(!max_session_alive(&app, &b).await);
+    assert_signed_out(&app, &b, &page).await;
     }
 }
 
@@ -215,8 +214,7 @@ both_backends! {
     /// `client_id` but no hint is not redirected to: MAX asks first (logout CSRF, §6). The form is
     /// bound to the session's CSRF token; once confirmed, the browser goes back with `state`.
     async fn oidcc_rp_initiated_logout_no_id_token_hint(app) {
-    let b = Browser::new();
-    max_sign_in(&app, &b).await;
+    let b = signed_in(&app).await;
     let back = post_logout_uri(&app);
     let page =
         end_session(&app, &b, &[("client_id", "mesh"), ("post_logout_redirect_uri", &back), ("state", "s-2")]).await;
@@ -259,9 +257,7 @@ both_backends! {
     /// by another key, or the real one turned into `alg: none`, is an error page — no redirect, no
     /// logout.
     async fn oidcc_rp_initiated_logout_bad_id_token_hint(app) {
-    let b = Browser::new();
-    max_sign_in(&app, &b).await;
-    let hint = id_token(&app, &b).await;
+    let (b, hint) = signed_in_with_id_token(&app).await;
     let sub = claims_of(&hint)["sub"].as_str().unwrap().to_string();
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -282,9 +278,7 @@ both_backends! {
     /// `-query-added-to-post-logout-redirect-uri`: a URI not registered exactly is an error page,
     /// even with a valid hint (§3.1: MAX never redirects to it), and the session lives on.
     async fn oidcc_rp_initiated_logout_bad_post_logout_redirect_uri(app) {
-    let b = Browser::new();
-    max_sign_in(&app, &b).await;
-    let hint = id_token(&app, &b).await;
+    let (b, hint) = signed_in_with_id_token(&app).await;
     for bad in [
         "https://evil.example/".to_string(),
         format!("{}?foo=bar", post_logout_uri(&app)),
@@ -306,9 +300,7 @@ both_backends! {
     /// RP-Initiated Logout 1.0 §2: the endpoint answers POST as GET; an expired ID token is a valid
     /// hint; `ui_locales` picks the page's language (English here).
     async fn rp_initiated_logout_by_post_with_an_expired_hint_and_ui_locales(app) {
-    let b = Browser::new();
-    max_sign_in(&app, &b).await;
-    let hint = id_token(&app, &b).await;
+    let (b, hint) = signed_in_with_id_token(&app).await;
     let page = b.post(&format!("{}/oauth/logout", app.max), &[("ui_locales", "en")]).await;
     assert!(page.has("Sign out of MAX?"), "{}", page.body);
     app.clock.advance(3600);
@@ -325,17 +317,14 @@ both_backends! {
     /// A hint from another MAX session (the same account signed in elsewhere) proves nothing about
     /// this one: MAX asks; the hint of a key that was rotated out but is still published verifies.
     async fn rp_initiated_logout_with_a_hint_of_another_session_asks_first(app) {
-    let other = Browser::new();
-    max_sign_in(&app, &other).await;
-    let hint = id_token(&app, &other).await;
+    let (other, hint) = signed_in_with_id_token(&app).await;
     let st = app.running.max.as_ref().unwrap();
     let now = app.clock.now();
     edulink_max::keys::rotate(&st.db, &st.secrets.key_cipher, now, 30 * 86_400).await.unwrap();
     app.clock.advance(edulink_max::keys::ACTIVATION_DELAY_SECS + 1);
     st.keys.refresh(&st.db, &st.secrets.key_cipher, app.clock.now()).await.unwrap();
     app.clock.advance(61);
-    let b = Browser::new();
-    max_sign_in(&app, &b).await;
+    let b = signed_in(&app).await;
     let page = end_session(&app, &b, &[("id_token_hint", &hint), ("post_logout_redirect_uri", &post_logout_uri(&app))]).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.has("Выйти из MAX?"));
@@ -357,6 +346,11 @@ both_backends! {
     assert_eq!(d["backchannel_logout_supported"], true);
     assert_eq!(d["backchannel_logout_session_supported"], true);
     }
+}
+
+/// A count MAX's database answers.
+async fn max_count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(max_db(app).pool()).await.unwrap()
 }
 
 /// A diary student linked to MAX in a browser of their own (MAX session included).
@@ -435,13 +429,10 @@ both_backends! {
         .await
         .unwrap();
     assert_eq!(d, vec![("backchannel_logout".into(), Some("sid".into()))]);
-    let m: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE event = 'backchannel_sent'")
-        .fetch_one(max_db(&app).pool())
-        .await
-        .unwrap();
-    assert_eq!(m, 1);
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM backchannel_jobs").fetch_one(max_db(&app).pool()).await.unwrap();
-    assert_eq!(left, 0, "delivered jobs are gone");
+    // MAX records the delivery once the diary's 200 is back: a moment after the diary's commit.
+    let jobs = "SELECT COUNT(*) FROM backchannel_jobs";
+    assert!(eventually(|| async { max_count(&app, jobs).await == 0 }).await, "delivered");
+    assert_eq!(max_count(&app, "SELECT COUNT(*) FROM audit WHERE event = 'backchannel_sent'").await, 1);
     next_sferum_signs_in_afresh(&app, &b).await;
     }
 }
@@ -508,9 +499,7 @@ both_backends! {
     async fn backchannel_logout_tokens_are_retried_until_delivered(app) {
     let st = app.running.max.as_ref().unwrap();
     let seen = flaky_receiver(&app, 1).await;
-    let b = Browser::new();
-    max_sign_in(&app, &b).await;
-    let hint = id_token(&app, &b).await;
+    let (b, hint) = signed_in_with_id_token(&app).await;
     end_session(&app, &b, &[("id_token_hint", &hint)]).await;
     let jobs = || async {
         sqlx::query_as::<_, (i64, i64)>("SELECT attempts, next_attempt_at FROM backchannel_jobs")
@@ -675,19 +664,7 @@ both_backends! {
     let seen = flaky_receiver(&app, 0).await;
     let token = crate::api::max_app_sign_in(&app, PHONE.0, PHONE.1).await;
     let verifier = random_token(32);
-    let cb = format!("{}/sferum/callback", app.diary);
-    let authz = reqwest::Url::parse_with_params(
-        &format!("{}/oauth/authorize", app.max),
-        &[
-            ("response_type", "code"),
-            ("client_id", "mesh"),
-            ("redirect_uri", cb.as_str()),
-            ("scope", "openid"),
-            ("code_challenge", &pkce_s256(&verifier)),
-            ("code_challenge_method", "S256"),
-        ],
-    )
-    .unwrap();
+    let authz = authorize_url(&app, &verifier, &[]);
     let http = reqwest::Client::new();
     let created: Value = http
         .post(format!("{}/api/v1/authorizations", app.max))
