@@ -24,7 +24,7 @@ async fn call(method: reqwest::Method, url: String, token: Option<&str>, body: O
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn post(url: String, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn post(url: String, token: Option<&str>, body: Value) -> (StatusCode, Value) {
     call(reqwest::Method::POST, url, token, Some(body)).await
 }
 

@@ -665,32 +665,20 @@ both_backends! {
     let token = crate::api::max_app_sign_in(&app, PHONE.0, PHONE.1).await;
     let verifier = random_token(32);
     let authz = authorize_url(&app, &verifier, &[]);
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/api/v1/authorizations", app.max))
-        .bearer_auth(&token)
-        .json(&json!({ "authorization_url": authz.as_str() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{}/api/v1/authorizations", app.max);
+    let (_, created) = crate::api::post(url, Some(&token), json!({ "authorization_url": authz.as_str() })).await;
     let id = created["request_id"].as_str().unwrap_or_else(|| panic!("{created}"));
-    let approved: Value = http
-        .post(format!("{}/api/v1/authorizations/{id}/approve", app.max))
-        .bearer_auth(&token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{}/api/v1/authorizations/{id}/approve", app.max);
+    let (_, approved) = crate::api::post(url, Some(&token), json!({})).await;
     let redirect = reqwest::Url::parse(approved["redirect_url"].as_str().unwrap()).unwrap();
     let code = redirect.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
     let id_token = redeem(&app, &code, &verifier).await;
-    let out = http.delete(format!("{}/api/v1/auth/session", app.max)).bearer_auth(&token).send().await.unwrap();
+    let out = reqwest::Client::new()
+        .delete(format!("{}/api/v1/auth/session", app.max))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
     assert!(eventually(|| async { !seen.lock().unwrap().is_empty() }).await);
     let tokens = seen.lock().unwrap().clone();
