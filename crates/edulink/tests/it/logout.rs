@@ -691,3 +691,25 @@ both_backends! {
     assert_eq!(how, vec![("app".to_string(),)]);
     }
 }
+
+both_backends! {
+    /// `edulink max client add` registers a client's logout URIs (RP-Initiated Logout 1.0 §3.1,
+    /// Back-Channel Logout 1.0 §2.2) and refuses a relative one.
+    async fn max_client_add_registers_logout_uris(app) {
+    let dir = app.config.data_dir.clone();
+    let add = |extra: &'static [&'static str]| {
+        let mut args = vec!["max", "client", "add", "--id", "other-rp", "--name", "Другой", "--redirect-uri"];
+        args.extend(["https://rp.example/cb"].iter().chain(extra));
+        args
+    };
+    let bad = crate::admin::edulink(&app.config, &dir, &add(&["--backchannel-logout-uri", "/bcl"])).await;
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("/bcl"));
+    let extra = &["--post-logout-redirect-uri", "https://rp.example/bye", "--backchannel-logout-uri", "https://rp.example/bcl"];
+    let out = crate::admin::edulink(&app.config, &dir, &add(extra)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reg = edulink_max::repo::logout::logout_registration(max_db(&app), "other-rp").await.unwrap();
+    assert_eq!(reg.post_logout_redirect_uris, vec!["https://rp.example/bye".to_string()]);
+    assert_eq!(reg.backchannel_logout_uri.as_deref(), Some("https://rp.example/bcl"));
+    assert!(!reg.backchannel_logout_session_required);
+    }
+}
