@@ -16,9 +16,12 @@
 //! (`RelyingParty::start`): a fresh sign-in at MAX, whatever MAX session the browser may have; the
 //! hint is still sent, so MAX still says when somebody else signs in. Sign-ins already in flight
 //! are left to finish (the logout token may arrive after the person started the fresh one). The
-//! link stays (a logout is not an unlink) and the next successful sign-in clears the mark. A token with `sid` ends the state only
-//! if the stored ID token is of that MAX session (`links.max_sid`): a logout of an older session
-//! leaves a newer one alone.
+//! link stays (a logout is not an unlink) and the next successful sign-in clears the mark.
+//!
+//! The diary has one Сферум state per link, whichever MAX session it came from, so a token naming
+//! the subject ends it whatever its `sid` (MAX gives a session a new `sid` when it re-authenticates
+//! it); a token naming only `sid` ends the state of the link whose stored ID token is of that
+//! session (`links.max_sid`).
 
 use crate::audit::{Event, Record};
 use crate::{DiaryState, audit};
@@ -227,12 +230,7 @@ async fn first_use(tx: &mut Tx, jti: &str, keep_until: i64, now: i64) -> Result<
 async fn end_sferum_state(tx: &mut Tx, issuer: &str, c: &LogoutClaims, now: i64) -> Result<Vec<String>, StoreError> {
     const MARK: &str = "UPDATE links SET logged_out_at = $1, max_sid = NULL WHERE issuer = $2";
     let users: Vec<String> = match (&c.sub, &c.sid) {
-        (Some(sub), Some(sid)) => {
-            let sql = format!("{MARK} AND subject = $3 AND (max_sid IS NULL OR max_sid = $4) RETURNING user_id");
-            let q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(issuer);
-            q.bind(sub).bind(sid).fetch_all(&mut *tx).await?
-        }
-        (Some(sub), None) => {
+        (Some(sub), _) => {
             let sql = format!("{MARK} AND subject = $3 RETURNING user_id");
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(issuer).bind(sub).fetch_all(&mut *tx).await?
         }

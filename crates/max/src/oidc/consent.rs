@@ -207,7 +207,8 @@ pub async fn switch_account(
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     let (session, req) = pending_form(&st, &headers, &form).await?;
-    repo::delete_session(&st.db, &session.id_hash).await?;
+    // The account signs out (its clients are told on the back channel); the request stays.
+    super::logout::sign_out(&st, &session, super::logout::SignOutBy::Switch, None).await?;
     let (raw, _) = repo::create_session(&st.db, st.now(), Some(&req.id)).await?;
     let mut resp = see_other("/login");
     resp.headers_mut().append(header::SET_COOKIE, st.cookies.set(login::SESSION_COOKIE, &raw, None));

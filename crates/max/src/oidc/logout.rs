@@ -43,6 +43,8 @@ pub enum SignOutBy {
     Web,
     /// The MAX app's sign-out.
     App,
+    /// «Войти в другую учетную запись» during an authorization.
+    Switch,
 }
 
 impl SignOutBy {
@@ -51,6 +53,7 @@ impl SignOutBy {
             SignOutBy::EndSession => "end_session",
             SignOutBy::Web => "web",
             SignOutBy::App => "app",
+            SignOutBy::Switch => "switch",
         }
     }
 }

@@ -88,6 +88,12 @@ pub async fn remember_client(
     Ok(())
 }
 
+/// Re-authentication gave the session a new id, and so a new `sid`: its clients stay its clients.
+pub async fn move_session(tx: &mut Tx, from: &str, to: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE session_clients SET sid = $1 WHERE sid = $2").bind(to).bind(from).execute(tx).await?;
+    Ok(())
+}
+
 /// A logout token to deliver: to whom, about whom.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Job {
@@ -246,4 +252,52 @@ pub async fn failed(db: &Db, id: &str, next_attempt_at: i64, error: &str) -> Res
 /// longest session).
 pub async fn prune_sessions(db: &Db, before: i64) -> Result<u64, StoreError> {
     Ok(db.execute(sqlx::query("DELETE FROM session_clients WHERE created_at < $1").bind(before)).await?.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oidc::sid_of;
+    use crate::repo::sessions;
+
+    async fn count(db: &Db, sql: &str, sid: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(sid).fetch_one(db.pool()).await.unwrap()
+    }
+
+    /// A session's clients follow it through re-authentication (its id, and so its `sid`, change),
+    /// and are owed a logout token when another account signs in over it.
+    #[tokio::test]
+    async fn re_authentication_keeps_the_clients_and_another_account_signing_in_tells_them() {
+        let (db, _dir) = crate::test_db().await;
+        for a in ["a1", "a2"] {
+            db.execute(
+                sqlx::query("INSERT INTO accounts (id, phone_hash, phone_enc, first_name, last_name, created_at) VALUES ($1, $1, 'x', 'И', 'Ф', 0)")
+                    .bind(a),
+            )
+            .await
+            .unwrap();
+        }
+        db.execute(sqlx::query(
+            "INSERT INTO clients (client_id, name, redirect_uris, id_token_alg, sector, scopes, created_at) \
+             VALUES ('c', 'C', '[]', 'EdDSA', 'c', 'openid', 0)",
+        ))
+        .await
+        .unwrap();
+        let reg =
+            LogoutRegistration { backchannel_logout_uri: Some("https://c.example/bcl".into()), ..Default::default() };
+        upsert_logout(&db, "c", &reg).await.unwrap();
+        let (_, anon) = sessions::create_session(&db, 1, None).await.unwrap();
+        let (_, first) = sessions::sign_in(&db, &anon, "a1", 2).await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        remember_client(&mut tx, &sid_of(&first.id_hash), "c", "a1", "s1", 2).await.unwrap();
+        tx.commit().await.unwrap();
+        let (_, again) = sessions::sign_in(&db, &first, "a1", 3).await.unwrap();
+        let clients = "SELECT COUNT(*) FROM session_clients WHERE sid = $1";
+        assert_eq!(count(&db, clients, &sid_of(&first.id_hash)).await, 0);
+        assert_eq!(count(&db, clients, &sid_of(&again.id_hash)).await, 1);
+        let jobs = "SELECT COUNT(*) FROM backchannel_jobs WHERE sid = $1";
+        sessions::sign_in(&db, &again, "a2", 4).await.unwrap();
+        assert_eq!(count(&db, clients, &sid_of(&again.id_hash)).await, 0);
+        assert_eq!(count(&db, jobs, &sid_of(&again.id_hash)).await, 1, "a1's client is owed a logout token");
+    }
 }

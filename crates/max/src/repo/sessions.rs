@@ -130,6 +130,15 @@ pub async fn sign_in_in(
         auth_at: Some(now),
     };
     delete_session_in(tx, &old.id_hash).await?;
+    if let Some(previous) = old.account_id.as_deref() {
+        // Back-channel logout (`oidc::backchannel`): the clients of a session are told when it ends.
+        let (from, to) = (crate::oidc::sid_of(&old.id_hash), crate::oidc::sid_of(&s.id_hash));
+        if previous == account_id {
+            crate::repo::logout::move_session(tx, &from, &to).await?;
+        } else {
+            crate::repo::logout::enqueue_session(tx, &from, now).await?;
+        }
+    }
     sqlx::query(
         "INSERT INTO sessions (id_hash, account_id, csrf, pending_request, created_at, last_seen_at, auth_at) \
          VALUES ($1, $2, $3, $4, $5, $5, $5)",
