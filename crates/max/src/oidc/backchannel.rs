@@ -35,26 +35,26 @@ const POLL: Duration = Duration::from_secs(5);
 /// How often the worker forgets the clients of sessions that cannot be alive any more.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// The HTTP client of the back channel and the worker's wake-up call.
-#[derive(Debug)]
+/// The HTTP client of the back channel (made on first use: most processes never sign anybody
+/// out, and a TLS client costs start-up time) and the worker's wake-up call.
+#[derive(Debug, Default)]
 pub struct Courier {
-    http: reqwest::Client,
+    http: std::sync::OnceLock<reqwest::Client>,
     wake: tokio::sync::Notify,
 }
 
-impl Default for Courier {
-    fn default() -> Self {
-        let http = reqwest::Client::builder()
-            // A logout URI is registered by the client: never follow it elsewhere (SSRF).
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("HTTP client");
-        Courier { http, wake: tokio::sync::Notify::new() }
-    }
-}
-
 impl Courier {
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                // A logout URI is registered by the client: never follow it elsewhere (SSRF).
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("HTTP client")
+        })
+    }
+
     /// Wakes the worker (a job was queued that the immediate attempt did not deliver).
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -109,7 +109,7 @@ async fn send(st: &MaxState, job: &Job, uri: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::Sign(e.to_string()))?;
     let resp = st
         .backchannel
-        .http
+        .http()
         .post(uri)
         .form(&[("logout_token", token.as_str())])
         .send()
