@@ -266,7 +266,7 @@ pub async fn start_link(
         return Err(AppError::conflict("error-link-already"));
     }
     let c = ClientRef { id: &app.client_id, secret: None, redirect_uri: &app.redirect_uri };
-    let started = st.rp.start(c, true, None, Some(&body.code_challenge)).await.map_err(max_unavailable)?;
+    let started = st.rp.start(c, true, None, false, Some(&body.code_challenge)).await.map_err(max_unavailable)?;
     let t = repo::Transaction {
         user_id: user.id,
         purpose: repo::Purpose::App(app.key.clone()),

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 /// The diary's tables.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client", 6 => "0006_handoff_session", 7 => "0007_link_generations"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client", 5 => "0005_backchannel_logout", 6 => "0006_handoff_session", 7 => "0007_link_generations"];
     own.to_vec()
 }
 
@@ -192,6 +192,7 @@ pub fn router(state: DiaryState) -> Router {
         .route("/sferum/connect", post(pages::link::connect))
         .route("/sferum/callback", get(pages::link::callback))
         .route("/sferum/linked", get(pages::link::linked))
+        .route("/oidc/backchannel-logout", post(rp::backchannel::receive))
         .route("/sferum/handoff", get(pages::home::handoff).post(pages::home::handoff_submit))
         .route("/sferum/lessons/{id}", get(pages::lessons::join_lesson))
         .route("/lessons/{id}", get(pages::lessons::lesson_page).post(pages::lessons::lesson_submit))
@@ -209,7 +210,7 @@ pub fn router(state: DiaryState) -> Router {
         .route("/static/app.js", get(views::js));
     let sec = SiteSecurity {
         origin: state.cfg.base_url.clone(),
-        exempt_prefixes: vec!["/api/"],
+        exempt_prefixes: vec!["/api/", "/oidc/"],
         https: state.cfg.https(),
         // «Подключить» and the handoff post here and are redirected on to MAX.
         form_targets: url::Url::parse(&state.cfg.max_issuer)

@@ -51,8 +51,8 @@ pub async fn store(
     let mut tx = st.db.begin().await?;
     let generation = next_generation(&mut tx).await?;
     let inserted = sqlx::query(
-        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token, generation) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token, generation, max_sid) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&user.id)
     .bind(st.rp.issuer())
@@ -61,6 +61,7 @@ pub async fn store(
     .bind(&refresh_enc)
     .bind(&v.id_token)
     .bind(generation)
+    .bind(crate::rp::backchannel::session_of(&v.id_token))
     .execute(&mut tx)
     .await
     .map_err(StoreError::from);

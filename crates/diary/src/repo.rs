@@ -394,21 +394,33 @@ pub struct Link {
     pub id_token: Option<String>,
     /// Its generation: carried by every message to MAX about it (see [`crate::links`]).
     pub generation: i64,
+    /// When MAX said the session of that ID token ended (back-channel logout): the next sign-in
+    /// asks MAX for a fresh one.
+    pub logged_out_at: Option<i64>,
 }
 
 /// The live link of a user.
 pub async fn link(db: &Db, user_id: &str) -> Result<Option<Link>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT issuer, subject, linked_at, refresh_enc, id_token, generation FROM links WHERE user_id = $1",
+        "SELECT issuer, subject, linked_at, refresh_enc, id_token, generation, logged_out_at FROM links \
+         WHERE user_id = $1",
     )
     .bind(user_id)
     .fetch_optional(db.pool())
     .await?)
 }
 
-/// Stores the newest ID token of a link (after a sign-in to Сферум).
+/// Stores the newest ID token of a link (after a sign-in to Сферум), with its MAX session (`sid`);
+/// a logout reported before is over.
 pub async fn set_link_id_token(db: &Db, user_id: &str, id_token: &str) -> Result<(), StoreError> {
-    db.execute(sqlx::query("UPDATE links SET id_token = $1 WHERE user_id = $2").bind(id_token).bind(user_id)).await?;
+    let sid = crate::rp::backchannel::session_of(id_token);
+    db.execute(
+        sqlx::query("UPDATE links SET id_token = $1, max_sid = $2, logged_out_at = NULL WHERE user_id = $3")
+            .bind(id_token)
+            .bind(sid)
+            .bind(user_id),
+    )
+    .await?;
     Ok(())
 }
 

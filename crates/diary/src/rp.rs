@@ -16,6 +16,8 @@ use openidconnect::{
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod backchannel;
+
 /// Errors talking to MAX or validating its answers. Details are logged; users see a clear message.
 #[derive(Debug, thiserror::Error)]
 pub enum RpError {
@@ -174,6 +176,11 @@ impl RelyingParty {
         Ok(metadata)
     }
 
+    /// MAX's JWKS, as cached with the metadata (`force`: fetched again).
+    pub async fn jwks(&self, force: bool) -> Result<openidconnect::core::CoreJsonWebKeySet, RpError> {
+        Ok(self.metadata(force).await?.jwks().clone())
+    }
+
     /// Our web client.
     pub fn web(&self) -> ClientRef<'_> {
         ClientRef { id: &self.client_id, secret: Some(&self.client_secret), redirect_uri: &self.redirect_uri }
@@ -189,14 +196,16 @@ impl RelyingParty {
     }
 
     /// Starts an authorization request for client `c`: for a first link (`prompt=consent`, refresh
-    /// token asked) or for signing in to Сферум (with the last ID token as `id_token_hint`). An app
-    /// brings its own PKCE challenge (RFC 8252: the verifier never leaves the app); otherwise one is
-    /// made here and returned.
+    /// token asked) or for signing in to Сферум (with the last ID token as `id_token_hint`, and
+    /// `prompt=login` when `relogin`: MAX ended that session, `backchannel`). An app brings its own
+    /// PKCE challenge (RFC 8252: the verifier never leaves the app); otherwise one is made here and
+    /// returned.
     pub async fn start(
         &self,
         c: ClientRef<'_>,
         link: bool,
         hint: Option<&str>,
+        relogin: bool,
         app_challenge: Option<&str>,
     ) -> Result<Started, RpError> {
         let client = self.client(self.metadata(false).await?, c)?;
@@ -217,8 +226,13 @@ impl RelyingParty {
         };
         if link {
             req = req.add_scope(Scope::new("offline_access".into())).add_prompt(CoreAuthPrompt::Consent);
-        } else if let Some(h) = hint {
-            req = req.add_extra_param("id_token_hint", h.to_string());
+        } else {
+            if let Some(h) = hint {
+                req = req.add_extra_param("id_token_hint", h.to_string());
+            }
+            if relogin {
+                req = req.add_prompt(CoreAuthPrompt::Login);
+            }
         }
         let (url, state, nonce) = req.url();
         Ok(Started { url: url.to_string(), state: state.secret().clone(), nonce: nonce.secret().clone(), verifier })

@@ -207,6 +207,17 @@ pub fn mesh_client(cfg: &Config, diary_url: &str) -> Client {
     }
 }
 
+/// The diary client's logout registration: back to the diary's main page after a logout at MAX
+/// (RP-Initiated Logout 1.0), and logout tokens to the diary (Back-Channel Logout 1.0). `sid` is
+/// not required: a deleted MAX account is announced by subject alone.
+pub fn mesh_logout(diary_url: &str) -> edulink_max::repo::logout::LogoutRegistration {
+    edulink_max::repo::logout::LogoutRegistration {
+        post_logout_redirect_uris: vec![format!("{diary_url}/")],
+        backchannel_logout_uri: Some(format!("{diary_url}/oidc/backchannel-logout")),
+        backchannel_logout_session_required: false,
+    }
+}
+
 /// The diary's mobile apps: public clients (PKCE only) with their app-link redirects, in the diary's
 /// sector, so a link made in an app is the same link as on the web.
 pub fn app_clients() -> Vec<Client> {
@@ -349,9 +360,11 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         let st = MaxState::new(db, max_config(&cfg, max_url.clone())?, sms, clock.clone()).await?;
         for c in &cfg.max.clients {
             edulink_max::demo::register(&st, &c.to_client()).await?;
+            edulink_max::repo::logout::upsert_logout(&st.db, &c.id, &c.to_logout()).await?;
         }
         if cfg.mode == Mode::Dev {
             edulink_max::demo::register(&st, &mesh_client(&cfg, &diary_url)).await?;
+            edulink_max::repo::logout::upsert_logout(&st.db, &cfg.diary.client_id, &mesh_logout(&diary_url)).await?;
             for c in app_clients() {
                 edulink_max::demo::register(&st, &c).await?;
             }
@@ -363,6 +376,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         tasks.push(tokio::spawn(reload_keys(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(watch_conversion(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(sweep_grants(st.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(edulink_max::oidc::backchannel::worker(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(edulink_web::serve::serve(max_listener, router, limits, phase_rx.clone())));
         running.max = Some(st);
     }

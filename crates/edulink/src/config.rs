@@ -169,6 +169,16 @@ pub struct ClientSection {
     /// May ask for the `phone` scope (`phone_number`, with the person's consent).
     #[serde(default)]
     pub phone: bool,
+    /// Where MAX may send the browser after a logout (OpenID Connect RP-Initiated Logout 1.0),
+    /// matched exactly.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Where MAX posts logout tokens (OpenID Connect Back-Channel Logout 1.0).
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+    /// The client needs `sid` in every logout token.
+    #[serde(default)]
+    pub backchannel_logout_session_required: bool,
 }
 
 fn default_alg() -> String {
@@ -176,6 +186,15 @@ fn default_alg() -> String {
 }
 
 impl ClientSection {
+    /// Its logout registration.
+    pub fn to_logout(&self) -> edulink_max::repo::logout::LogoutRegistration {
+        edulink_max::repo::logout::LogoutRegistration {
+            post_logout_redirect_uris: self.post_logout_redirect_uris.clone(),
+            backchannel_logout_uri: self.backchannel_logout_uri.clone(),
+            backchannel_logout_session_required: self.backchannel_logout_session_required,
+        }
+    }
+
     /// The registration MAX stores.
     pub fn to_client(&self) -> edulink_max::oidc::Client {
         let mut scopes = vec!["openid".to_string(), "profile".into(), "offline_access".into()];
@@ -546,6 +565,9 @@ mod tests {
             sector: None,
             provisioning: true,
             phone: false,
+            post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: false,
         });
         c.check().unwrap();
         assert_eq!(c.max.clients[0].to_client().sector, "other");

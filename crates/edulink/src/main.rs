@@ -157,6 +157,15 @@ enum ClientCmd {
         /// May ask for the `phone` scope (the person's phone number, with their consent).
         #[arg(long)]
         phone: bool,
+        /// Where MAX may send the browser after a logout (repeatable; matched exactly).
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// Where MAX posts logout tokens (OpenID Connect Back-Channel Logout 1.0).
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
+        /// The client needs `sid` in every logout token.
+        #[arg(long)]
+        backchannel_logout_session_required: bool,
     },
     /// Make a new secret for a confidential client and print it once; the previous secret stays
     /// valid for `max.client_secret_grace_secs` (redeploy the client with the new one meanwhile).
@@ -317,8 +326,26 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             println!("configuration is valid:\n{}", serde_json::to_string_pretty(&shown)?);
         }
         Command::Max {
-            what: MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning, phone } },
+            what:
+                MaxCmd::Client {
+                    what:
+                        ClientCmd::Add {
+                            id,
+                            name,
+                            redirect_uris,
+                            alg,
+                            public,
+                            provisioning,
+                            phone,
+                            post_logout_redirect_uris,
+                            backchannel_logout_uri,
+                            backchannel_logout_session_required,
+                        },
+                },
         } => {
+            for u in post_logout_redirect_uris.iter().chain(&backchannel_logout_uri) {
+                url::Url::parse(u).map_err(|e| anyhow::anyhow!("{u}: {e}"))?;
+            }
             if !edulink_max::keys::ALGS.contains(&alg.as_str()) {
                 anyhow::bail!("alg must be one of {:?}", edulink_max::keys::ALGS);
             }
@@ -343,6 +370,12 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 scopes,
             };
             edulink_max::oidc::upsert_client(&db, &client, SystemClock.now_secs()).await?;
+            let logout = edulink_max::repo::logout::LogoutRegistration {
+                post_logout_redirect_uris,
+                backchannel_logout_uri,
+                backchannel_logout_session_required,
+            };
+            edulink_max::repo::logout::upsert_logout(&db, &id, &logout).await?;
             println!("client {id} registered");
             if let Some(s) = secret {
                 println!("client_secret (shown once): {s}");

@@ -299,7 +299,7 @@ pub async fn register(
     responses((status = 204), (status = 401, body = ErrorEnvelope)))]
 pub async fn sign_out(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
     let (session, _) = signed_in(&st, &headers).await?;
-    repo::delete_session(&st.db, &session.id_hash).await?;
+    oidc::logout::sign_out(&st, &session, oidc::logout::SignOutBy::App, None).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -373,14 +373,8 @@ pub async fn approve(
         return Err(AppError::conflict("error-oauth-account-mismatch"));
     }
     let ip = ip.to_string();
-    let url = oidc::issue_code_audited(
-        &st,
-        &req,
-        &account_id,
-        auth_time,
-        None,
-        Some(oidc::Consent { ip: &ip, detail: Some("app") }),
-    )
-    .await?;
+    let sid = oidc::sid_of(&session.id_hash);
+    let consent = Some(oidc::Consent { ip: &ip, detail: Some("app") });
+    let url = oidc::issue_code_audited(&st, &req, &account_id, auth_time, None, Some(&sid), consent).await?;
     Ok(Json(Approved { redirect_url: url }).into_response())
 }

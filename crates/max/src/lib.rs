@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 /// MAX's own tables followed by Сферум's.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 9 => "0009_session_kind", 10 => "0010_link_marks"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 7 => "0007_logout", 9 => "0009_session_kind", 10 => "0010_link_marks"];
     own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
 }
 
@@ -167,6 +167,8 @@ pub struct MaxState {
     pub hub: hub::Hub,
     /// Client registrations read recently.
     pub clients: Arc<oidc::ClientCache>,
+    /// Delivery of logout tokens to clients (OpenID Connect Back-Channel Logout 1.0).
+    pub backchannel: Arc<oidc::backchannel::Courier>,
 }
 
 impl MaxState {
@@ -187,6 +189,7 @@ impl MaxState {
             discovery,
             hub: hub::Hub::default(),
             clients: Arc::default(),
+            backchannel: Arc::default(),
         })
     }
 
@@ -220,6 +223,7 @@ pub fn router(state: MaxState) -> Router {
         .route("/login/resend", post(login::resend))
         .route("/login/register", get(login::register_page).post(login::register_submit))
         .route("/logout", post(login::logout))
+        .route("/logout/confirm", post(oidc::logout::confirm))
         .route("/authorize/continue", get(oidc::continue_authorization))
         .route("/authorize/confirm", post(oidc::confirm))
         .route("/authorize/deny", post(oidc::deny))
@@ -230,6 +234,7 @@ pub fn router(state: MaxState) -> Router {
         .route("/oauth/token", post(oidc::token))
         .route("/oauth/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/oauth/revoke", post(oidc::revoke))
+        .route("/oauth/logout", get(oidc::logout::end_session).post(oidc::logout::end_session_post))
         .route("/sferum", get(sferum_web::page))
         .route("/sferum/api/v1/profiles/{sub}", put(sferum_web::provision).delete(sferum_web::detach))
         .route("/sferum/api/v1/links", get(sferum_web::list_links))

@@ -510,15 +510,18 @@ pub async fn register_account(
     }
 }
 
-/// `POST /logout`: ends the session on the server.
+/// `POST /logout`: «Выйти» ends the session on the server, and the clients that got an ID token
+/// in it are told (OpenID Connect Back-Channel Logout 1.0, `oidc::backchannel`).
 pub async fn logout(
     State(st): State<MaxState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     if let Some(session) = current(&st, &headers).await? {
         check_csrf(&session.csrf, &form.csrf)?;
-        repo::delete_session(&st.db, &session.id_hash).await?;
+        let ip = ip.to_string();
+        crate::oidc::logout::sign_out(&st, &session, crate::oidc::logout::SignOutBy::Web, Some(&ip)).await?;
     }
     Ok(with_cookie(see_other("/"), Some(st.cookies.clear(SESSION_COOKIE))))
 }

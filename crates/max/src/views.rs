@@ -134,6 +134,30 @@ pub struct MismatchPage {
     pub client_name: String,
 }
 
+/// «Выйти из MAX?»: a logout asked for without proof that it comes from this session's client
+/// (OpenID Connect RP-Initiated Logout 1.0 §2, §6).
+#[derive(Template)]
+#[template(path = "logout_confirm.html")]
+pub struct LogoutConfirmPage {
+    pub tr: Tr,
+    pub csrf: String,
+    pub masked: String,
+    pub client_id: String,
+    pub client_name: String,
+    pub post_logout_redirect_uri: String,
+    pub state: String,
+    pub ui_locales: String,
+}
+
+/// «Вы вышли из MAX», with the way back to the client when it registered one.
+#[derive(Template)]
+#[template(path = "logged_out.html")]
+pub struct LoggedOutPage {
+    pub tr: Tr,
+    pub back: Option<String>,
+    pub client_name: String,
+}
+
 #[derive(Template)]
 #[template(path = "sferum.html")]
 pub struct SferumPage {

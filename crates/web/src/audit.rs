@@ -31,6 +31,10 @@ pub enum Event {
     LessonChanged,
     /// A teacher cancelled a lesson.
     LessonCancelled,
+    /// A logout token from MAX ended the Сферум state of a link (the detail: `sid` or `sub`).
+    BackchannelLogout,
+    /// A logout token was refused (the detail names the failed check).
+    BackchannelRefused,
     // MAX.
     /// An SMS code was admitted and handed to the gateway.
     SmsSent,
@@ -69,6 +73,12 @@ pub enum Event {
     SferumDetached,
     /// A grant that never became a link (an unfinished link callback) was revoked with its tokens.
     GrantExpired,
+    /// A MAX session ended (the detail: `end_session`, `web` or `app`).
+    Logout,
+    /// A logout token was delivered to a client (the detail: `sid` or `sub`).
+    BackchannelSent,
+    /// A logout token could not be delivered after every retry (the detail: the last error).
+    BackchannelGaveUp,
     // Diary.
     /// The reconciliation with MAX repaired a difference (the detail names it).
     LinkRepaired,
@@ -87,6 +97,8 @@ impl Event {
             Event::CallbackInvalid => "callback_invalid",
             Event::LessonChanged => "lesson_changed",
             Event::LessonCancelled => "lesson_cancelled",
+            Event::BackchannelLogout => "backchannel_logout",
+            Event::BackchannelRefused => "backchannel_refused",
             Event::SmsSent => "sms_sent",
             Event::SmsRefused => "sms_refused",
             Event::SmsFailed => "sms_failed",
@@ -106,6 +118,9 @@ impl Event {
             Event::SferumDetached => "sferum_detached",
             Event::GrantExpired => "grant_expired",
             Event::LinkRepaired => "link_repaired",
+            Event::Logout => "logout",
+            Event::BackchannelSent => "backchannel_sent",
+            Event::BackchannelGaveUp => "backchannel_gave_up",
         }
     }
 }
@@ -293,6 +308,11 @@ mod tests {
             Event::TokenRevoked,
             Event::SferumAttached,
             Event::SferumDetached,
+            Event::BackchannelLogout,
+            Event::BackchannelRefused,
+            Event::Logout,
+            Event::BackchannelSent,
+            Event::BackchannelGaveUp,
         ];
         assert_eq!(all.iter().map(|e| e.as_str()).collect::<HashSet<_>>().len(), all.len());
     }

@@ -170,11 +170,11 @@ struct ErrorPage<'a> {
 }
 
 /// True when the client asked for JSON: API paths, OAuth back-channel paths (not the browser-facing
-/// authorization endpoint), or an `Accept` header
+/// authorization and end-session endpoints), or an `Accept` header
 /// that prefers JSON over HTML.
 pub fn wants_json(path: &str, accept: Option<&str>) -> bool {
     path.starts_with("/api/")
-        || (path.starts_with("/oauth/") && path != "/oauth/authorize")
+        || (path.starts_with("/oauth/") && path != "/oauth/authorize" && path != "/oauth/logout")
         || path.starts_with("/sferum/api/")
         || path.starts_with("/dev/sms")
         || accept.is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
@@ -245,6 +245,7 @@ mod tests {
         assert!(wants_json("/api/v1/me", None));
         assert!(wants_json("/oauth/token", None));
         assert!(!wants_json("/oauth/authorize", None));
+        assert!(!wants_json("/oauth/logout", None));
         assert!(wants_json("/x", Some("application/json")));
         assert!(!wants_json("/x", Some("text/html,application/json")));
         assert!(!wants_json("/login", None));

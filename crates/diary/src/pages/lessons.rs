@@ -28,7 +28,7 @@ pub async fn join_lesson(
         return Ok(see_other(&format!("/lessons/{}", lesson.id)));
     }
     match repo::link(&st.db, &user.id).await? {
-        Some(link) => start(&st, &session, &user, Purpose::Join(lesson.id), link.id_token.as_deref()).await,
+        Some(link) => start(&st, &session, &user, Purpose::Join(lesson.id), Some(&link)).await,
         None => Ok(see_other("/sferum")),
     }
 }

@@ -18,16 +18,19 @@ use serde::Deserialize;
 const HINT_REFRESH_SECS: i64 = 86_400;
 
 /// Starts an authorization request at MAX for `purpose`: a link, a sign-in (land on «Сферум в
-/// MAX»), or a join (land in that lesson's room through «Подключиться»).
+/// MAX»), or a join (land in that lesson's room through «Подключиться»). A sign-in or a join of
+/// `existing` sends its ID token as the hint, and asks for a fresh sign-in after MAX's logout.
 pub(super) async fn start(
     st: &DiaryState,
     session: &Session,
     user: &User,
     purpose: Purpose,
-    hint: Option<&str>,
+    existing: Option<&repo::Link>,
 ) -> Result<Response, AppError> {
     let link = purpose == Purpose::Link;
-    let started = st.rp.start(st.rp.web(), link, hint, None).await.map_err(max_unavailable)?;
+    let hint = existing.and_then(|l| l.id_token.as_deref());
+    let relogin = existing.is_some_and(|l| l.logged_out_at.is_some());
+    let started = st.rp.start(st.rp.web(), link, hint, relogin, None).await.map_err(max_unavailable)?;
     let t = repo::Transaction {
         user_id: user.id.clone(),
         purpose,
@@ -60,7 +63,7 @@ pub(super) async fn start(
 pub async fn sferum(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
     if let Some(link) = repo::link(&st.db, &user.id).await? {
-        return start(&st, &session, &user, Purpose::SignIn, link.id_token.as_deref()).await;
+        return start(&st, &session, &user, Purpose::SignIn, Some(&link)).await;
     }
     Ok(html(&ConnectPage { tr: tr(&headers), nav: Nav::new(&session, &user, "sferum") }))
 }
@@ -182,8 +185,12 @@ async fn finish_sso(
             // signs with a newer key, so the hint outlives the old key (MAX deletes retired keys
             // after a retention period: docs/deployment.md, «Keys and secrets»).
             let stored = link.id_token.as_deref();
-            let fresh = stored.and_then(crate::rp::issued_at).is_some_and(|iat| st.now() - iat < HINT_REFRESH_SECS)
-                && stored.and_then(crate::rp::key_id) == crate::rp::key_id(&v.id_token);
+            // A new MAX session replaces it too: a back-channel logout names the session (`sid`).
+            let sid = crate::rp::backchannel::session_of;
+            let fresh = link.logged_out_at.is_none()
+                && stored.and_then(crate::rp::issued_at).is_some_and(|iat| st.now() - iat < HINT_REFRESH_SECS)
+                && stored.and_then(crate::rp::key_id) == crate::rp::key_id(&v.id_token)
+                && stored.and_then(sid) == sid(&v.id_token);
             if !fresh {
                 repo::set_link_id_token(&st.db, &user.id, &v.id_token).await?;
             }

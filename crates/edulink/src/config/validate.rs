@@ -291,6 +291,12 @@ impl Rules {
             if cl.redirect_uris.is_empty() || cl.redirect_uris.iter().any(|u| url::Url::parse(u).is_err()) {
                 self.fail(&f("redirect_uris"), "one or more absolute URIs");
             }
+            if cl.post_logout_redirect_uris.iter().any(|u| url::Url::parse(u).is_err()) {
+                self.fail(&f("post_logout_redirect_uris"), "absolute URIs");
+            }
+            if cl.backchannel_logout_uri.as_deref().is_some_and(|u| url::Url::parse(u).is_err()) {
+                self.fail(&f("backchannel_logout_uri"), "an absolute URI");
+            }
             if !edulink_max::keys::ALGS.contains(&cl.alg.as_str()) {
                 self.fail(&f("alg"), format!("{:?}: one of {:?}", cl.alg, edulink_max::keys::ALGS));
             }

@@ -83,6 +83,12 @@ fn every_out_of_bounds_value_is_refused_naming_its_field_and_bounds() {
         ("max.clients[0].alg", "RS256", |c| c.max.clients[0].alg = "HS256".into()),
         ("max.clients[0].redirect_uris", "absolute", |c| c.max.clients[0].redirect_uris = vec!["/cb".into()]),
         ("max.clients[0].secret_sha256", "43", |c| c.max.clients[0].secret_sha256 = Some("x".into())),
+        ("max.clients[0].post_logout_redirect_uris", "absolute", |c| {
+            c.max.clients[0].post_logout_redirect_uris = vec!["/bye".into()]
+        }),
+        ("max.clients[0].backchannel_logout_uri", "absolute", |c| {
+            c.max.clients[0].backchannel_logout_uri = Some("/oidc/backchannel-logout".into())
+        }),
         ("max.clients[1].id", "twice", |c| c.max.clients.push(c.max.clients[0].clone())),
     ];
     let base = {
@@ -96,6 +102,9 @@ fn every_out_of_bounds_value_is_refused_naming_its_field_and_bounds() {
             sector: None,
             provisioning: false,
             phone: false,
+            post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: false,
         });
         c
     };

@@ -24,12 +24,12 @@ async fn call(method: reqwest::Method, url: String, token: Option<&str>, body: O
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn post(url: String, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+pub(crate) async fn post(url: String, token: Option<&str>, body: Value) -> (StatusCode, Value) {
     call(reqwest::Method::POST, url, token, Some(body)).await
 }
 
 /// Signs a phone in to MAX through the MAX app API (registering it if new); returns the token.
-async fn max_app_sign_in(app: &TestApp, phone: &str, e164: &str) -> String {
+pub(crate) async fn max_app_sign_in(app: &TestApp, phone: &str, e164: &str) -> String {
     let (status, sent) = post(format!("{}/api/v1/auth/codes", app.max), None, json!({ "phone": phone })).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
     assert_eq!(sent["retry_after"], 60);

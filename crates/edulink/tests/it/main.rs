@@ -9,6 +9,7 @@ mod flows;
 mod hygiene;
 mod links;
 mod lockout;
+mod logout;
 mod oidc;
 mod outbox;
 mod proxy;

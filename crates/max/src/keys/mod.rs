@@ -190,6 +190,13 @@ impl KeyRing {
     /// Signs `claims` as a compact JWS with the key of `alg` that signs at `now` (a rotated key only
     /// from its `active_from`, when every instance publishes it).
     pub fn sign(&self, alg: &str, claims: &Value, now: i64) -> Result<String, NoKey> {
+        self.sign_typed(alg, "JWT", claims, now)
+    }
+
+    /// [`Self::sign`] with the JWS header's `typ` (RFC 7515 §4.1.9), e.g. `logout+jwt` for logout
+    /// tokens (OpenID Connect Back-Channel Logout 1.0 §2.4): explicit typing keeps one kind of
+    /// token from being accepted as another.
+    pub fn sign_typed(&self, alg: &str, typ: &str, claims: &Value, now: i64) -> Result<String, NoKey> {
         let inner = self.inner.read().expect("key ring lock");
         let key = inner
             .keys
@@ -197,7 +204,7 @@ impl KeyRing {
             .filter(|k| k.signs(alg, now))
             .max_by_key(|k| k.active_from)
             .ok_or_else(|| NoKey(alg.to_string()))?;
-        let header = json!({ "alg": alg, "kid": key.kid, "typ": "JWT" });
+        let header = json!({ "alg": alg, "kid": key.kid, "typ": typ });
         let mut out = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let rng = SystemRandom::new();
         let sig = match key.signer.as_ref().expect("checked above") {

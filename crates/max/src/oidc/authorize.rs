@@ -230,7 +230,8 @@ async fn answer(
         if !consented(&st, &client, account_id, &req).await? {
             return fail("consent_required", "no grant for this client");
         }
-        let url = issue_code(&st, &req, account_id, *auth_time, None).await?;
+        let sid = session.as_ref().map(|s| super::sid_of(&s.id_hash));
+        let url = issue_code(&st, &req, account_id, *auth_time, None, sid.as_deref()).await?;
         return Ok(see_other(&url));
     }
 
@@ -244,7 +245,8 @@ async fn answer(
         && hint_ok(account_id)
         && consented(&st, &client, account_id, &req).await?
     {
-        let url = issue_code(&st, &req, account_id, *auth_time, None).await?;
+        let sid = session.as_ref().map(|s| super::sid_of(&s.id_hash));
+        let url = issue_code(&st, &req, account_id, *auth_time, None, sid.as_deref()).await?;
         return Ok(see_other(&url));
     }
 

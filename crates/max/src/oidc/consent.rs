@@ -23,15 +23,17 @@ use edulink_web::{AppError, ClientIp, StrictForm, html, see_other};
 
 /// Creates the grant if needed, stores a fresh code for the person who authenticated at
 /// `auth_time`, consumes the request (and clears it from the browser session `session_hash` that
-/// carried it), and returns the URL of the authorization response.
+/// carried it), and returns the URL of the authorization response. `sid` is the MAX session the
+/// code is issued in (its ID token carries it).
 pub async fn issue_code(
     st: &MaxState,
     req: &AuthRequest,
     account_id: &str,
     auth_time: i64,
     session_hash: Option<&str>,
+    sid: Option<&str>,
 ) -> Result<String, AppError> {
-    issue_code_audited(st, req, account_id, auth_time, session_hash, None).await
+    issue_code_audited(st, req, account_id, auth_time, session_hash, sid, None).await
 }
 
 /// Whether `client` may get a code with no page shown (SSO, `prompt=none`). Only a confidential
@@ -76,6 +78,7 @@ pub async fn issue_code_audited(
     account_id: &str,
     auth_time: i64,
     session_hash: Option<&str>,
+    sid: Option<&str>,
     consent: Option<Consent<'_>>,
 ) -> Result<String, AppError> {
     let now = st.now();
@@ -103,6 +106,7 @@ pub async fn issue_code_audited(
         auth_time,
         created_at: now,
         expires_at: now + super::CODE_TTL,
+        sid,
     };
     grants::insert_code(&mut tx, &new_code).await?;
     if req.stored {
@@ -194,7 +198,8 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
         return Ok(with_form_target(page, &req.redirect_uri));
     }
     if !req.consent && silent_allowed(&client) && consented(&st, &client, &account_id, &req).await? {
-        let url = issue_code(&st, &req, &account_id, auth_time, Some(&session.id_hash)).await?;
+        let sid = super::sid_of(&session.id_hash);
+        let url = issue_code(&st, &req, &account_id, auth_time, Some(&session.id_hash), Some(&sid)).await?;
         return Ok(see_other(&url));
     }
     let has_profile = edulink_sferum::has_profile(&st.db, &account_id).await?;
@@ -238,7 +243,9 @@ pub async fn confirm(
     }
     let ip = ip.to_string();
     let consent = Some(Consent { ip: &ip, detail: None });
-    let url = issue_code_audited(&st, &req, &account_id, auth_time, Some(&session.id_hash), consent).await?;
+    let sid = super::sid_of(&session.id_hash);
+    let url =
+        issue_code_audited(&st, &req, &account_id, auth_time, Some(&session.id_hash), Some(&sid), consent).await?;
     Ok(see_other(&url))
 }
 
@@ -264,9 +271,10 @@ pub async fn switch_account(
     StrictForm(form): StrictForm<CsrfForm>,
 ) -> Result<Response, AppError> {
     let (session, req) = pending_form(&st, &headers, &form).await?;
-    // One transaction: the old session ends and the new one carries the request and its language.
+    // The account signs out (its clients are told on the back channel); the request stays, with its
+    // language, in a new anonymous session.
+    super::logout::sign_out(&st, &session, super::logout::SignOutBy::Switch, None).await?;
     let mut tx = st.db.begin().await?;
-    repo::delete_session_in(&mut tx, &session.id_hash).await?;
     let (raw, new) = repo::create_session_in(&mut tx, st.now(), Some(&req.id)).await?;
     repo::attach_request(&mut tx, &new.id_hash, &req.id, false, session.ui_lang.as_deref()).await?;
     tx.commit().await?;

@@ -51,6 +51,10 @@ pub fn discovery_document(issuer: &str) -> String {
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "ui_locales_supported": ["ru", "en"],
+        // OpenID Connect RP-Initiated Logout 1.0 §3.1 and Back-Channel Logout 1.0 §2.1 (oidc::logout, oidc::backchannel).
+        "end_session_endpoint": format!("{i}/oauth/logout"),
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
     })
     .to_string()
 }

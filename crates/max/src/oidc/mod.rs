@@ -9,6 +9,8 @@
 //! * [`revocation`]: token revocation (RFC 7009).
 //! * [`clients`]: client registrations and client authentication (RFC 6749 §2).
 //! * [`error`]: the back channel's error responses (RFC 6749 §5.2, RFC 6750 §3.1).
+//! * [`logout`]: the end-session endpoint (OpenID Connect RP-Initiated Logout 1.0).
+//! * [`backchannel`]: logout tokens to clients (OpenID Connect Back-Channel Logout 1.0).
 //!
 //! Rules (RFC 6749, RFC 7636, RFC 7009, RFC 9207, RFC 9700, OIDC Core): `response_type=code` only;
 //! PKCE S256 required; redirect URIs match exactly and a bad one is never redirected to; codes are
@@ -18,10 +20,12 @@
 //! Storage is in [`crate::repo`].
 
 pub mod authorize;
+pub mod backchannel;
 pub mod clients;
 pub mod consent;
 pub mod discovery;
 pub mod error;
+pub mod logout;
 pub mod request;
 pub mod revocation;
 pub mod token;
@@ -47,4 +51,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 /// The pairwise subject of `account_id` for a client sector (OIDC Core §8.1).
 pub fn pairwise_sub(st: &MaxState, sector: &str, account_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(st.secrets.pairwise.mac(&[sector.as_bytes(), account_id.as_bytes()]))
+}
+
+/// The `sid` of a MAX session (OpenID Connect Back-Channel Logout 1.0 §2.1): derived from the
+/// session's stored id (itself a hash of the cookie), so it names the session without revealing
+/// anything that would open it, and needs no column of its own.
+pub fn sid_of(session_id_hash: &str) -> String {
+    edulink_domain::crypto::sha256_b64(&format!("sid:{session_id_hash}"))
 }

@@ -181,13 +181,15 @@ pub struct NewCode<'a> {
     pub created_at: i64,
     /// Expiry.
     pub expires_at: i64,
+    /// The `sid` of the MAX session it was issued in (OpenID Connect Back-Channel Logout 1.0).
+    pub sid: Option<&'a str>,
 }
 
 /// Stores a fresh authorization code.
 pub async fn insert_code(tx: &mut edulink_store::Tx, c: &NewCode<'_>) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO auth_codes (code_hash, grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, \
-           auth_time, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+           auth_time, created_at, expires_at, sid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(c.code_hash)
     .bind(c.grant_id)
@@ -200,6 +202,7 @@ pub async fn insert_code(tx: &mut edulink_store::Tx, c: &NewCode<'_>) -> Result<
     .bind(c.auth_time)
     .bind(c.created_at)
     .bind(c.expires_at)
+    .bind(c.sid)
     .execute(tx)
     .await?;
     Ok(())
@@ -226,6 +229,8 @@ pub struct ClaimedCode {
     pub auth_time: i64,
     /// Expiry.
     pub expires_at: i64,
+    /// The `sid` of the MAX session it was issued in.
+    pub sid: Option<String>,
 }
 
 /// Marks the code used and returns it, unless it was used before (or never existed).
@@ -236,7 +241,7 @@ pub async fn claim_code(
 ) -> Result<Option<ClaimedCode>, StoreError> {
     Ok(sqlx::query_as(
         "UPDATE auth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
-         RETURNING grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, auth_time, expires_at",
+         RETURNING grant_id, client_id, account_id, redirect_uri, code_challenge, nonce, scope, auth_time, expires_at, sid",
     )
     .bind(code_hash)
     .bind(now)

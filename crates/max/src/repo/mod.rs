@@ -8,6 +8,8 @@
 //! * [`grants`]: authorization requests, grants and codes (`auth_requests`, `grants`, `auth_codes`).
 //! * [`links`]: link marks of the diary's links (`link_marks`), the sweep of unfinished link grants.
 //! * [`tokens`]: access and refresh tokens (`tokens`).
+//! * [`logout`]: logout registrations, sessions' clients, logout tokens to deliver (`client_logout`,
+//!   `session_clients`, `backchannel_jobs`).
 //! * [`signing_keys`]: the provider's signing keys (`signing_keys`).
 
 pub mod accounts;
@@ -15,6 +17,7 @@ pub mod challenges;
 pub mod clients;
 pub mod grants;
 pub mod links;
+pub mod logout;
 pub mod sessions;
 pub mod signing_keys;
 pub mod tokens;

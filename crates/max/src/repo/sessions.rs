@@ -216,6 +216,15 @@ pub async fn sign_in_in(
         ui_lang: old.ui_lang.clone(),
     };
     delete_session_in(tx, &old.id_hash).await?;
+    if let Some(previous) = old.account_id.as_deref() {
+        // Back-channel logout (`oidc::backchannel`): the clients of a session are told when it ends.
+        let (from, to) = (crate::oidc::sid_of(&old.id_hash), crate::oidc::sid_of(&s.id_hash));
+        if previous == account_id {
+            crate::repo::logout::move_session(tx, &from, &to).await?;
+        } else {
+            crate::repo::logout::enqueue_session(tx, &from, now).await?;
+        }
+    }
     sqlx::query(
         "INSERT INTO sessions (id_hash, kind, account_id, csrf, pending_request, created_at, last_seen_at, auth_at, \
            ui_lang) VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7)",

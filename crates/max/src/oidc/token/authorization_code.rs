@@ -82,6 +82,10 @@ pub async fn exchange(st: &MaxState, client: &Client, x: &CodeExchange, ip: &str
         with_refresh: scopes.iter().any(|s| s == "offline_access"),
     };
     let issued = store_tokens(st, &mut tx, &issue).await?;
+    if let Some(sid) = &code.sid {
+        // The client now holds an ID token of this session: its sign-out will tell the client.
+        crate::repo::logout::remember_client(&mut tx, sid, &client.client_id, &code.account_id, &subject, now).await?;
+    }
     tx.commit().await?;
     let id_token = id_token(st, client, &code, &subject, &scopes).await?;
     let grant = super::GrantType::AuthorizationCode.as_str();
@@ -108,6 +112,9 @@ async fn id_token(
     });
     if let Some(n) = &code.nonce {
         claims["nonce"] = n.clone().into();
+    }
+    if let Some(sid) = &code.sid {
+        claims["sid"] = sid.clone().into();
     }
     if scopes.iter().any(|s| s == "profile")
         && let Some(a) = repo::account(&st.db, &code.account_id).await?

@@ -71,7 +71,7 @@ impl Fixture {
             max_age: None,
             stored: false,
         };
-        let url = url::Url::parse(&issue_code(&self.st, &req, "a1", self.st.now(), None).await.unwrap()).unwrap();
+        let url = url::Url::parse(&issue_code(&self.st, &req, "a1", self.st.now(), None, None).await.unwrap()).unwrap();
         url.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned()
     }
 
