@@ -17,6 +17,7 @@ pub const CLAIMS_SUPPORTED: &[&str] = &[
     "exp",
     "iat",
     "auth_time",
+    "sid",
     "nonce",
     "name",
     "given_name",
