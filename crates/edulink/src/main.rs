@@ -320,6 +320,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 id_token_alg: alg,
                 sector: id.clone(),
                 scopes,
+                policy: edulink_max::oidc::ClientPolicy::default(),
             };
             edulink_max::oidc::upsert_client(&db, &client, SystemClock.now_secs()).await?;
             println!("client {id} registered");

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 /// MAX's own tables followed by Сферум's.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 8 => "0008_dpop_par"];
     own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
 }
 
@@ -225,6 +225,8 @@ pub fn router(state: MaxState) -> Router {
         .route("/oauth/token", post(oidc::token))
         .route("/oauth/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/oauth/revoke", post(oidc::revoke))
+        .route("/oauth/par", post(oidc::par::push))
+        .route("/oauth/introspect", post(oidc::introspection::introspect))
         .route("/sferum", get(sferum_web::page))
         .route("/sferum/api/v1/profiles/{sub}", put(sferum_web::provision).delete(sferum_web::detach))
         .route("/sferum/api/v1/lessons/{lesson}", put(sferum_web::push_lesson))

@@ -3,7 +3,7 @@
 
 use crate::audit::{Event, Record};
 use crate::login::current;
-use crate::oidc::{self, bearer};
+use crate::oidc::{self, dpop::Target};
 use crate::views::SferumPage;
 use crate::{MaxState, audit, repo};
 use axum::Json;
@@ -39,9 +39,14 @@ pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
 }
 
 /// A client calling the provisioning API with a valid `sferum.provision` token (not a user's token).
-async fn service_client(st: &MaxState, headers: &HeaderMap) -> Result<String, AppError> {
-    let token =
-        bearer(st, headers).await?.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
+/// `Bearer`, or `DPoP` with a proof (RFC 9449 §7), as at UserInfo.
+async fn service_client(st: &MaxState, headers: &HeaderMap, target: &Target) -> Result<String, AppError> {
+    let token = match oidc::dpop::resource_token(st, headers, target.method.as_str(), &target.path).await {
+        Ok(t) => t,
+        Err(oidc::OAuthError::Server(e)) => return Err(e),
+        Err(_) => None,
+    };
+    let token = token.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
     if token.grant_id.is_some() || !token.scope.iter().any(|s| s == "sferum.provision") {
         return Err(AppError::forbidden("error-forbidden"));
     }
@@ -54,9 +59,10 @@ pub async fn push_lesson(
     State(st): State<MaxState>,
     Path(lesson_id): Path<String>,
     headers: HeaderMap,
+    target: Target,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    let client_id = service_client(&st, &headers).await?;
+    let client_id = service_client(&st, &headers, &target).await?;
     let push: LessonPush = serde_json::from_slice(&body).map_err(|_| AppError::bad_request("error-bad-request"))?;
     if push.validate().is_err() || push.lesson.id != lesson_id {
         return Err(AppError::bad_request("error-bad-request"));
@@ -75,8 +81,9 @@ pub async fn attendance(
     State(st): State<MaxState>,
     Path(lesson_id): Path<String>,
     headers: HeaderMap,
+    target: Target,
 ) -> Result<Response, AppError> {
-    let client_id = service_client(&st, &headers).await?;
+    let client_id = service_client(&st, &headers, &target).await?;
     let sector = oidc::cached_client(&st, &client_id).await?.map(|c| c.sector).ok_or_else(AppError::not_found)?;
     let key = edulink_sferum::key(&client_id, &lesson_id);
     let rows = edulink_sferum::attendance(&st.db, &st.sferum_directory(), &key, &sector).await?;
@@ -97,9 +104,10 @@ pub(crate) const GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR: &str = "SELECT g.id, g.acc
 async fn caller(
     st: &MaxState,
     headers: &HeaderMap,
+    target: &Target,
     sub: &str,
 ) -> Result<(String, Option<(Vec<String>, String)>), AppError> {
-    let client_id = service_client(st, headers).await?;
+    let client_id = service_client(st, headers, target).await?;
     let grants: Vec<(String, String)> = sqlx::query_as(GRANTS_OF_SUBJECT_IN_CALLERS_SECTOR)
         .bind(sub)
         .bind(&client_id)
@@ -119,9 +127,10 @@ pub async fn provision(
     ClientIp(ip): ClientIp,
     Path(sub): Path<String>,
     headers: HeaderMap,
+    target: Target,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    let (client_id, grant) = caller(&st, &headers, &sub).await?;
+    let (client_id, grant) = caller(&st, &headers, &target, &sub).await?;
     let Some((_, account_id)) = grant else {
         return Err(AppError::not_found());
     };
@@ -159,8 +168,9 @@ pub async fn detach(
     ClientIp(ip): ClientIp,
     Path(sub): Path<String>,
     headers: HeaderMap,
+    target: Target,
 ) -> Result<Response, AppError> {
-    let (client_id, grant) = caller(&st, &headers, &sub).await?;
+    let (client_id, grant) = caller(&st, &headers, &target, &sub).await?;
     let Some((grant_ids, account_id)) = grant else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };

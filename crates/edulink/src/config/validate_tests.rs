@@ -95,6 +95,8 @@ fn every_out_of_bounds_value_is_refused_naming_its_field_and_bounds() {
             secret_sha256: Some(edulink_domain::crypto::sha256_b64("s")),
             sector: None,
             provisioning: false,
+            dpop_bound_access_tokens: false,
+            require_pushed_authorization_requests: false,
         });
         c
     };

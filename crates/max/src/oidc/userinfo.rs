@@ -4,9 +4,9 @@
 
 use super::error::{OAuthError, no_store_json};
 use crate::MaxState;
-use crate::repo::{self, grants, tokens};
+use crate::repo::{self, grants};
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use edulink_domain::crypto::sha256_b64;
 use edulink_domain::oauth::parse_scope;
@@ -27,13 +27,14 @@ pub struct AccessToken {
     pub scope: Vec<String>,
 }
 
-/// Validates a bearer access token from the `Authorization` header.
+/// Validates a bearer access token from the `Authorization` header. A DPoP-bound token is no
+/// bearer token (RFC 9449 §7.2): resources that take DPoP use [`super::dpop::resource_token`].
 pub async fn bearer(st: &MaxState, headers: &HeaderMap) -> Result<Option<AccessToken>, StoreError> {
     let Some(tok) = bearer_token(headers) else {
         return Ok(None);
     };
-    let row = tokens::live_access_token(&st.db, &sha256_b64(tok), st.now()).await?;
-    Ok(row.map(|t| AccessToken {
+    let row = crate::repo::dpop::live_token(&st.db, &sha256_b64(tok), st.now()).await?;
+    Ok(row.filter(|t| t.kind == "access" && t.jkt.is_none()).map(|t| AccessToken {
         client_id: t.client_id,
         grant_id: t.grant_id,
         account_id: t.account_id,
@@ -41,9 +42,11 @@ pub async fn bearer(st: &MaxState, headers: &HeaderMap) -> Result<Option<AccessT
     }))
 }
 
-/// `GET|POST /oauth/userinfo`.
-pub async fn userinfo(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, OAuthError> {
-    let t = bearer(&st, &headers).await?.ok_or(OAuthError::InvalidToken)?;
+/// `GET|POST /oauth/userinfo` (`Authorization: Bearer`, or `DPoP` with a proof, RFC 9449 §7).
+pub async fn userinfo(State(st): State<MaxState>, method: Method, headers: HeaderMap) -> Result<Response, OAuthError> {
+    let t = super::dpop::resource_token(&st, &headers, method.as_str(), "/oauth/userinfo")
+        .await?
+        .ok_or(OAuthError::InvalidToken)?;
     let (Some(grant_id), Some(account_id)) = (&t.grant_id, &t.account_id) else {
         return Err(OAuthError::InvalidToken);
     };

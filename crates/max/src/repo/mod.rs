@@ -7,11 +7,14 @@
 //! * [`clients`]: registered OpenID clients (`clients`).
 //! * [`grants`]: authorization requests, grants and codes (`auth_requests`, `grants`, `auth_codes`).
 //! * [`tokens`]: access and refresh tokens (`tokens`).
+//! * [`dpop`]: DPoP key bindings, proofs seen, pushed authorization requests (`dpop_bindings`,
+//!   `dpop_proofs`, `pushed_requests`).
 //! * [`signing_keys`]: the provider's signing keys (`signing_keys`).
 
 pub mod accounts;
 pub mod challenges;
 pub mod clients;
+pub mod dpop;
 pub mod grants;
 pub mod sessions;
 pub mod signing_keys;
