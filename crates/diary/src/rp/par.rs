@@ -45,8 +45,12 @@ impl RelyingParty {
         let status = resp.status();
         let dpop_nonce = resp.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body: serde_json::Value = resp.json().await.map_err(unavailable)?;
+        if status.is_client_error() {
+            // MAX refused this request (e.g. an app without its DPoP key): not an outage.
+            return Err(RpError::Refused(format!("PAR: {status} {}", body["error_description"])));
+        }
         if status != reqwest::StatusCode::CREATED {
-            return Err(RpError::Unavailable(format!("PAR: {status} {}", body["error"])));
+            return Err(RpError::Unavailable(format!("PAR: {status}")));
         }
         let request_uri =
             body["request_uri"].as_str().ok_or_else(|| RpError::Invalid("no request_uri".into()))?.to_string();

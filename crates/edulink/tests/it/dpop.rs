@@ -315,4 +315,29 @@ both_backends! {
         let doc: Value = reqwest::get(format!("{}/.well-known/openid-configuration", app.max)).await.unwrap().json().await.unwrap();
         assert_eq!(doc["dpop_signing_alg_values_supported"], serde_json::json!(["ES256", "EdDSA", "RS256"]));
     }
+
+    /// RFC 9449 §5 for a confidential client (DPoP offered, not required): the diary's
+    /// `client_credentials` token asked with a proof is DPoP-bound, and the Сферум provisioning API
+    /// (MAX's API taking access tokens) takes it with `Authorization: DPoP` and refuses it as
+    /// `Bearer` (§7.2). Without a proof the diary still gets a bearer token.
+    async fn rfc9449_the_provisioning_api_takes_dpop_bound_service_tokens(app) {
+        let a = DpopApp::new(&app);
+        let secret = app.config.diary.client_secret.clone().unwrap();
+        let form = [("grant_type", "client_credentials"), ("scope", "sferum.provision")];
+        let (status, _, body) = a.post("/oauth/token", &form, Some(("mesh", &secret))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "DPoP");
+        let access = body["access_token"].as_str().unwrap();
+        let path = "/sferum/api/v1/lessons/no-such-lesson/attendance";
+        let (status, _, answer) = a.get(path, access).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED, "{answer}");
+        let url = format!("{}{path}", app.max);
+        let as_bearer = reqwest::Client::new().get(&url).bearer_auth(access).send().await.unwrap();
+        assert_eq!(as_bearer.status(), StatusCode::UNAUTHORIZED);
+        let plain = reqwest::Client::new().post(format!("{}/oauth/token", app.max)).basic_auth("mesh", Some(&secret)).form(&form).send().await.unwrap();
+        let (status, _, plain) = read(plain).await;
+        assert_eq!((status, plain["token_type"].as_str()), (StatusCode::OK, Some("Bearer")), "{plain}");
+        let bearer = reqwest::Client::new().get(&url).bearer_auth(plain["access_token"].as_str().unwrap()).send().await.unwrap();
+        assert_ne!(bearer.status(), StatusCode::UNAUTHORIZED);
+    }
 }

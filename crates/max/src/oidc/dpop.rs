@@ -273,6 +273,26 @@ pub async fn resource_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oidc::token::testing::Fixture;
+
+    /// RFC 9449 §8: our nonces verify for [`NONCE_TTL`] seconds, and a forged or altered one never.
+    #[tokio::test]
+    async fn server_nonces_are_ours_and_expire() {
+        let f = Fixture::new().await;
+        let n = new_nonce(&f.st);
+        assert!(nonce_is_valid(&f.st, &n));
+        let mut raw = B64.decode(&n).unwrap();
+        raw[23] ^= 1;
+        assert!(!nonce_is_valid(&f.st, &B64.encode(&raw)), "altered MAC");
+        raw[23] ^= 1;
+        raw[7] ^= 1;
+        assert!(!nonce_is_valid(&f.st, &B64.encode(&raw)), "altered time");
+        assert!(!nonce_is_valid(&f.st, "bm90LW91cnM"));
+        f.clock.advance(NONCE_TTL);
+        assert!(nonce_is_valid(&f.st, &n));
+        f.clock.advance(1);
+        assert!(!nonce_is_valid(&f.st, &n), "expired");
+    }
 
     #[test]
     fn a_code_bound_to_a_key_needs_a_proof_by_that_key() {
