@@ -151,6 +151,12 @@ enum ClientCmd {
         /// May call the Сферум provisioning API.
         #[arg(long)]
         provisioning: bool,
+        /// Its tokens must be DPoP-bound (RFC 9449 §5.2; the diary's apps).
+        #[arg(long)]
+        dpop: bool,
+        /// It must push its authorization requests (RFC 9126 §6; the diary's apps).
+        #[arg(long)]
+        par: bool,
     },
     /// Make a new secret for a confidential client and print it once; the previous secret stays
     /// valid for `max.client_secret_grace_secs` (redeploy the client with the new one meanwhile).
@@ -299,7 +305,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             println!("configuration is valid:\n{}", serde_json::to_string_pretty(&shown)?);
         }
         Command::Max {
-            what: MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning } },
+            what: MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning, dpop, par } },
         } => {
             if !edulink_max::keys::ALGS.contains(&alg.as_str()) {
                 anyhow::bail!("alg must be one of {:?}", edulink_max::keys::ALGS);
@@ -320,7 +326,10 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 id_token_alg: alg,
                 sector: id.clone(),
                 scopes,
-                policy: edulink_max::oidc::ClientPolicy::default(),
+                policy: edulink_max::oidc::ClientPolicy {
+                    dpop_bound_access_tokens: dpop,
+                    require_pushed_authorization_requests: par,
+                },
             };
             edulink_max::oidc::upsert_client(&db, &client, SystemClock.now_secs()).await?;
             println!("client {id} registered");
