@@ -305,7 +305,8 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             println!("configuration is valid:\n{}", serde_json::to_string_pretty(&shown)?);
         }
         Command::Max {
-            what: MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning, dpop, par } },
+            what:
+                MaxCmd::Client { what: ClientCmd::Add { id, name, redirect_uris, alg, public, provisioning, dpop, par } },
         } => {
             if !edulink_max::keys::ALGS.contains(&alg.as_str()) {
                 anyhow::bail!("alg must be one of {:?}", edulink_max::keys::ALGS);

@@ -12,13 +12,15 @@ CREATE TABLE dpop_bindings (
     jkt        TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+CREATE INDEX dpop_bindings_expiry ON dpop_bindings (expires_at);
 -- Proofs seen (RFC 9449 §11.1): the hash of key thumbprint and `jti`, until the proof is too old anyway.
 CREATE TABLE dpop_proofs (
     id         TEXT PRIMARY KEY,
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX dpop_proofs_expiry ON dpop_proofs (expires_at);
--- Pushed authorization requests (RFC 9126), by the hash of their request_uri; single use.
+-- Pushed authorization requests (RFC 9126), by the hash of their request_uri; single use. Expired rows
+-- of these three tables are deleted now and then as new ones come (crates/max/src/repo/dpop.rs).
 CREATE TABLE pushed_requests (
     uri_hash   TEXT PRIMARY KEY,
     client_id  TEXT NOT NULL,
@@ -26,3 +28,4 @@ CREATE TABLE pushed_requests (
     expires_at BIGINT NOT NULL,
     used_at    BIGINT
 );
+CREATE INDEX pushed_requests_expiry ON pushed_requests (expires_at);

@@ -4,8 +4,23 @@
 
 use edulink_store::{Db, StoreError, sqlx};
 
+/// One write in this many also deletes the table's expired rows (indexed by expiry): the tables
+/// stay as small as their live rows without a job of their own.
+const PURGE_ONE_IN: u8 = 32;
+
+fn purge_now() -> bool {
+    edulink_domain::crypto::random_bytes(1)[0] < u8::MAX / PURGE_ONE_IN
+}
+
 /// Binds `binding` (`req:<id>` or `code:<hash>`) to the key `jkt` until `expires_at`.
 pub async fn bind(tx: &mut edulink_store::Tx, binding: &str, jkt: &str, expires_at: i64) -> Result<(), StoreError> {
+    if purge_now() {
+        // Expired a day ago or more: a binding is never read after its request or code expired.
+        sqlx::query("DELETE FROM dpop_bindings WHERE expires_at < $1")
+            .bind(expires_at - 86_400)
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query(
         "INSERT INTO dpop_bindings (binding, jkt, expires_at) VALUES ($1, $2, $3) \
          ON CONFLICT (binding) DO UPDATE SET jkt = excluded.jkt, expires_at = excluded.expires_at",
@@ -29,7 +44,7 @@ pub async fn binding(
 /// Records a proof (by the hash of its key and `jti`); false when it was seen before. Now and
 /// then, proofs too old to be accepted anyway are forgotten.
 pub async fn record_proof(db: &Db, id: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
-    if edulink_domain::crypto::random_bytes(1)[0] < 8 {
+    if purge_now() {
         db.execute(sqlx::query("DELETE FROM dpop_proofs WHERE expires_at < $1").bind(now)).await?;
     }
     let done = db
@@ -104,6 +119,9 @@ pub async fn push_request(
     params: &str,
     expires_at: i64,
 ) -> Result<(), StoreError> {
+    if purge_now() {
+        db.execute(sqlx::query("DELETE FROM pushed_requests WHERE expires_at < $1").bind(expires_at - 86_400)).await?;
+    }
     db.execute(
         sqlx::query("INSERT INTO pushed_requests (uri_hash, client_id, params, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(uri_hash)
