@@ -132,7 +132,7 @@ pub struct LinkStarted {
     redirect_uri: String,
     /// MAX's token endpoint: the `htu` of the app's DPoP proof for the code exchange.
     token_endpoint: String,
-    /// A DPoP nonce from MAX (RFC 9449 §8), for that proof; valid for a few minutes.
+    /// A DPoP nonce from MAX (RFC 9449 §8), for that proof; valid for 10 minutes.
     #[serde(skip_serializing_if = "Option::is_none")]
     dpop_nonce: Option<String>,
 }

@@ -32,8 +32,11 @@ use edulink_domain::dpop::{self, Expected, ProofError};
 use edulink_domain::oauth::parse_scope;
 use edulink_store::StoreError;
 
-/// How long a server nonce is accepted, seconds.
-pub const NONCE_TTL: i64 = 300;
+/// How long a server nonce is accepted, seconds: as long as an authorization request waits for the
+/// person (sign-in, registration, consent), since an app handed a nonce when its request was pushed
+/// signs its token proof only after that (the diary's app link). Freshness is `iat` (60 s) and each
+/// proof once; the nonce bounds how early a proof can have been made.
+pub const NONCE_TTL: i64 = 600;
 
 /// The `DPoP` request header and the `DPoP-Nonce` response header.
 pub const DPOP: HeaderName = HeaderName::from_static("dpop");
