@@ -253,10 +253,11 @@ pub async fn resource_token(
             None => return Ok(None),
         }
     };
-    let Some(row) = store::live_token(&st.db, &sha256_b64(token), st.now()).await? else { return Ok(None) };
-    if row.kind != "access" {
-        return Ok(None);
-    }
+    let row = store::live_token(&st.db, &sha256_b64(token), st.now()).await?.filter(|r| r.kind == "access");
+    let Some(row) = row else {
+        // Presented as DPoP, refused as DPoP (§7.1): the client learns which scheme it used.
+        return if proof.is_some() { Err(challenge("invalid_token", None)) } else { Ok(None) };
+    };
     match (&row.jkt, &proof) {
         (None, None) => {}
         (Some(bound), Some(p)) if ct_eq(bound.as_bytes(), p.jkt.as_bytes()) => {}
