@@ -219,7 +219,12 @@ pub async fn sign_in(
     responses((status = 204), (status = 401, body = ErrorEnvelope)))]
 pub async fn sign_out(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
     let (_, hash, _) = api_user(&st, &headers).await?;
-    st.db.execute(sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1").bind(hash)).await?;
+    // The session's handoff tickets die with it (one transaction).
+    let mut tx = st.db.begin().await?;
+    for sql in ["DELETE FROM handoff_tickets WHERE token_hash = $1", "DELETE FROM api_tokens WHERE token_hash = $1"] {
+        sqlx::query(sql).bind(&hash).execute(&mut tx).await.map_err(StoreError::from)?;
+    }
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -372,17 +377,20 @@ pub async fn unlink(
 #[utoipa::path(post, path = "/api/v1/sferum/open", tag = "sferum", security(("bearer" = [])),
     responses((status = 200, body = OpenSferum), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn open_sferum(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let (user, _, _) = api_user(&st, &headers).await?;
+    let (user, token_hash, _) = api_user(&st, &headers).await?;
     if repo::link(&st.db, &user.id).await?.is_none() {
         return Err(AppError::new(ErrorKind::NotFound, "error-not-linked"));
     }
     let ticket = random_token(32);
     st.db
         .execute(
-            sqlx::query("INSERT INTO handoff_tickets (ticket_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-                .bind(sha256_b64(&ticket))
-                .bind(&user.id)
-                .bind(st.now() + 60),
+            sqlx::query(
+                "INSERT INTO handoff_tickets (ticket_hash, user_id, expires_at, token_hash) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(sha256_b64(&ticket))
+            .bind(&user.id)
+            .bind(st.now() + 60)
+            .bind(&token_hash),
         )
         .await?;
     Ok(Json(OpenSferum { url: format!("{}/sferum/handoff?ticket={ticket}", st.cfg.base_url) }).into_response())

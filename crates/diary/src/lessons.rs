@@ -98,7 +98,7 @@ pub fn parse_edit(lesson: &Lesson, distance: bool, call_url: &str, date: &str, h
     }
     let call_url = match call_url.trim() {
         "" => None,
-        u if provisioning::valid_call_url(u) => Some(u.to_owned()),
+        u if provisioning::valid_teacher_call_url(u) => Some(u.to_owned()),
         _ => return Err(EditError::CallUrl),
     };
     let starts_at = parse_msk(date, hm).ok_or(EditError::When)?;
@@ -264,6 +264,9 @@ mod tests {
         let l = lesson(false);
         assert_eq!(parse_edit(&l, true, "javascript:alert(1)", "2026-11-25", "10:20"), Err(EditError::CallUrl));
         assert_eq!(parse_edit(&l, true, "https://", "2026-11-25", "10:20"), Err(EditError::CallUrl));
+        // Issue 20: the form says https, and so does the server.
+        assert_eq!(parse_edit(&l, true, "http://call.example/r/1", "2026-11-25", "10:20"), Err(EditError::CallUrl));
+        assert_eq!(parse_edit(&l, true, "HTTP://call.example/r/1", "2026-11-25", "10:20"), Err(EditError::CallUrl));
         assert_eq!(parse_edit(&l, true, "", "25.11.2026", "10:20"), Err(EditError::When));
         let e = parse_edit(&l, true, " https://call.example/r/1 ", "2026-11-25", "10:20").unwrap();
         assert_eq!(e.call_url.as_deref(), Some("https://call.example/r/1"));

@@ -26,8 +26,7 @@ use std::sync::Arc;
 
 /// The diary's tables.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] =
-        edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client", 6 => "0006_handoff_session"];
     own.to_vec()
 }
 
@@ -196,7 +195,14 @@ pub fn router(state: DiaryState) -> Router {
         )
         .route("/static/diary.css", get(views::css))
         .route("/static/app.js", get(views::js));
-    let sec =
-        SiteSecurity { origin: state.cfg.base_url.clone(), exempt_prefixes: vec!["/api/"], https: state.cfg.https() };
+    let sec = SiteSecurity {
+        origin: state.cfg.base_url.clone(),
+        exempt_prefixes: vec!["/api/"],
+        https: state.cfg.https(),
+        // «Подключить» and the handoff post here and are redirected on to MAX.
+        form_targets: url::Url::parse(&state.cfg.max_issuer)
+            .map(|u| vec![u.origin().ascii_serialization()])
+            .unwrap_or_default(),
+    };
     harden(r.merge(edulink_web::ops::routes()).merge(api::routes()).with_state(state), BRAND, sec)
 }

@@ -474,7 +474,7 @@ pub async fn create_transaction(
 
 /// Counts a link start in the user's hourly bucket (`link:<user id>`, at most `cap`) and, when
 /// admitted, stores its OIDC transaction: one write transaction. `Err(wait)` when refused (the
-/// refused start is counted, as with [`count_hourly`]).
+/// refused start is counted, as with [`edulink_store::count_in_window`]).
 pub async fn create_link_transaction(
     db: &Db,
     cap: i64,
@@ -548,24 +548,6 @@ impl TryFrom<TransactionRow> for Transaction {
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown transaction purpose {:?}", r.purpose).into()))?;
         Ok(Transaction { user_id: r.user_id, purpose, nonce: r.nonce, verifier_enc: r.verifier_enc })
     }
-}
-
-/// Counts one event in `bucket`'s current hour and says whether it stays within `cap`; the count and
-/// the check are one statement, so concurrent requests (on any instance) cannot both slip under.
-/// Returns the seconds until the window ends when over the cap.
-pub async fn count_hourly(db: &Db, bucket: &str, cap: i64, now: i64) -> Result<Result<(), i64>, StoreError> {
-    edulink_store::count_in_window(db, bucket, 3600, cap, now).await
-}
-
-/// The count of `bucket` in the current hour.
-pub async fn hourly_count(db: &Db, bucket: &str, now: i64) -> Result<i64, StoreError> {
-    let count: Option<i64> =
-        sqlx::query_scalar("SELECT count FROM rate_counters WHERE bucket = $1 AND window_start = $2")
-            .bind(bucket)
-            .bind(now - now.rem_euclid(3600))
-            .fetch_optional(db.pool())
-            .await?;
-    Ok(count.unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -11,8 +11,10 @@ pub mod otp;
 pub mod phone;
 pub mod provisioning;
 pub mod sferum;
+pub mod text;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{Cipher, SecretKey};
 pub use otp::{CodePolicy, OtpCode, SmsLimits};
 pub use phone::{Phone, PhoneError};
+pub use text::{NameError, PersonName};

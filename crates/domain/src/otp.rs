@@ -66,9 +66,10 @@ pub struct CodePolicy {
     pub ttl_secs: i64,
     /// Wrong tries that kill a code.
     pub max_attempts: i64,
-    /// Failures per phone (across codes) after which the phone is locked.
+    /// Wrong codes per phone (across codes, since its last lock or right code) that lock it.
     pub phone_lock_after: i64,
-    /// The first lock lasts this long; each further failure while locked doubles it (capped at a day).
+    /// How long a lock lasts. It does not grow: guesses while locked are not evaluated and count
+    /// nothing, and the count starts again after a lock (SECURITY.md, «Lockout model»).
     pub phone_lock_base_secs: i64,
 }
 
@@ -79,13 +80,11 @@ impl Default for CodePolicy {
 }
 
 impl CodePolicy {
-    /// How long a phone stays locked after `failures` failed tries in a row, or `None` when it is not.
+    /// How long a phone is locked after its `failures`-th wrong code in a row, or `None` when it is
+    /// not. The same length every time: an attacker cannot grow a lock, only start a new one with
+    /// codes sent after the last lock ended.
     pub fn lock_secs(&self, failures: i64) -> Option<i64> {
-        if failures < self.phone_lock_after {
-            return None;
-        }
-        let doublings = (failures - self.phone_lock_after).min(8) as u32;
-        Some((self.phone_lock_base_secs << doublings).min(86_400))
+        (failures >= self.phone_lock_after).then_some(self.phone_lock_base_secs)
     }
 }
 
@@ -165,12 +164,13 @@ mod tests {
     }
 
     #[test]
-    fn lock_grows_and_is_capped() {
+    fn a_lock_has_one_bounded_length() {
+        // A lock that grew with every post let one SMS buy a 24-hour lock kept alive forever (issue 20).
         let p = CodePolicy::default();
         assert_eq!(p.lock_secs(19), None);
         assert_eq!(p.lock_secs(20), Some(900));
-        assert_eq!(p.lock_secs(21), Some(1800));
-        assert_eq!(p.lock_secs(100), Some(86_400));
+        assert_eq!(p.lock_secs(21), Some(900));
+        assert_eq!(p.lock_secs(100), Some(900));
     }
 
     #[test]

@@ -105,6 +105,13 @@ pub fn valid_call_url(s: &str) -> bool {
         && url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some())
 }
 
+/// True for a call link a teacher types: an absolute `https://` URL only (the form says so; a plain
+/// `http:` link lets anyone on the pupils' network read or change the call). The school's own room
+/// links ([`valid_call_url`]) may be `http://` on local runs.
+pub fn valid_teacher_call_url(s: &str) -> bool {
+    valid_call_url(s) && url::Url::parse(s).is_ok_and(|u| u.scheme() == "https")
+}
+
 impl Lesson {
     fn check(&self) -> Result<(), &'static str> {
         let short = |s: &str| !s.trim().is_empty() && s.chars().count() <= MAX_NAME_LEN;

@@ -2,6 +2,7 @@
 //! open, and what safe mode lets other people see of a student and do to them.
 
 use crate::provisioning::Role;
+use unicode_normalization::UnicodeNormalization;
 
 /// The longest message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 2000;
@@ -33,7 +34,10 @@ impl MessageText {
             .replace("\r\n", "\n")
             .chars()
             .map(|c| if c == '\r' { '\n' } else { c })
-            .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+            // Control characters go, and so do bidi controls: one «U+202E» would reverse the text
+            // around it in the chat (issue 20). NFC, so equal texts are stored equal.
+            .filter(|c| *c == '\n' || *c == '\t' || !(c.is_control() || crate::text::is_bidi_control(*c)))
+            .nfc()
             .collect();
         let text = cleaned.trim();
         if text.is_empty() {
@@ -144,6 +148,15 @@ mod tests {
         assert_eq!(MessageText::parse(&"я".repeat(MAX_MESSAGE_CHARS + 1)).unwrap_err(), MessageError::TooLong);
         // Markup is kept as text; escaping is the page's job.
         assert_eq!(MessageText::parse("<b>x</b>").unwrap().as_str(), "<b>x</b>");
+    }
+
+    /// Issue 20: a message kept its U+202E and reversed what followed it in the chat.
+    #[test]
+    fn message_text_loses_bidi_controls_and_is_nfc() {
+        let t = MessageText::parse("привет \u{202E}мир\u{202C} \u{2066}x\u{2069}\u{200F}").unwrap();
+        assert_eq!(t.as_str(), "привет мир x");
+        assert_eq!(MessageText::parse("\u{202E}\u{202E}").unwrap_err(), MessageError::Empty);
+        assert_eq!(MessageText::parse("е\u{0308}ж").unwrap().as_str(), "ёж");
     }
 
     #[test]

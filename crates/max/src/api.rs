@@ -3,14 +3,14 @@
 //! as the web pages apply (the handlers share their logic); errors are the JSON envelope.
 
 use crate::MaxState;
-use crate::login::{Verified, challenge_of, send_code, valid_name, verify_code};
+use crate::login::{Verified, challenge_of, send_code, verify_code};
 use crate::oidc::{self, AuthorizeParams, RequestError, Validated};
 use crate::repo::{self, Session};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
-use edulink_domain::{Phone, PhoneError};
+use edulink_domain::{PersonName, Phone, PhoneError};
 use edulink_web::api::{ApiJson, BearerScheme, ErrorBody, ErrorEnvelope, bearer, unauthorized};
 use edulink_web::{AppError, ClientIp, ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -168,7 +168,15 @@ pub struct Approved {
 }
 
 async fn session_of(st: &MaxState, token: &str) -> Result<Option<Session>, AppError> {
-    Ok(repo::load_session(&st.db, token, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await?)
+    Ok(repo::load_session(
+        &st.db,
+        token,
+        repo::SessionKind::App,
+        st.now(),
+        st.cfg.session_idle_secs,
+        st.cfg.session_absolute_secs,
+    )
+    .await?)
 }
 
 async fn signed_in(st: &MaxState, headers: &HeaderMap) -> Result<(Session, String), AppError> {
@@ -205,7 +213,7 @@ pub async fn send(
     ApiJson(body): ApiJson<SendCode>,
 ) -> Result<Response, AppError> {
     let phone = Phone::parse(&body.phone, &st.cfg.default_region, &st.cfg.allowed_countries).map_err(phone_error)?;
-    let (raw, session) = repo::create_session(&st.db, st.now(), None).await?;
+    let (raw, session) = repo::create_app_session(&st.db, st.now()).await?;
     send_code(&st, &session, &phone, &ip.to_string()).await?.map_err(refusal_error)?;
     let body = CodeSent {
         challenge_id: raw,
@@ -278,7 +286,7 @@ pub async fn register(
     let (Some(hash), Some(enc)) = (session.verified_phone_hash.clone(), session.verified_phone_enc.clone()) else {
         return Err(expired());
     };
-    let (Some(first), Some(last)) = (valid_name(&body.first_name), valid_name(&body.last_name)) else {
+    let (Ok(first), Ok(last)) = (PersonName::parse(&body.first_name), PersonName::parse(&body.last_name)) else {
         return Err(AppError::bad_request("error-name-invalid"));
     };
     let (_, token, _) =

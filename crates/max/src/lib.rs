@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 /// MAX's own tables followed by Сферум's.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 8 => "0008_dpop_par"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 8 => "0008_dpop_par", 9 => "0009_session_kind"];
     own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
 }
 
@@ -252,6 +252,8 @@ pub fn router(state: MaxState) -> Router {
         origin: state.cfg.issuer.clone(),
         exempt_prefixes: vec!["/oauth/", "/sferum/api/", "/api/"],
         https: state.cfg.https(),
+        // Only the pages of an authorization request add its client's origin (`with_form_target`).
+        form_targets: Vec::new(),
     };
     harden(r.merge(edulink_web::ops::routes()).merge(api::routes()).with_state(state), BRAND, sec)
 }

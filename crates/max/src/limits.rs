@@ -128,43 +128,52 @@ pub async fn resend_wait(db: &Db, phone_hash: &str, now: i64, limits: &SmsLimits
     Ok(last.map_or(0, |l| (l + limits.resend_gap_secs - now).max(0)))
 }
 
-/// True while the phone is locked.
-pub async fn is_locked(
-    ex: impl sqlx::Executor<'_, Database = sqlx::Any>,
-    phone_hash: &str,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let locked: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM phone_state WHERE phone_hash = $1")
-        .bind(phone_hash)
-        .fetch_optional(ex)
-        .await?;
-    Ok(locked.is_some_and(|l| l > now))
-}
-
-/// Counts a wrong code against the phone (across codes: a resend does not reset it) and locks the
-/// phone when the policy says so. Returns the failure count.
-pub async fn record_failure(
+/// Takes one guess from the phone's allowance before a code is evaluated: the phone is not locked
+/// and fewer than `phone_lock_after` guesses are counted since its last lock or success. The check
+/// and the count are one statement (and the row stays locked until the caller commits), so guesses
+/// sent together, to any instance, never evaluate more than the allowance. Returns the guess's
+/// number, or `None` when nothing may be evaluated now. The guess counts as a failure until
+/// [`clear_failures`] (a right code) gives it back.
+pub async fn reserve_guess(
     tx: &mut edulink_store::Tx,
     phone_hash: &str,
     now: i64,
     policy: &CodePolicy,
-) -> Result<i64, StoreError> {
-    let failures: i64 = sqlx::query_scalar(
-        "INSERT INTO phone_state (phone_hash, failures) VALUES ($1, 1) \
-         ON CONFLICT (phone_hash) DO UPDATE SET failures = phone_state.failures + 1 RETURNING failures",
+) -> Result<Option<i64>, StoreError> {
+    sqlx::query("INSERT INTO phone_state (phone_hash) VALUES ($1) ON CONFLICT (phone_hash) DO NOTHING")
+        .bind(phone_hash)
+        .execute(&mut *tx)
+        .await?;
+    Ok(sqlx::query_scalar(
+        "UPDATE phone_state SET failures = failures + 1 \
+         WHERE phone_hash = $1 AND locked_until <= $2 AND failures < $3 RETURNING failures",
     )
     .bind(phone_hash)
-    .fetch_one(&mut *tx)
-    .await?;
-    if let Some(secs) = policy.lock_secs(failures) {
-        sqlx::query("UPDATE phone_state SET locked_until = $2 WHERE phone_hash = $1")
-            .bind(phone_hash)
-            .bind(now + secs)
-            .execute(&mut *tx)
-            .await?;
-        tracing::warn!(failures, lock_secs = secs, "phone locked after repeated wrong codes");
-    }
-    Ok(failures)
+    .bind(now)
+    .bind(policy.phone_lock_after)
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
+/// Settles a wrong guess reserved by [`reserve_guess`] as guess number `failures`: the last one of
+/// the allowance locks the phone for `phone_lock_base_secs` and starts the count again, so a lock is
+/// never extended by guesses (only by new ones, on codes sent after it, which the send caps bound).
+/// Returns the lock's length when it locked.
+pub async fn settle_failure(
+    tx: &mut edulink_store::Tx,
+    phone_hash: &str,
+    failures: i64,
+    now: i64,
+    policy: &CodePolicy,
+) -> Result<Option<i64>, StoreError> {
+    let Some(secs) = policy.lock_secs(failures) else { return Ok(None) };
+    sqlx::query("UPDATE phone_state SET locked_until = $2, failures = 0 WHERE phone_hash = $1")
+        .bind(phone_hash)
+        .bind(now + secs)
+        .execute(&mut *tx)
+        .await?;
+    tracing::warn!(failures, lock_secs = secs, "phone locked after repeated wrong codes");
+    Ok(Some(secs))
 }
 
 /// A correct code clears the phone's failure count.

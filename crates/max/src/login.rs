@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use edulink_domain::crypto::new_id;
 use edulink_domain::otp::{OtpCode, sms_text};
-use edulink_domain::{Phone, PhoneError};
+use edulink_domain::{PersonName, Phone, PhoneError};
 use edulink_web::forms::{CsrfForm, check_csrf};
 use edulink_web::{AppError, ClientIp, Lang, StrictForm, Tr, html, see_other};
 use serde::Deserialize;
@@ -23,7 +23,15 @@ pub async fn current(st: &MaxState, headers: &HeaderMap) -> Result<Option<Sessio
     let Some(raw) = st.cookies.get(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    Ok(repo::load_session(&st.db, &raw, st.now(), st.cfg.session_idle_secs, st.cfg.session_absolute_secs).await?)
+    Ok(repo::load_session(
+        &st.db,
+        &raw,
+        repo::SessionKind::Web,
+        st.now(),
+        st.cfg.session_idle_secs,
+        st.cfg.session_absolute_secs,
+    )
+    .await?)
 }
 
 /// The current session, or a new anonymous one with the cookie to set.
@@ -211,13 +219,24 @@ async fn render_code_page(
     error: Option<String>,
 ) -> Result<Response, AppError> {
     let retry_after = limits::resend_wait(&st.db, &challenge.phone_hash, st.now(), &st.cfg.sms_limits).await?;
-    Ok(html(&CodePage {
+    let page = html(&CodePage {
         tr,
         csrf: session.csrf.clone(),
         masked: views::masked_phone(st, &challenge.phone_enc),
         error,
         retry_after,
-    }))
+    });
+    for_pending_request(st, session, page).await
+}
+
+/// Lets a sign-in page's forms end at the client of the session's pending authorization request
+/// (CSP `form-action`): a right code goes on to `/authorize/continue` and from there to the client.
+async fn for_pending_request(st: &MaxState, session: &Session, page: Response) -> Result<Response, AppError> {
+    let Some(id) = &session.pending_request else { return Ok(page) };
+    Ok(match crate::oidc::load_request(&st.db, id, st.now()).await? {
+        Some(req) => edulink_web::layers::with_form_target(page, &req.redirect_uri),
+        None => page,
+    })
 }
 
 /// `GET /login/code`: «Окно ввода кода».
@@ -254,11 +273,8 @@ pub async fn code_submit(
     let form: CodeForm = match edulink_web::forms::parse_strict(&body) {
         Ok(f) => f,
         Err(e) => {
-            // A polluted code form (`code=1&code=2`, `code[]=…`) is an attack on this phone's code:
-            // it is refused and counted like a wrong code.
-            let mut tx = st.db.begin().await?;
-            limits::record_failure(&mut tx, &challenge.phone_hash, st.now(), &st.cfg.code_policy).await?;
-            tx.commit().await?;
+            // A polluted code form (`code=1&code=2`, `code[]=…`) is refused and audited; it is no
+            // guess (nothing is evaluated), so it counts toward no lock (SECURITY.md, «Lockout model»).
             metrics::counter!("edulink_param_pollution_total").increment(1);
             audit::TRAIL
                 .record(&st.db, st.now(), &Record::new(Event::ParamPollution).ip(&ip.to_string()).detail("code"))
@@ -306,25 +322,29 @@ pub async fn verify_code(
     let now = st.now();
     let Ok(code) = OtpCode::parse(input) else { return Ok(Verified::BadFormat) };
     let policy = &st.cfg.code_policy;
-    // Every step of the check and its outcome (the try, the failure count or the phone's new state,
-    // the audit records) is one transaction.
+    // Every step of the check and its outcome (the try, the phone's count or new state, the audit
+    // records) is one transaction. A dead code (used, expired, out of tries) is no guess: it
+    // counts toward no lock.
     let mut tx = st.db.begin().await?;
-    // While the phone is locked the answer is exactly that of a wrong code, and no code is evaluated.
-    let verified = if limits::is_locked(&mut tx, &challenge.phone_hash, now).await? {
-        None
-    } else {
-        match repo::take_attempt(&mut tx, &challenge.id, now, policy.max_attempts).await? {
-            None => {
-                audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeDead).ip(ip)).await?;
-                tx.commit().await?;
-                return Ok(Verified::Dead);
-            }
-            Some(mac) => Some(code.matches(&st.secrets.code_mac, &challenge.id, &mac)),
-        }
+    let Some(mac) = repo::take_attempt(&mut tx, &challenge.id, now, policy.max_attempts).await? else {
+        audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeDead).ip(ip)).await?;
+        tx.commit().await?;
+        return Ok(Verified::Dead);
     };
-    if verified != Some(true) || !repo::use_challenge(&mut tx, &challenge.id, now).await? {
-        let failures = limits::record_failure(&mut tx, &challenge.phone_hash, now, policy).await?;
-        let event = if policy.lock_secs(failures).is_some() { Event::PhoneLocked } else { Event::CodeWrong };
+    // The guess is counted against the phone before the code is evaluated; while the phone is
+    // locked (or its allowance is taken by guesses in flight) nothing is evaluated and the answer
+    // is exactly that of a wrong code.
+    let Some(guess) = limits::reserve_guess(&mut tx, &challenge.phone_hash, now, policy).await? else {
+        audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeWrong).ip(ip).detail("locked")).await?;
+        tx.commit().await?;
+        return Ok(Verified::Wrong);
+    };
+    metrics::counter!("edulink_code_evaluations_total").increment(1);
+    if !code.matches(&st.secrets.code_mac, &challenge.id, &mac)
+        || !repo::use_challenge(&mut tx, &challenge.id, now).await?
+    {
+        let locked = limits::settle_failure(&mut tx, &challenge.phone_hash, guess, now, policy).await?;
+        let event = if locked.is_some() { Event::PhoneLocked } else { Event::CodeWrong };
         audit::TRAIL.record_in(&mut tx, now, &Record::new(event).ip(ip)).await?;
         tx.commit().await?;
         metrics::counter!("edulink_code_failures_total").increment(1);
@@ -393,14 +413,15 @@ pub async fn register_page(State(st): State<MaxState>, headers: HeaderMap) -> Re
     let Some(enc) = session.verified_phone_enc.as_deref() else {
         return Ok(see_other("/login"));
     };
-    Ok(html(&RegisterPage {
+    let page = html(&RegisterPage {
         tr: tr(&headers),
         csrf: session.csrf.clone(),
         masked: views::masked_phone(&st, enc),
         first_name: String::new(),
         last_name: String::new(),
         error: None,
-    }))
+    });
+    for_pending_request(&st, &session, page).await
 }
 
 /// The registration form.
@@ -409,14 +430,6 @@ pub struct RegisterForm {
     csrf: String,
     first_name: String,
     last_name: String,
-}
-
-/// A person's name: 1–50 letters, spaces, hyphens or apostrophes.
-pub fn valid_name(s: &str) -> Option<String> {
-    let s = s.trim();
-    let n = s.chars().count();
-    ((1..=50).contains(&n) && s.chars().all(|c| c.is_alphabetic() || matches!(c, ' ' | '-' | '\'')))
-        .then(|| s.to_string())
 }
 
 /// `POST /login/register`: creates the account and signs in.
@@ -433,7 +446,7 @@ pub async fn register_submit(
     let (Some(hash), Some(enc)) = (session.verified_phone_hash.clone(), session.verified_phone_enc.clone()) else {
         return Ok(see_other("/login"));
     };
-    let (Some(first), Some(last)) = (valid_name(&form.first_name), valid_name(&form.last_name)) else {
+    let (Ok(first), Ok(last)) = (PersonName::parse(&form.first_name), PersonName::parse(&form.last_name)) else {
         let tr = tr(&headers);
         let page = RegisterPage {
             error: Some(tr.t("error-name-invalid")),
@@ -443,7 +456,8 @@ pub async fn register_submit(
             first_name: form.first_name.chars().take(50).collect(),
             last_name: form.last_name.chars().take(50).collect(),
         };
-        return Ok((StatusCode::BAD_REQUEST, html(&page)).into_response());
+        let page = for_pending_request(&st, &session, html(&page)).await?;
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
     let (_, raw, new) = register_account(&st, &session, &hash, &enc, &first, &last, &ip.to_string()).await?;
     Ok(signed_in(&st, &raw, &new))
@@ -458,13 +472,13 @@ pub async fn register_account(
     session: &Session,
     phone_hash: &str,
     phone_enc: &str,
-    first: &str,
-    last: &str,
+    first: &PersonName,
+    last: &PersonName,
     ip: &str,
 ) -> Result<(repo::Account, String, Session), AppError> {
     let now = st.now();
     let mut tx = st.db.begin().await?;
-    match repo::create_account(&mut tx, phone_hash, phone_enc, first, last, now).await {
+    match repo::create_account(&mut tx, phone_hash, phone_enc, first.as_str(), last.as_str(), now).await {
         Ok(account) => {
             audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::Register).principal(&account.id).ip(ip)).await?;
             let (raw, new) = repo::sign_in_in(&mut tx, session, &account.id, now).await?;

@@ -26,7 +26,7 @@ pub use config::{PoolConfig, valid_schema};
 pub use error::{StoreError, retry};
 pub use health::CHECK_EVERY as READY_CHECK_EVERY;
 pub use migrate::Migration;
-pub use rate::{count_in_window, count_in_window_in};
+pub use rate::{Limit, Reservation, clear_bucket, count_in_window, count_in_window_in, reserve};
 pub use sqlite::executor::{DbReader, DbWriter};
 pub use sqlx;
 pub use sqlx::Row;

@@ -29,6 +29,40 @@ pub struct SiteSecurity {
     pub exempt_prefixes: Vec<&'static str>,
     /// Served over https: send HSTS.
     pub https: bool,
+    /// Origins besides this site's own that its forms may end up at through redirects (CSP
+    /// `form-action`, which browsers check on every redirect after a form is sent): the other
+    /// party's origin, e.g. the diary's «Подключить» form, redirected to MAX.
+    pub form_targets: Vec<String>,
+}
+
+/// A response extension that lets this page's forms end up at one more origin (see
+/// [`SiteSecurity::form_targets`]): MAX's sign-in and consent pages add the origin of the
+/// pending authorization request's redirect URI.
+#[derive(Debug, Clone)]
+pub struct FormTarget(pub String);
+
+/// Adds the origin of `url` (when it has one: not an app's custom scheme) to the page's CSP
+/// `form-action`.
+pub fn with_form_target(mut resp: Response, url: &str) -> Response {
+    if let Ok(u) = url::Url::parse(url)
+        && matches!(u.scheme(), "https" | "http")
+    {
+        resp.extensions_mut().insert(FormTarget(u.origin().ascii_serialization()));
+    }
+    resp
+}
+
+/// The CSP of every response: no inline script, no framing, forms only to `'self'` and `targets`.
+fn csp(targets: &[String], extra: Option<&FormTarget>) -> HeaderValue {
+    let mut policy = String::from(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    );
+    for t in targets.iter().chain(extra.map(|e| &e.0)) {
+        policy.push(' ');
+        policy.push_str(t);
+    }
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'none'"))
 }
 
 /// Wraps a party's router with every shared layer.
@@ -74,7 +108,8 @@ async fn edge(sec: std::sync::Arc<SiteSecurity>, brand: Brand, req: Request, nex
         next.run(req).await
     };
     let mut resp = render_error(brand, reader, resp);
-    security_headers(sec.https, is_static, resp.headers_mut());
+    let policy = csp(&sec.form_targets, resp.extensions().get::<FormTarget>());
+    security_headers(sec.https, is_static, policy, resp.headers_mut());
     let class = match resp.status().as_u16() {
         200..=399 => "ok",
         400..=499 => "client_error",
@@ -99,16 +134,10 @@ fn cross_site_change(sec: &SiteSecurity, req: &Request) -> bool {
 }
 
 /// CSP without inline script, no framing, no MIME sniffing, no caching of personal pages.
-fn security_headers(https: bool, is_static: bool, h: &mut axum::http::HeaderMap) {
+fn security_headers(https: bool, is_static: bool, csp: HeaderValue, h: &mut axum::http::HeaderMap) {
     // Room for these at once rather than growing the map header by header.
     h.reserve(8);
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("strict-origin-when-cross-origin"));

@@ -68,12 +68,15 @@
       li.className = "msg" + (m.mine ? " mine" : "") + (m.system ? " system" : "") + (m.former ? " former" : "");
       var author = document.createElement("span");
       author.className = "author";
+      // An isolate: whatever a name holds cannot reorder the text around it (as in the page).
+      author.dir = "auto";
       author.textContent = m.author;
       var at = document.createElement("span");
       at.className = "at";
       at.textContent = m.at;
       var text = document.createElement("p");
       text.className = "text";
+      text.dir = "auto";
       text.textContent = m.text;
       li.appendChild(author);
       li.appendChild(document.createTextNode(" "));

@@ -124,7 +124,8 @@ pub async fn handoff(
     StrictQuery(q): StrictQuery<HandoffTicket>,
 ) -> Result<Response, AppError> {
     let user: Option<String> = edulink_store::sqlx::query_scalar(
-        "SELECT user_id FROM handoff_tickets WHERE ticket_hash = $1 AND expires_at > $2",
+        "SELECT user_id FROM handoff_tickets h WHERE ticket_hash = $1 AND expires_at > $2 AND EXISTS \
+         (SELECT 1 FROM api_tokens t WHERE t.token_hash = h.token_hash AND t.expires_at > $2)",
     )
     .bind(edulink_domain::crypto::sha256_b64(&q.ticket))
     .bind(st.now())
@@ -155,7 +156,9 @@ pub async fn handoff_submit(
 ) -> Result<Response, AppError> {
     let now = st.now();
     let user: Option<String> = edulink_store::sqlx::query_scalar(
-        "DELETE FROM handoff_tickets WHERE ticket_hash = $1 AND expires_at > $2 RETURNING user_id",
+        "DELETE FROM handoff_tickets WHERE ticket_hash = $1 AND expires_at > $2 AND EXISTS \
+         (SELECT 1 FROM api_tokens t WHERE t.token_hash = handoff_tickets.token_hash AND t.expires_at > $2) \
+         RETURNING user_id",
     )
     .bind(edulink_domain::crypto::sha256_b64(&form.ticket))
     .bind(now)

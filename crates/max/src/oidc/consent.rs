@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use edulink_domain::crypto::{new_id, random_token, sha256_b64};
 use edulink_web::forms::{CsrfForm, check_csrf};
+use edulink_web::layers::with_form_target;
 use edulink_web::{AppError, ClientIp, Lang, StrictForm, Tr, html, see_other};
 
 /// Creates the grant if needed, stores a fresh code, consumes the request (and clears it from the
@@ -132,12 +133,13 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
         cached_client(&st, &req.client_id).await?.ok_or_else(|| AppError::bad_request("error-oauth-client"))?;
     let tr = Tr::new(Lang::from_headers(&headers));
     if req.hint_account_id.as_ref().is_some_and(|h| *h != account_id) {
-        return Ok(html(&MismatchPage {
+        let page = html(&MismatchPage {
             tr,
             csrf: session.csrf.clone(),
             masked: crate::views::masked_phone(&st, &account.phone_enc),
             client_name: client.name,
-        }));
+        });
+        return Ok(with_form_target(page, &req.redirect_uri));
     }
     let has_grant = grants::has_grant_in_sector(&st.db, &client.sector, &account_id).await?;
     if has_grant && !req.consent {
@@ -145,14 +147,16 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
         return Ok(see_other(&url));
     }
     let has_profile = edulink_sferum::has_profile(&st.db, &account_id).await?;
-    Ok(html(&ConfirmPage {
+    let page = html(&ConfirmPage {
         tr,
         csrf: session.csrf.clone(),
         masked: crate::views::masked_phone(&st, &account.phone_enc),
         name: format!("{} {}", account.first_name, account.last_name),
         client_name: client.name,
         has_profile,
-    }))
+    });
+    // Its forms end at the client (CSP `form-action`).
+    Ok(with_form_target(page, &req.redirect_uri))
 }
 
 /// The pending request of a form posted on the confirmation page, after its CSRF check.

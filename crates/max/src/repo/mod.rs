@@ -25,6 +25,7 @@ pub use accounts::{
 };
 pub use challenges::{Challenge, challenge, create_challenge, take_attempt, use_challenge};
 pub use sessions::{
-    ANON_IDLE_SECS, Session, create_session, create_session_in, delete_session, delete_session_in, load_session,
-    session_alive, set_challenge, set_pending_request, set_verified_phone, sign_in, sign_in_in,
+    ANON_IDLE_SECS, Session, SessionKind, create_app_session, create_session, create_session_in, delete_session,
+    delete_session_in, load_session, session_alive, set_challenge, set_pending_request, set_verified_phone, sign_in,
+    sign_in_in,
 };

@@ -1,13 +1,53 @@
-//! Browser sessions at MAX (`sessions`): anonymous until sign-in, replaced on sign-in.
+//! Sessions at MAX (`sessions`): a browser's (cookie) or the app's (bearer token), anonymous until
+//! sign-in, replaced on sign-in. One purpose per credential: a session is found only by the kind
+//! of credential that created it, so a browser cookie is no bearer token and the reverse.
 
 use edulink_domain::crypto::{random_token, sha256_b64};
 use edulink_store::{Db, StoreError, sqlx};
 
-/// A browser session at MAX, anonymous until sign-in.
+/// Which credential carries a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// A browser's `max_sid` cookie.
+    Web,
+    /// The app's bearer token (`/api/v1`).
+    App,
+}
+
+impl SessionKind {
+    /// The stored form (`sessions.kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Web => "web",
+            SessionKind::App => "app",
+        }
+    }
+}
+
+/// A stored kind that this build does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown session kind {0:?}")]
+pub struct UnknownSessionKind(String);
+
+impl TryFrom<String> for SessionKind {
+    type Error = UnknownSessionKind;
+    fn try_from(s: String) -> Result<Self, UnknownSessionKind> {
+        match s.as_str() {
+            "web" => Ok(SessionKind::Web),
+            "app" => Ok(SessionKind::App),
+            _ => Err(UnknownSessionKind(s)),
+        }
+    }
+}
+
+/// A session at MAX, anonymous until sign-in.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Session {
-    /// SHA-256 of the cookie value.
+    /// SHA-256 of the cookie value or bearer token.
     pub id_hash: String,
+    /// The credential that carries it.
+    #[sqlx(try_from = "String")]
+    pub kind: SessionKind,
     /// The signed-in account.
     pub account_id: Option<String>,
     /// The CSRF token of this session's forms.
@@ -29,10 +69,11 @@ pub struct Session {
 /// Anonymous sessions (mid sign-in) end after this long without requests.
 pub const ANON_IDLE_SECS: i64 = 3600;
 
-/// Loads a live session by its cookie value; expired ones are deleted.
+/// Loads a live session of `kind` by its cookie value or bearer token; expired ones are deleted.
 pub async fn load_session(
     db: &Db,
     raw: &str,
+    kind: SessionKind,
     now: i64,
     idle: i64,
     absolute: i64,
@@ -42,10 +83,11 @@ pub async fn load_session(
     }
     let hash = sha256_b64(raw);
     let found: Option<Session> = sqlx::query_as(
-        "SELECT id_hash, account_id, csrf, challenge_id, verified_phone_hash, verified_phone_enc, pending_request, \
-           last_seen_at, auth_at FROM sessions WHERE id_hash = $1",
+        "SELECT id_hash, kind, account_id, csrf, challenge_id, verified_phone_hash, verified_phone_enc, \
+           pending_request, last_seen_at, auth_at FROM sessions WHERE id_hash = $1 AND kind = $2",
     )
     .bind(&hash)
+    .bind(kind.as_str())
     .fetch_optional(db.pool())
     .await?;
     let Some(s) = found else { return Ok(None) };
@@ -63,10 +105,18 @@ pub async fn load_session(
     Ok(Some(s))
 }
 
-/// Creates an anonymous session; returns the cookie value and the session.
+/// Creates an anonymous browser session; returns the cookie value and the session.
 pub async fn create_session(db: &Db, now: i64, pending_request: Option<&str>) -> Result<(String, Session), StoreError> {
     let mut tx = db.begin().await?;
     let created = create_session_in(&mut tx, now, pending_request).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Creates an anonymous app session (a sign-in by the app); returns the bearer token and the session.
+pub async fn create_app_session(db: &Db, now: i64) -> Result<(String, Session), StoreError> {
+    let mut tx = db.begin().await?;
+    let created = insert_anonymous(&mut tx, SessionKind::App, now, None).await?;
     tx.commit().await?;
     Ok(created)
 }
@@ -77,9 +127,19 @@ pub async fn create_session_in(
     now: i64,
     pending_request: Option<&str>,
 ) -> Result<(String, Session), StoreError> {
+    insert_anonymous(tx, SessionKind::Web, now, pending_request).await
+}
+
+async fn insert_anonymous(
+    tx: &mut edulink_store::Tx,
+    kind: SessionKind,
+    now: i64,
+    pending_request: Option<&str>,
+) -> Result<(String, Session), StoreError> {
     let raw = random_token(32);
     let s = Session {
         id_hash: sha256_b64(&raw),
+        kind,
         account_id: None,
         csrf: random_token(32),
         challenge_id: None,
@@ -90,9 +150,11 @@ pub async fn create_session_in(
         auth_at: None,
     };
     sqlx::query(
-        "INSERT INTO sessions (id_hash, csrf, pending_request, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
+        "INSERT INTO sessions (id_hash, kind, csrf, pending_request, created_at, last_seen_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
     )
     .bind(&s.id_hash)
+    .bind(kind.as_str())
     .bind(&s.csrf)
     .bind(&s.pending_request)
     .bind(now)
@@ -101,8 +163,8 @@ pub async fn create_session_in(
     Ok((raw, s))
 }
 
-/// Replaces `old` by a new session signed in as `account_id` (new id, new CSRF token), keeping the
-/// pending authorization request: session fixation cannot survive sign-in.
+/// Replaces `old` by a new session of the same kind signed in as `account_id` (new id, new CSRF
+/// token), keeping the pending authorization request: session fixation cannot survive sign-in.
 pub async fn sign_in(db: &Db, old: &Session, account_id: &str, now: i64) -> Result<(String, Session), StoreError> {
     let mut tx = db.begin().await?;
     let signed_in = sign_in_in(&mut tx, old, account_id, now).await?;
@@ -120,6 +182,7 @@ pub async fn sign_in_in(
     let raw = random_token(32);
     let s = Session {
         id_hash: sha256_b64(&raw),
+        kind: old.kind,
         account_id: Some(account_id.to_owned()),
         csrf: random_token(32),
         challenge_id: None,
@@ -131,10 +194,11 @@ pub async fn sign_in_in(
     };
     delete_session_in(tx, &old.id_hash).await?;
     sqlx::query(
-        "INSERT INTO sessions (id_hash, account_id, csrf, pending_request, created_at, last_seen_at, auth_at) \
-         VALUES ($1, $2, $3, $4, $5, $5, $5)",
+        "INSERT INTO sessions (id_hash, kind, account_id, csrf, pending_request, created_at, last_seen_at, auth_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
     )
     .bind(&s.id_hash)
+    .bind(s.kind.as_str())
     .bind(account_id)
     .bind(&s.csrf)
     .bind(&s.pending_request)
