@@ -115,6 +115,11 @@ pub struct StartLink {
     /// The app's PKCE S256 challenge (RFC 7636); the verifier stays in the app.
     #[schema(min_length = 43, max_length = 128, pattern = "^[A-Za-z0-9._~-]{43,128}$")]
     code_challenge: String,
+    /// The RFC 7638 thumbprint of the app's DPoP key (RFC 9449 §10): MAX binds the code to it.
+    /// Required by MAX for the diary's apps.
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[serde(default)]
+    dpop_jkt: Option<String>,
 }
 
 /// Where the app sends the person.
@@ -125,6 +130,11 @@ pub struct LinkStarted {
     authorization_url: String,
     /// The app-link redirect MAX will return to.
     redirect_uri: String,
+    /// MAX's token endpoint: the `htu` of the app's DPoP proof for the code exchange.
+    token_endpoint: String,
+    /// A DPoP nonce from MAX (RFC 9449 §8), for that proof; valid for 10 minutes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dpop_nonce: Option<String>,
 }
 
 /// What came back to the app link.
@@ -143,6 +153,11 @@ pub struct CompleteLink {
     /// The app's PKCE verifier.
     #[schema(min_length = 43, max_length = 128, pattern = "^[A-Za-z0-9._~-]{43,128}$")]
     code_verifier: String,
+    /// The app's DPoP proof for `POST` to `token_endpoint` (RFC 9449 §4), sent on to MAX with the
+    /// code: a code bound to the app's key is redeemed only with it.
+    #[schema(max_length = 4096)]
+    #[serde(default)]
+    dpop_proof: Option<String>,
 }
 
 /// A URL that signs the person in to Сферум.
@@ -267,6 +282,11 @@ pub async fn start_link(
     }
     let c = ClientRef { id: &app.client_id, secret: None, redirect_uri: &app.redirect_uri };
     let started = st.rp.start(c, true, None, false, Some(&body.code_challenge)).await.map_err(max_unavailable)?;
+    if body.dpop_jkt.as_deref().is_some_and(|j| !edulink_domain::dpop::is_thumbprint(j)) {
+        return Err(AppError::bad_request("error-bad-request"));
+    }
+    // The apps' requests go by PAR (RFC 9126; MAX requires it of them).
+    let pushed = st.rp.push(&started.url, &app.client_id, body.dpop_jkt.as_deref()).await.map_err(max_unavailable)?;
     let t = repo::Transaction {
         user_id: user.id,
         purpose: repo::Purpose::App(app.key.clone()),
@@ -281,7 +301,12 @@ pub async fn start_link(
         metrics::counter!("edulink_link_starts_refused_total").increment(1);
         return Err(AppError::too_many("error-link-starts", wait));
     }
-    let body = LinkStarted { authorization_url: started.url, redirect_uri: app.redirect_uri.clone() };
+    let body = LinkStarted {
+        authorization_url: pushed.url,
+        redirect_uri: app.redirect_uri.clone(),
+        token_endpoint: pushed.token_endpoint,
+        dpop_nonce: pushed.dpop_nonce,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -308,7 +333,8 @@ pub async fn complete_link(
     }
     .ok_or_else(|| AppError::bad_request("error-callback-state"))?;
     let c = ClientRef { id: &app.client_id, secret: None, redirect_uri: &app.redirect_uri };
-    let verified = match st.rp.finish(c, &body.code, &body.code_verifier, &t.nonce).await {
+    let proof = body.dpop_proof.as_deref();
+    let verified = match st.rp.finish_with_proof(c, &body.code, &body.code_verifier, &t.nonce, proof).await {
         Ok(v) => v,
         Err(RpError::Unavailable(e)) => return Err(max_unavailable(RpError::Unavailable(e))),
         Err(e) => {

@@ -17,6 +17,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub mod backchannel;
+mod par;
+pub use par::Pushed;
 
 /// Errors talking to MAX or validating its answers. Details are logged; users see a clear message.
 #[derive(Debug, thiserror::Error)]
@@ -241,9 +243,28 @@ impl RelyingParty {
     /// Redeems a code for client `c` and validates the ID token against `nonce`. On a validation
     /// failure the keys are re-fetched once (MAX may have rotated them) before giving up.
     pub async fn finish(&self, c: ClientRef<'_>, code: &str, verifier: &str, nonce: &str) -> Result<Verified, RpError> {
+        self.finish_with_proof(c, code, verifier, nonce, None).await
+    }
+
+    /// [`Self::finish`] with an app's DPoP proof for the token endpoint (RFC 9449 §5), sent as the
+    /// `DPoP` header: the app holds the key, so the tokens are bound to the app, not to us.
+    pub async fn finish_with_proof(
+        &self,
+        c: ClientRef<'_>,
+        code: &str,
+        verifier: &str,
+        nonce: &str,
+        dpop: Option<&str>,
+    ) -> Result<Verified, RpError> {
         let client = self.client(self.metadata(false).await?, c)?;
         let http = self.http.clone();
-        let fetch = move |req| Self::call(http.clone(), req);
+        let dpop = dpop.and_then(|p| http::HeaderValue::from_str(p).ok());
+        let fetch = move |mut req: openidconnect::HttpRequest| {
+            if let Some(p) = &dpop {
+                req.headers_mut().insert("dpop", p.clone());
+            }
+            Self::call(http.clone(), req)
+        };
         let resp = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| RpError::Invalid(e.to_string()))?

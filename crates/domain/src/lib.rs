@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod crypto;
+pub mod dpop;
 pub mod links;
 pub mod oauth;
 pub mod otp;

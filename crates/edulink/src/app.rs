@@ -204,6 +204,8 @@ pub fn mesh_client(cfg: &Config, diary_url: &str) -> Client {
         id_token_alg: "EdDSA".into(),
         sector: MESH_CLIENT.into(),
         scopes: ["openid", "profile", "offline_access", "sferum.provision"].map(String::from).to_vec(),
+        // Confidential: DPoP and PAR are offered, not required.
+        policy: edulink_max::oidc::ClientPolicy::default(),
     }
 }
 
@@ -218,7 +220,7 @@ pub fn mesh_logout(diary_url: &str) -> edulink_max::repo::logout::LogoutRegistra
     }
 }
 
-/// The diary's mobile apps: public clients (PKCE only) with their app-link redirects, in the diary's
+/// The diary's mobile apps: public clients (PKCE, PAR and DPoP) with their app-link redirects, in the diary's
 /// sector, so a link made in an app is the same link as on the web.
 pub fn app_clients() -> Vec<Client> {
     let app = |id: &str, name: &str, redirect: &str, alg: &str| Client {
@@ -229,6 +231,8 @@ pub fn app_clients() -> Vec<Client> {
         id_token_alg: alg.into(),
         sector: MESH_CLIENT.into(),
         scopes: ["openid", "profile", "offline_access"].map(String::from).to_vec(),
+        // Public: a stolen code or token must be useless without the app's key (RFC 9449, RFC 9126).
+        policy: edulink_max::oidc::ClientPolicy::APP,
     };
     vec![
         app(MESH_APP_CLIENT, "Дневник МЭШ", MESH_APP_REDIRECT, "ES256"),

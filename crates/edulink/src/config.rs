@@ -179,6 +179,12 @@ pub struct ClientSection {
     /// The client needs `sid` in every logout token.
     #[serde(default)]
     pub backchannel_logout_session_required: bool,
+    /// Its tokens must be DPoP-bound (RFC 9449 §5.2 `dpop_bound_access_tokens`).
+    #[serde(default)]
+    pub dpop_bound_access_tokens: bool,
+    /// It must push its authorization requests (RFC 9126 §6).
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
 }
 
 fn default_alg() -> String {
@@ -212,6 +218,10 @@ impl ClientSection {
             id_token_alg: self.alg.clone(),
             sector: self.sector.clone().unwrap_or_else(|| self.id.clone()),
             scopes,
+            policy: edulink_max::oidc::ClientPolicy {
+                dpop_bound_access_tokens: self.dpop_bound_access_tokens,
+                require_pushed_authorization_requests: self.require_pushed_authorization_requests,
+            },
         }
     }
 }
@@ -568,6 +578,8 @@ mod tests {
             post_logout_redirect_uris: vec![],
             backchannel_logout_uri: None,
             backchannel_logout_session_required: false,
+            dpop_bound_access_tokens: true,
+            require_pushed_authorization_requests: true,
         });
         c.check().unwrap();
         assert_eq!(c.max.clients[0].to_client().sector, "other");

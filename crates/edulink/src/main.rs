@@ -166,6 +166,12 @@ enum ClientCmd {
         /// The client needs `sid` in every logout token.
         #[arg(long)]
         backchannel_logout_session_required: bool,
+        /// Its tokens must be DPoP-bound (RFC 9449 §5.2; the diary's apps).
+        #[arg(long)]
+        dpop: bool,
+        /// It must push its authorization requests (RFC 9126 §6; the diary's apps).
+        #[arg(long)]
+        par: bool,
     },
     /// Make a new secret for a confidential client and print it once; the previous secret stays
     /// valid for `max.client_secret_grace_secs` (redeploy the client with the new one meanwhile).
@@ -340,6 +346,8 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                             post_logout_redirect_uris,
                             backchannel_logout_uri,
                             backchannel_logout_session_required,
+                            dpop,
+                            par,
                         },
                 },
         } => {
@@ -368,6 +376,10 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 id_token_alg: alg,
                 sector: id.clone(),
                 scopes,
+                policy: edulink_max::oidc::ClientPolicy {
+                    dpop_bound_access_tokens: dpop,
+                    require_pushed_authorization_requests: par,
+                },
             };
             edulink_max::oidc::upsert_client(&db, &client, SystemClock.now_secs()).await?;
             let logout = edulink_max::repo::logout::LogoutRegistration {

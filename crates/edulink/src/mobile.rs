@@ -1,11 +1,12 @@
 //! `edulink demo mobile-link`: a command-line stand-in for the diary's mobile app. It signs in to
-//! the diary's API, makes its own PKCE verifier (RFC 8252), starts a link, and either
+//! the diary's API, makes its own PKCE verifier (RFC 8252) and DPoP key (RFC 9449; the diary
+//! pushes the request to MAX with the key's thumbprint, RFC 9126), starts a link, and either
 //! * prints the authorization URL to open in a browser or the MAX app and waits for the address MAX
 //!   redirected to (the app link), or
 //! * with `--phone`, also plays the MAX app: sends the code, reads it (typed, or from the dev inbox
 //!   with `--auto-code`), approves the request in-app,
 //!
-//! then completes the link and prints the result.
+//! then completes the link with a DPoP proof for MAX's token endpoint and prints the result.
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -82,12 +83,14 @@ pub async fn run(opts: &MobileLink, input: &mut impl BufRead, out: &mut impl Wri
     writeln!(out, "Signed in to the diary as {}.", opts.login)?;
     let verifier = edulink_domain::crypto::random_token(32);
     let challenge = edulink_domain::oauth::pkce_s256(&verifier);
+    // The app's DPoP key (RFC 9449): MAX binds the code and the app's tokens to it.
+    let key = edulink_domain::dpop::ProofKey::generate();
     let started = call(
         &http,
         post.clone(),
         &format!("{}/api/v1/sferum/link", opts.diary),
         Some(&token),
-        Some(json!({ "app": opts.app, "code_challenge": challenge })),
+        Some(json!({ "app": opts.app, "code_challenge": challenge, "dpop_jkt": key.jkt() })),
     )
     .await?;
     let url = started["authorization_url"].as_str().context("no authorization_url")?.to_string();
@@ -176,6 +179,9 @@ pub async fn run(opts: &MobileLink, input: &mut impl BufRead, out: &mut impl Wri
     if let Some(e) = q.get("error") {
         bail!("MAX answered {e}: {}", q.get("error_description").map(String::as_str).unwrap_or(""));
     }
+    let token_endpoint = started["token_endpoint"].as_str().context("no token_endpoint")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let proof = key.proof("POST", token_endpoint, now, started["dpop_nonce"].as_str(), None);
     let linked = call(
         &http,
         post,
@@ -186,6 +192,7 @@ pub async fn run(opts: &MobileLink, input: &mut impl BufRead, out: &mut impl Wri
             "code": q.get("code").context("no code")?,
             "iss": q.get("iss").context("no iss")?,
             "code_verifier": verifier,
+            "dpop_proof": proof,
         })),
     )
     .await?;

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 /// MAX's own tables followed by Сферум's.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 7 => "0007_logout", 9 => "0009_session_kind", 10 => "0010_link_marks"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 7 => "0007_logout", 8 => "0008_dpop_par", 9 => "0009_session_kind", 10 => "0010_link_marks"];
     own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
 }
 
@@ -235,6 +235,8 @@ pub fn router(state: MaxState) -> Router {
         .route("/oauth/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/oauth/revoke", post(oidc::revoke))
         .route("/oauth/logout", get(oidc::logout::end_session).post(oidc::logout::end_session_post))
+        .route("/oauth/par", post(oidc::par::push))
+        .route("/oauth/introspect", post(oidc::introspection::introspect))
         .route("/sferum", get(sferum_web::page))
         .route("/sferum/api/v1/profiles/{sub}", put(sferum_web::provision).delete(sferum_web::detach))
         .route("/sferum/api/v1/links", get(sferum_web::list_links))

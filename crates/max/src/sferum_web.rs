@@ -3,7 +3,7 @@
 
 use crate::links::{self, Outcome};
 use crate::login::current;
-use crate::oidc::{self, bearer};
+use crate::oidc::{self, dpop::Target};
 use crate::views::SferumPage;
 use crate::{MaxState, repo};
 use axum::Json;
@@ -39,9 +39,14 @@ pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
 }
 
 /// A client calling the provisioning API with a valid `sferum.provision` token (not a user's token).
-async fn service_client(st: &MaxState, headers: &HeaderMap) -> Result<String, AppError> {
-    let token =
-        bearer(st, headers).await?.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
+/// `Bearer`, or `DPoP` with a proof (RFC 9449 §7), as at UserInfo.
+async fn service_client(st: &MaxState, headers: &HeaderMap, target: &Target) -> Result<String, AppError> {
+    let token = match oidc::dpop::resource_token(st, headers, target.method.as_str(), &target.path).await {
+        Ok(t) => t,
+        Err(oidc::OAuthError::Server(e)) => return Err(e),
+        Err(_) => None,
+    };
+    let token = token.ok_or_else(|| AppError::new(ErrorKind::Unauthorized, "error-unauthorized"))?;
     if token.grant_id.is_some() || !token.scope.iter().any(|s| s == "sferum.provision") {
         return Err(AppError::forbidden("error-forbidden"));
     }
@@ -54,9 +59,10 @@ pub async fn push_lesson(
     State(st): State<MaxState>,
     Path(lesson_id): Path<String>,
     headers: HeaderMap,
+    target: Target,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    let client_id = service_client(&st, &headers).await?;
+    let client_id = service_client(&st, &headers, &target).await?;
     let push: LessonPush = serde_json::from_slice(&body).map_err(|_| AppError::bad_request("error-bad-request"))?;
     if push.validate().is_err() || push.lesson.id != lesson_id {
         return Err(AppError::bad_request("error-bad-request"));
@@ -75,8 +81,9 @@ pub async fn attendance(
     State(st): State<MaxState>,
     Path(lesson_id): Path<String>,
     headers: HeaderMap,
+    target: Target,
 ) -> Result<Response, AppError> {
-    let client_id = service_client(&st, &headers).await?;
+    let client_id = service_client(&st, &headers, &target).await?;
     let sector = oidc::cached_client(&st, &client_id).await?.map(|c| c.sector).ok_or_else(AppError::not_found)?;
     let key = edulink_sferum::key(&client_id, &lesson_id);
     let rows = edulink_sferum::attendance(&st.db, &st.sferum_directory(), &key, &sector).await?;
@@ -93,8 +100,12 @@ pub struct LinkQuery {
 }
 
 /// A provisioning client (see [`service_client`]) with its display name and sector.
-async fn provisioning_client(st: &MaxState, headers: &HeaderMap) -> Result<(String, String, String), AppError> {
-    let client_id = service_client(st, headers).await?;
+async fn provisioning_client(
+    st: &MaxState,
+    headers: &HeaderMap,
+    target: &Target,
+) -> Result<(String, String, String), AppError> {
+    let client_id = service_client(st, headers, target).await?;
     let client = oidc::cached_client(st, &client_id).await?.ok_or_else(AppError::not_found)?;
     Ok((client_id, client.name, client.sector))
 }
@@ -114,9 +125,10 @@ pub async fn provision(
     Path(sub): Path<String>,
     StrictQuery(q): StrictQuery<LinkQuery>,
     headers: HeaderMap,
+    target: Target,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    let (client_id, name, sector) = provisioning_client(&st, &headers).await?;
+    let (client_id, name, sector) = provisioning_client(&st, &headers, &target).await?;
     let generation = q.generation.ok_or_else(|| AppError::bad_request("error-bad-request"))?;
     let p: ProvisionProfile = serde_json::from_slice(&body).map_err(|_| AppError::bad_request("error-bad-request"))?;
     p.validate().map_err(|_| AppError::bad_request("error-bad-request"))?;
@@ -138,8 +150,9 @@ pub async fn detach(
     Path(sub): Path<String>,
     StrictQuery(q): StrictQuery<LinkQuery>,
     headers: HeaderMap,
+    target: Target,
 ) -> Result<Response, AppError> {
-    let (client_id, name, sector) = provisioning_client(&st, &headers).await?;
+    let (client_id, name, sector) = provisioning_client(&st, &headers, &target).await?;
     let generation = q.generation.ok_or_else(|| AppError::bad_request("error-bad-request"))?;
     let ip = ip.to_string();
     let caller = links::Caller { client_id: &client_id, name: &name, sector: &sector, ip: &ip };
@@ -166,8 +179,9 @@ pub async fn list_links(
     State(st): State<MaxState>,
     StrictQuery(q): StrictQuery<PageQuery>,
     headers: HeaderMap,
+    target: Target,
 ) -> Result<Response, AppError> {
-    let (_, _, sector) = provisioning_client(&st, &headers).await?;
+    let (_, _, sector) = provisioning_client(&st, &headers, &target).await?;
     let limit = q.limit.unwrap_or(MAX_LINK_PAGE).clamp(1, MAX_LINK_PAGE);
     let links = repo::links::page(&st.db, &sector, &q.after, q.sub.as_deref(), limit).await?;
     let next = (links.len() as i64 == limit).then(|| links.last().map(|l| l.sub.clone())).flatten();

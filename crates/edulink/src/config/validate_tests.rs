@@ -105,6 +105,8 @@ fn every_out_of_bounds_value_is_refused_naming_its_field_and_bounds() {
             post_logout_redirect_uris: vec![],
             backchannel_logout_uri: None,
             backchannel_logout_session_required: false,
+            dpop_bound_access_tokens: false,
+            require_pushed_authorization_requests: false,
         });
         c
     };

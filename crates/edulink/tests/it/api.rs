@@ -58,10 +58,11 @@ pub(crate) async fn max_app_sign_in(app: &TestApp, phone: &str, e164: &str) -> S
 /// The whole app link: start at the diary, approve in the MAX app, complete at the diary.
 async fn app_link(app: &TestApp, diary_token: &str, max_token: &str) -> (StatusCode, Value) {
     let verifier = random_token(32);
+    let key = edulink_domain::dpop::ProofKey::generate();
     let (status, started) = post(
         format!("{}/api/v1/sferum/link", app.diary),
         Some(diary_token),
-        json!({ "app": "dnevnik_mesh", "code_challenge": pkce_s256(&verifier) }),
+        json!({ "app": "dnevnik_mesh", "code_challenge": pkce_s256(&verifier), "dpop_jkt": key.jkt() }),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{started}");
@@ -81,10 +82,17 @@ async fn app_link(app: &TestApp, diary_token: &str, max_token: &str) -> (StatusC
     let redirect = url::Url::parse(approved["redirect_url"].as_str().unwrap()).unwrap();
     assert!(redirect.as_str().starts_with("ru.mos.dnevnik:/sferum/callback?"));
     let q: std::collections::HashMap<String, String> = redirect.query_pairs().into_owned().collect();
+    let proof = key.proof(
+        "POST",
+        started["token_endpoint"].as_str().unwrap(),
+        edulink_domain::Clock::now(&*app.clock),
+        started["dpop_nonce"].as_str(),
+        None,
+    );
     post(
         format!("{}/api/v1/sferum/link/complete", app.diary),
         Some(diary_token),
-        json!({ "state": q["state"], "code": q["code"], "iss": q["iss"], "code_verifier": verifier }),
+        json!({ "state": q["state"], "code": q["code"], "iss": q["iss"], "code_verifier": verifier, "dpop_proof": proof }),
     )
     .await
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 const PHONE: &str = "+7 916 555-44-33";
 const E164: &str = "+79165554433";
 
-async fn max_sign_in(app: &TestApp, b: &Browser) {
+pub(crate) async fn max_sign_in(app: &TestApp, b: &Browser) {
     let login = b.visit(&format!("{}/login", app.max)).await;
     let code = app.enter_phone(b, &login, PHONE).await;
     let after = b.follow(app.enter_code(b, &code, &app.last_code(E164)).await).await;
@@ -115,7 +115,7 @@ both_backends! {
     assert_eq!(claims["nonce"], "n-456");
     let mesh_sub = claims["sub"].as_str().unwrap().to_string();
 
-    // The diary's app «Моя школа Дневник» (a public client, PKCE only) is in the diary's sector:
+    // The diary's app «Дневник МЭШ» (a public client: PKCE, PAR, DPoP) is in the diary's sector:
     // the same subject. Another diary (another sector) sees another subject.
     let st = app.running.max.as_ref().unwrap();
     let other_diary = edulink_max::oidc::Client {
@@ -126,6 +126,7 @@ both_backends! {
         id_token_alg: "RS256".into(),
         sector: "other".into(),
         scopes: vec!["openid".into(), "offline_access".into()],
+        policy: Default::default(),
     };
     edulink_max::oidc::upsert_client(&st.db, &other_diary, st.now()).await.unwrap();
     let sub_of = |body: &Value| -> String {
@@ -135,13 +136,10 @@ both_backends! {
             serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         claims["sub"].as_str().unwrap().to_string()
     };
-    let a2 = authorize(&app, &b, "moyashkola", "ru.myschool.diary:/sferum/callback").await;
-    let mut form = redeem_form(&a2);
-    form.push(("client_id", "moyashkola"));
-    let (status, body) = token(&app, None, &form).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    // The app goes by PAR and DPoP (crate::dpop): «Дневник МЭШ», ES256.
+    let body = crate::dpop::DpopApp::new(&app).tokens(&b).await;
     let header = jsonwebtoken::decode_header(body["id_token"].as_str().unwrap()).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     assert_eq!(sub_of(&body), mesh_sub, "the diary's app shares the diary's sector");
     let a3 = authorize(&app, &b, "other-diary", "https://other.example/cb").await;
     let mut form = redeem_form(&a3);

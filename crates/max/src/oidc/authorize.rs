@@ -19,10 +19,10 @@ use edulink_domain::crypto::new_id;
 use edulink_domain::oauth::{is_pkce_value, is_vschar_param, parse_scope, redirect_uri_matches};
 use edulink_store::StoreError;
 use edulink_web::{AppError, ClientIp, Lang, StrictForm, StrictQuery, see_other};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Parameters of the authorization request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct AuthorizeParams {
     response_type: Option<String>,
     /// `client_id`.
@@ -37,9 +37,12 @@ pub struct AuthorizeParams {
     id_token_hint: Option<String>,
     response_mode: Option<String>,
     request: Option<String>,
-    request_uri: Option<String>,
+    /// `request_uri`: ours from the PAR endpoint ([`super::par`]), or refused.
+    pub request_uri: Option<String>,
     max_age: Option<String>,
     ui_locales: Option<String>,
+    /// `dpop_jkt`: the DPoP key the code is bound to (RFC 9449 §10).
+    pub dpop_jkt: Option<String>,
 }
 
 /// Why an authorization request was refused.
@@ -76,8 +79,22 @@ pub struct Validated {
 }
 
 /// Validates authorization request parameters (shared by the browser endpoint and the MAX app API).
-/// `ip` is the client's, for the audit.
+/// `ip` is the client's, for the audit. A `request_uri` from the PAR endpoint is replaced by the
+/// parameters pushed there ([`super::par::resolve`]).
 pub async fn validate(st: &MaxState, p: &AuthorizeParams, ip: &str) -> Result<Validated, RequestError> {
+    match super::par::resolve(st, p).await? {
+        Some(pushed) => validate_params(st, &pushed, ip, true).await,
+        None => validate_params(st, p, ip, false).await,
+    }
+}
+
+/// Validates the parameters of a request that came through the PAR endpoint (`pushed`) or not.
+pub(crate) async fn validate_params(
+    st: &MaxState,
+    p: &AuthorizeParams,
+    ip: &str,
+    pushed: bool,
+) -> Result<Validated, RequestError> {
     let store = |e: StoreError| RequestError::NoRedirect(e.into());
     // Until client and redirect URI are known good, errors are shown here and never redirected.
     let no_client = || RequestError::NoRedirect(AppError::bad_request("error-oauth-client"));
@@ -102,6 +119,15 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams, ip: &str) -> Result<Va
     }
     if p.request.is_some() {
         return fail("request_not_supported", "request objects are not supported");
+    }
+    if client.policy.require_pushed_authorization_requests && !pushed {
+        return fail("invalid_request", "this client must push its authorization requests (PAR)");
+    }
+    if p.dpop_jkt.as_deref().is_some_and(|j| !edulink_domain::dpop::is_thumbprint(j)) {
+        return fail("invalid_request", "dpop_jkt is malformed");
+    }
+    if client.policy.dpop_bound_access_tokens && p.dpop_jkt.is_none() {
+        return fail("invalid_request", "this client must bind the code to its DPoP key (dpop_jkt)");
     }
     if p.response_type.as_deref() != Some("code") {
         return fail("unsupported_response_type", "only response_type=code is supported");
@@ -163,6 +189,7 @@ pub async fn validate(st: &MaxState, p: &AuthorizeParams, ip: &str) -> Result<Va
         consent: prompts.contains(&"consent"),
         max_age,
         stored: false,
+        dpop_jkt: p.dpop_jkt.clone(),
     };
     let ui_lang = p.ui_locales.as_deref().and_then(Lang::first_supported);
     Ok(Validated { client, req, silent: prompts.contains(&"none"), force_login: prompts.contains(&"login"), ui_lang })

@@ -50,6 +50,26 @@ pub struct Client {
     pub sector: String,
     /// Scopes the client may ask for.
     pub scopes: Vec<String>,
+    /// What it must do beyond PKCE: DPoP, PAR (issue 16, item 10).
+    pub policy: ClientPolicy,
+}
+
+/// A client's sender-constraining and request-pushing duties (client metadata of RFC 9449 §5.2
+/// and RFC 9126 §6). The diary's public apps have both ([`ClientPolicy::APP`]): a public client's
+/// identity cannot be assured (RFC 8252 §8.6), so its tokens and code must be useless elsewhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// `dpop_bound_access_tokens`: every token request carries a DPoP proof, and the
+    /// authorization request names the key (`dpop_jkt`, or a proof at the PAR endpoint).
+    pub dpop_bound_access_tokens: bool,
+    /// `require_pushed_authorization_requests`: `/oauth/authorize` takes only a `request_uri`.
+    pub require_pushed_authorization_requests: bool,
+}
+
+impl ClientPolicy {
+    /// The diary's apps: DPoP and PAR required.
+    pub const APP: ClientPolicy =
+        ClientPolicy { dpop_bound_access_tokens: true, require_pushed_authorization_requests: true };
 }
 
 impl Client {
@@ -215,6 +235,7 @@ mod tests {
             id_token_alg: "EdDSA".into(),
             sector: "c".into(),
             scopes: vec![],
+            policy: ClientPolicy::default(),
         };
         let reg = (client("new"), Some(PreviousSecret { hash: sha256_b64("old"), expires_at: 100 }));
         assert_eq!(match_secret(&reg, "new", 50), SecretMatch::Current);

@@ -109,6 +109,10 @@ pub async fn issue_code_audited(
         sid,
     };
     grants::insert_code(&mut tx, &new_code).await?;
+    if let Some(jkt) = &req.dpop_jkt {
+        let binding = super::dpop::code_binding(&code_hash);
+        crate::repo::dpop::bind(&mut tx, &binding, jkt, now + super::CODE_TTL).await?;
+    }
     if req.stored {
         grants::delete_request(&mut tx, &req.id).await?;
     }

@@ -56,6 +56,13 @@ pub fn discovery_document(issuer: &str) -> String {
         "end_session_endpoint": format!("{i}/oauth/logout"),
         "backchannel_logout_supported": true,
         "backchannel_logout_session_supported": true,
+        // Issue 16, item 10: PAR (RFC 9126 §5; required per client, for the diary's apps), DPoP
+        // (RFC 9449 §5.1), introspection for confidential clients (RFC 8414 §2, RFC 7662).
+        "pushed_authorization_request_endpoint": format!("{i}/oauth/par"),
+        "require_pushed_authorization_requests": false,
+        "dpop_signing_alg_values_supported": edulink_domain::dpop::ALGS,
+        "introspection_endpoint": format!("{i}/oauth/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
     })
     .to_string()
 }

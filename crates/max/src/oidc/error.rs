@@ -31,6 +31,20 @@ pub enum OAuthError {
     /// A missing, unknown, expired or insufficient access token (401 with a `Bearer` challenge).
     #[error("invalid_token")]
     InvalidToken,
+    /// `invalid_dpop_proof` at the authorization server (400, RFC 9449 §5).
+    #[error("invalid_dpop_proof: {0}")]
+    InvalidDpopProof(&'static str),
+    /// `use_dpop_nonce` at the authorization server (400 with `DPoP-Nonce`, RFC 9449 §8).
+    #[error("use_dpop_nonce")]
+    UseDpopNonce(String),
+    /// A refusal at a resource taking DPoP (401 with a `DPoP` challenge, RFC 9449 §7.1, §9).
+    #[error("DPoP challenge: {error}")]
+    DpopChallenge {
+        /// `invalid_token`, `invalid_dpop_proof` or `use_dpop_nonce`.
+        error: &'static str,
+        /// A fresh nonce for `use_dpop_nonce`.
+        nonce: Option<String>,
+    },
     /// Our own failure (storage, signing).
     #[error(transparent)]
     Server(#[from] AppError),
@@ -53,7 +67,9 @@ impl OAuthError {
             OAuthError::UnauthorizedClient(d) => (bad, "unauthorized_client", d),
             OAuthError::UnsupportedGrantType(d) => (bad, "unsupported_grant_type", d),
             OAuthError::InvalidScope(d) => (bad, "invalid_scope", d),
-            OAuthError::InvalidToken | OAuthError::Server(_) => return None,
+            OAuthError::InvalidDpopProof(d) => (bad, "invalid_dpop_proof", d),
+            OAuthError::UseDpopNonce(_) => (bad, "use_dpop_nonce", "use the DPoP-Nonce of this answer in the proof"),
+            OAuthError::InvalidToken | OAuthError::Server(_) | OAuthError::DpopChallenge { .. } => return None,
         })
     }
 }
@@ -68,10 +84,27 @@ impl IntoResponse for OAuthError {
             if status == StatusCode::UNAUTHORIZED {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"MAX\""));
             }
+            if let OAuthError::UseDpopNonce(n) = &self
+                && let Ok(v) = HeaderValue::from_str(n)
+            {
+                resp.headers_mut().insert(super::dpop::DPOP_NONCE, v);
+            }
             return resp;
         }
         match self {
             OAuthError::Server(e) => e.into_response(),
+            OAuthError::DpopChallenge { error, nonce } => {
+                let body = axum::Json(json!({ "error": error }));
+                let mut resp = (StatusCode::UNAUTHORIZED, body).into_response();
+                let algs = edulink_domain::dpop::ALGS.join(" ");
+                if let Ok(v) = HeaderValue::from_str(&format!("DPoP error=\"{error}\", algs=\"{algs}\"")) {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+                    resp.headers_mut().insert(super::dpop::DPOP_NONCE, v);
+                }
+                resp
+            }
             _ => {
                 let body = axum::Json(json!({ "error": "invalid_token" }));
                 let mut resp = (StatusCode::UNAUTHORIZED, body).into_response();

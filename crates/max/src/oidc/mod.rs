@@ -11,6 +11,9 @@
 //! * [`error`]: the back channel's error responses (RFC 6749 §5.2, RFC 6750 §3.1).
 //! * [`logout`]: the end-session endpoint (OpenID Connect RP-Initiated Logout 1.0).
 //! * [`backchannel`]: logout tokens to clients (OpenID Connect Back-Channel Logout 1.0).
+//! * [`dpop`]: DPoP proofs, server nonces and key-bound tokens (RFC 9449).
+//! * [`par`]: pushed authorization requests (RFC 9126).
+//! * [`introspection`]: token introspection for resource servers (RFC 7662).
 //!
 //! Rules (RFC 6749, RFC 7636, RFC 7009, RFC 9207, RFC 9700, OIDC Core): `response_type=code` only;
 //! PKCE S256 required; redirect URIs match exactly and a bad one is never redirected to; codes are
@@ -24,8 +27,11 @@ pub mod backchannel;
 pub mod clients;
 pub mod consent;
 pub mod discovery;
+pub mod dpop;
 pub mod error;
+pub mod introspection;
 pub mod logout;
+pub mod par;
 pub mod request;
 pub mod revocation;
 pub mod token;
@@ -33,8 +39,8 @@ pub mod userinfo;
 
 pub use authorize::{AuthorizeParams, RequestError, Validated, authorize, authorize_post, validate};
 pub use clients::{
-    CLIENT_CACHE_TTL, CLIENT_SECRET_GRACE_DEFAULT, CLIENT_SECRET_GRACE_MAX, Client, ClientCache, PreviousSecret,
-    SecretMatch, cached_client, client, match_secret, rotate_secret, upsert_client,
+    CLIENT_CACHE_TTL, CLIENT_SECRET_GRACE_DEFAULT, CLIENT_SECRET_GRACE_MAX, Client, ClientCache, ClientPolicy,
+    PreviousSecret, SecretMatch, cached_client, client, match_secret, rotate_secret, upsert_client,
 };
 pub use consent::{Consent, confirm, continue_authorization, deny, issue_code, issue_code_audited, switch_account};
 pub use discovery::{discovery, discovery_document, jwks};

@@ -33,6 +33,8 @@ pub struct AuthRequest {
     pub max_age: Option<i64>,
     /// Kept in `auth_requests` (the sign-in pages in between); a request answered at once never is.
     pub(crate) stored: bool,
+    /// The DPoP key the code will be bound to (RFC 9449 §10; kept in `dpop_bindings`).
+    pub(crate) dpop_jkt: Option<String>,
 }
 
 impl From<grants::AuthRequestRow> for AuthRequest {
@@ -49,6 +51,7 @@ impl From<grants::AuthRequestRow> for AuthRequest {
             consent: r.prompt_none != 0,
             max_age: r.max_age,
             stored: true,
+            dpop_jkt: None,
         }
     }
 }
@@ -101,10 +104,16 @@ pub(crate) fn error_redirect(
 
 /// Stores a validated request until the person confirms it.
 pub async fn store_request(tx: &mut edulink_store::Tx, r: &AuthRequest, now: i64) -> Result<(), StoreError> {
-    grants::insert_request(tx, r, now, now + REQUEST_TTL).await
+    grants::insert_request(tx, r, now, now + REQUEST_TTL).await?;
+    if let Some(jkt) = &r.dpop_jkt {
+        crate::repo::dpop::bind(tx, &super::dpop::request_binding(&r.id), jkt, now + REQUEST_TTL).await?;
+    }
+    Ok(())
 }
 
 /// Loads a live stored request.
 pub async fn load_request(db: &edulink_store::Db, id: &str, now: i64) -> Result<Option<AuthRequest>, StoreError> {
-    Ok(grants::live_request(db, id, now).await?.map(AuthRequest::from))
+    let Some(mut r) = grants::live_request(db, id, now).await?.map(AuthRequest::from) else { return Ok(None) };
+    r.dpop_jkt = crate::repo::dpop::binding(db.pool(), &super::dpop::request_binding(id)).await?;
+    Ok(Some(r))
 }

@@ -5,7 +5,7 @@
 
 use super::error::{OAuthError, no_store_json};
 use crate::MaxState;
-use crate::repo::{self, grants, tokens};
+use crate::repo::{self, grants};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
@@ -28,7 +28,8 @@ pub struct AccessToken {
     pub scope: Vec<String>,
 }
 
-/// Validates a bearer access token from the `Authorization` header.
+/// Validates a bearer access token from the `Authorization` header. A DPoP-bound token is no
+/// bearer token (RFC 9449 §7.2): resources that take DPoP use [`super::dpop::resource_token`].
 pub async fn bearer(st: &MaxState, headers: &HeaderMap) -> Result<Option<AccessToken>, StoreError> {
     match bearer_token(headers) {
         Some(tok) => access_token(st, tok).await,
@@ -36,10 +37,10 @@ pub async fn bearer(st: &MaxState, headers: &HeaderMap) -> Result<Option<AccessT
     }
 }
 
-/// The live access token `tok`, if it is one.
+/// The live bearer access token `tok`, if it is one (a DPoP-bound token is none, RFC 9449 §7.2).
 async fn access_token(st: &MaxState, tok: &str) -> Result<Option<AccessToken>, StoreError> {
-    let row = tokens::live_access_token(&st.db, &sha256_b64(tok), st.now()).await?;
-    Ok(row.map(|t| AccessToken {
+    let row = crate::repo::dpop::live_token(&st.db, &sha256_b64(tok), st.now()).await?;
+    Ok(row.filter(|t| t.kind == "access" && t.jkt.is_none()).map(|t| AccessToken {
         client_id: t.client_id,
         grant_id: t.grant_id,
         account_id: t.account_id,
@@ -47,14 +48,10 @@ async fn access_token(st: &MaxState, tok: &str) -> Result<Option<AccessToken>, S
     }))
 }
 
-/// The access token of a UserInfo request: the `Authorization` header (RFC 6750 §2.1) or the
-/// `access_token` of a form-encoded POST body (§2.2), and never both (§2: a client MUST NOT use
-/// more than one method; `invalid_request`, §3.1). `None` when there is none.
-fn presented_token<'a>(
-    method: &Method,
-    headers: &'a HeaderMap,
-    body: &str,
-) -> Result<Option<std::borrow::Cow<'a, str>>, OAuthError> {
+/// The `access_token` of a form-encoded POST body (RFC 6750 §2.2), a bearer token. A request uses
+/// exactly one method (§2: a client MUST NOT use more than one): a body token beside an
+/// `Authorization` header, or two of them, is `invalid_request` (§3.1).
+fn body_token(method: &Method, headers: &HeaderMap, body: &str) -> Result<Option<String>, OAuthError> {
     let form = method == Method::POST
         && headers
             .get(header::CONTENT_TYPE)
@@ -68,24 +65,26 @@ fn presented_token<'a>(
     } else {
         Vec::new()
     };
-    let in_header = headers.contains_key(header::AUTHORIZATION);
-    match (in_header, in_body.as_slice()) {
-        (true, []) => Ok(bearer_token(headers).map(std::borrow::Cow::Borrowed)),
-        (false, []) => Ok(None),
-        (false, [one]) => Ok(Some(std::borrow::Cow::Owned(one.clone()))),
+    match (headers.contains_key(header::AUTHORIZATION), in_body.as_slice()) {
+        (_, []) => Ok(None),
+        (false, [one]) => Ok(Some(one.clone())),
         _ => Err(OAuthError::InvalidRequest("present the access token by exactly one method")),
     }
 }
 
-/// `GET|POST /oauth/userinfo`.
+/// `GET|POST /oauth/userinfo`: the access token in the `Authorization` header (`Bearer`, or `DPoP`
+/// with a proof, RFC 9449 §7) or, as a bearer token, in a form body (RFC 6750 §2.2).
 pub async fn userinfo(
     State(st): State<MaxState>,
     method: Method,
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, OAuthError> {
-    let tok = presented_token(&method, &headers, &body)?.ok_or(OAuthError::InvalidToken)?;
-    let t = access_token(&st, &tok).await?.ok_or(OAuthError::InvalidToken)?;
+    let t = match body_token(&method, &headers, &body)? {
+        Some(tok) => access_token(&st, &tok).await?,
+        None => super::dpop::resource_token(&st, &headers, method.as_str(), "/oauth/userinfo").await?,
+    }
+    .ok_or(OAuthError::InvalidToken)?;
     let (Some(grant_id), Some(account_id)) = (&t.grant_id, &t.account_id) else {
         return Err(OAuthError::InvalidToken);
     };

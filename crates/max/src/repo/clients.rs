@@ -1,6 +1,6 @@
 //! Registered OpenID clients (`clients`).
 
-use crate::oidc::{Client, PreviousSecret};
+use crate::oidc::{Client, ClientPolicy, PreviousSecret};
 use edulink_domain::oauth::parse_scope;
 use edulink_store::{Db, StoreError, sqlx};
 
@@ -16,6 +16,8 @@ struct ClientRow {
     scopes: String,
     previous_secret_hash: Option<String>,
     previous_secret_expires_at: Option<i64>,
+    dpop_bound_access_tokens: i64,
+    require_pushed_authorization_requests: i64,
 }
 
 impl ClientRow {
@@ -39,6 +41,10 @@ impl From<ClientRow> for Client {
             id_token_alg: r.id_token_alg,
             sector: r.sector,
             scopes: parse_scope(&r.scopes),
+            policy: ClientPolicy {
+                dpop_bound_access_tokens: r.dpop_bound_access_tokens != 0,
+                require_pushed_authorization_requests: r.require_pushed_authorization_requests != 0,
+            },
         }
     }
 }
@@ -47,11 +53,13 @@ impl From<ClientRow> for Client {
 /// secret kept by [`rotate_secret`] is left as it is.
 pub async fn upsert_client(db: &Db, c: &Client, now: i64) -> Result<(), StoreError> {
     db.execute(sqlx::query(
-        "INSERT INTO clients (client_id, name, secret_hash, redirect_uris, id_token_alg, sector, scopes, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        "INSERT INTO clients (client_id, name, secret_hash, redirect_uris, id_token_alg, sector, scopes, created_at, \
+           dpop_bound_access_tokens, require_pushed_authorization_requests) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash, \
            redirect_uris = excluded.redirect_uris, id_token_alg = excluded.id_token_alg, sector = excluded.sector, \
-           scopes = excluded.scopes",
+           scopes = excluded.scopes, dpop_bound_access_tokens = excluded.dpop_bound_access_tokens, \
+           require_pushed_authorization_requests = excluded.require_pushed_authorization_requests",
     )
     .bind(&c.client_id)
     .bind(&c.name)
@@ -60,7 +68,9 @@ pub async fn upsert_client(db: &Db, c: &Client, now: i64) -> Result<(), StoreErr
     .bind(&c.id_token_alg)
     .bind(&c.sector)
     .bind(c.scopes.join(" "))
-    .bind(now))
+    .bind(now)
+    .bind(i64::from(c.policy.dpop_bound_access_tokens))
+    .bind(i64::from(c.policy.require_pushed_authorization_requests)))
     .await?;
     Ok(())
 }
@@ -77,7 +87,7 @@ pub async fn registration(db: &Db, client_id: &str) -> Result<Option<(Client, Op
     }
     let row: Option<ClientRow> = sqlx::query_as(
         "SELECT client_id, name, secret_hash, redirect_uris, id_token_alg, sector, scopes, previous_secret_hash, \
-         previous_secret_expires_at FROM clients WHERE client_id = $1",
+         previous_secret_expires_at, dpop_bound_access_tokens, require_pushed_authorization_requests FROM clients WHERE client_id = $1",
     )
     .bind(client_id)
     .fetch_optional(db.pool())

@@ -10,11 +10,14 @@
 //! * [`tokens`]: access and refresh tokens (`tokens`).
 //! * [`logout`]: logout registrations, sessions' clients, logout tokens to deliver (`client_logout`,
 //!   `session_clients`, `backchannel_jobs`).
+//! * [`dpop`]: DPoP key bindings, proofs seen, pushed authorization requests (`dpop_bindings`,
+//!   `dpop_proofs`, `pushed_requests`).
 //! * [`signing_keys`]: the provider's signing keys (`signing_keys`).
 
 pub mod accounts;
 pub mod challenges;
 pub mod clients;
+pub mod dpop;
 pub mod grants;
 pub mod links;
 pub mod logout;

@@ -60,13 +60,15 @@ pub struct NewToken<'a> {
     pub created_at: i64,
     /// Expiry.
     pub expires_at: i64,
+    /// The DPoP key it is bound to (`cnf.jkt`, RFC 9449 §6).
+    pub jkt: Option<&'a str>,
 }
 
 /// Stores a token.
 pub async fn insert_token(tx: &mut edulink_store::Tx, t: &NewToken<'_>) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO tokens (token_hash, kind, client_id, grant_id, account_id, code_hash, scope, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO tokens (token_hash, kind, client_id, grant_id, account_id, code_hash, scope, created_at, expires_at, jkt) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(t.token_hash)
     .bind(t.kind.as_str())
@@ -77,6 +79,7 @@ pub async fn insert_token(tx: &mut edulink_store::Tx, t: &NewToken<'_>) -> Resul
     .bind(t.scope)
     .bind(t.created_at)
     .bind(t.expires_at)
+    .bind(t.jkt)
     .execute(tx)
     .await?;
     Ok(())

@@ -96,6 +96,7 @@ error-code-dead = This code no longer works. Request a new code.
 error-code-wrong = Wrong code. Check the SMS and try again.
 error-name-invalid = Enter your first and last name in letters of one alphabet, without digits or symbols (up to 50 characters).
 error-oauth-client = The application that opened this page is not registered with MAX.
+error-oauth-request-uri = The sign-in request has expired or was already used. Go back to the application and try again.
 error-oauth-redirect = The return address does not match the registered one. Go back to the diary and start again.
 error-oauth-request-expired = The sign-in request has expired. Go back to the diary and start again.
 

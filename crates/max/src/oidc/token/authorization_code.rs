@@ -50,6 +50,18 @@ fn code_matches(code: &grants::ClaimedCode, client: &Client, x: &CodeExchange, n
 /// Redeems an authorization code for an access token, an ID token and (with `offline_access`) a
 /// refresh token.
 pub async fn exchange(st: &MaxState, client: &Client, x: &CodeExchange, ip: &str) -> Result<TokenResponse, OAuthError> {
+    exchange_bound(st, client, x, None, ip).await
+}
+
+/// [`exchange`] with a DPoP proof by the key `jkt`: the tokens are bound to it, and a code bound
+/// to a key (`dpop_jkt`, RFC 9449 §10) is redeemed only with a proof by that key.
+pub async fn exchange_bound(
+    st: &MaxState,
+    client: &Client,
+    x: &CodeExchange,
+    jkt: Option<&str>,
+    ip: &str,
+) -> Result<TokenResponse, OAuthError> {
     let now = st.now();
     let code_hash = sha256_b64(&x.code);
     // Claiming the code and storing what it issues commit together: a replay racing this request
@@ -63,7 +75,8 @@ pub async fn exchange(st: &MaxState, client: &Client, x: &CodeExchange, ip: &str
         }
         return Err(INVALID_CODE);
     };
-    if !code_matches(&code, client, x, now) {
+    let bound = crate::repo::dpop::binding(&mut tx, &crate::oidc::dpop::code_binding(&code_hash)).await?;
+    if !code_matches(&code, client, x, now) || !crate::oidc::dpop::code_key_matches(bound.as_deref(), jkt) {
         // The code is burnt all the same: it was presented.
         tx.commit().await?;
         return Err(INVALID_CODE);
@@ -80,6 +93,8 @@ pub async fn exchange(st: &MaxState, client: &Client, x: &CodeExchange, ip: &str
         family: Some(&code_hash),
         scope: &code.scope,
         with_refresh: scopes.iter().any(|s| s == "offline_access"),
+        jkt,
+        refresh_jkt: crate::oidc::dpop::refresh_jkt(client, jkt),
     };
     let issued = store_tokens(st, &mut tx, &issue).await?;
     if let Some(sid) = &code.sid {

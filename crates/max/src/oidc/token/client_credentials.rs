@@ -24,6 +24,16 @@ pub fn granted_scope(client: &Client, requested: Option<&str>) -> Result<String,
 
 /// Issues an access token to the client itself.
 pub async fn issue(st: &MaxState, client: &Client, requested: Option<&str>) -> Result<TokenResponse, OAuthError> {
+    issue_bound(st, client, requested, None).await
+}
+
+/// [`issue`], the token bound to the DPoP key `jkt` if the client sent a proof (RFC 9449 §5).
+pub async fn issue_bound(
+    st: &MaxState,
+    client: &Client,
+    requested: Option<&str>,
+    jkt: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
     let scope = granted_scope(client, requested)?;
     let issue = Issue {
         client_id: &client.client_id,
@@ -32,6 +42,8 @@ pub async fn issue(st: &MaxState, client: &Client, requested: Option<&str>) -> R
         family: None,
         scope: &scope,
         with_refresh: false,
+        jkt,
+        refresh_jkt: None,
     };
     let issued = issue_tokens(st, &issue, GrantType::ClientCredentials).await?;
     Ok(issued.response(st, scope, None))

@@ -18,6 +18,7 @@ use crate::audit::{Event, Record};
 use crate::repo::tokens::{self, NewToken, TokenKind, TokensOf};
 use crate::{MaxState, audit};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use edulink_domain::crypto::{random_token, sha256_b64};
 use edulink_store::StoreError;
@@ -56,23 +57,42 @@ impl GrantType {
     }
 }
 
-/// `POST /oauth/token`.
+/// `POST /oauth/token`. With a DPoP proof (RFC 9449 §5; required for some clients) the tokens are
+/// bound to its key, and the answer carries a fresh `DPoP-Nonce` ([`super::dpop`]).
 pub async fn token(
     State(st): State<MaxState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ClientRequest { client, params: p }: ClientRequest,
+) -> Response {
+    let answer = grant(&st, &ip.to_string(), &headers, &client, &p).await;
+    let resp = answer.into_response();
+    if super::dpop::has_proof(&headers) { super::dpop::with_nonce(&st, resp) } else { resp }
+}
+
+async fn grant(
+    st: &MaxState,
+    ip: &str,
+    headers: &HeaderMap,
+    client: &super::Client,
+    p: &TokenParams,
 ) -> Result<TokenResponse, OAuthError> {
-    let ip = ip.to_string();
+    let required = client.policy.dpop_bound_access_tokens;
+    let jkt = super::dpop::authorization_server_proof(st, headers, "/oauth/token", required).await?;
+    let jkt = jkt.as_deref();
     match p.grant_type.as_deref().and_then(GrantType::parse) {
         Some(GrantType::AuthorizationCode) => {
-            let exchange = authorization_code::CodeExchange::from_params(&p)?;
-            authorization_code::exchange(&st, &client, &exchange, &ip).await
+            let exchange = authorization_code::CodeExchange::from_params(p)?;
+            authorization_code::exchange_bound(st, client, &exchange, jkt, ip).await
         }
         Some(GrantType::RefreshToken) => {
             let token = p.refresh_token.as_deref().ok_or(OAuthError::InvalidRequest("refresh_token is required"))?;
-            refresh_token::refresh(&st, &client, token, &ip).await
+            super::dpop::check_refresh(st, client, token, jkt).await?;
+            refresh_token::refresh_bound(st, client, token, jkt, ip).await
         }
-        Some(GrantType::ClientCredentials) => client_credentials::issue(&st, &client, p.scope.as_deref()).await,
+        Some(GrantType::ClientCredentials) => {
+            client_credentials::issue_bound(st, client, p.scope.as_deref(), jkt).await
+        }
         None => {
             Err(OAuthError::UnsupportedGrantType("supported: authorization_code, refresh_token, client_credentials"))
         }
@@ -84,7 +104,7 @@ pub async fn token(
 pub struct TokenResponse {
     /// The access token.
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `Bearer`, or `DPoP` for a DPoP-bound access token (RFC 9449 §5).
     pub token_type: &'static str,
     /// Access token lifetime, seconds.
     pub expires_in: i64,
@@ -114,12 +134,17 @@ pub(crate) struct Issue<'a> {
     pub(crate) family: Option<&'a str>,
     pub(crate) scope: &'a str,
     pub(crate) with_refresh: bool,
+    /// The DPoP key the access token is bound to (RFC 9449 §6).
+    pub(crate) jkt: Option<&'a str>,
+    /// The DPoP key the refresh token is bound to (public clients, RFC 9449 §5).
+    pub(crate) refresh_jkt: Option<&'a str>,
 }
 
 /// Freshly issued tokens (the secrets; only their hashes are stored).
 pub(crate) struct Issued {
     pub(crate) access: String,
     pub(crate) refresh: Option<String>,
+    pub(crate) bound: bool,
 }
 
 impl Issued {
@@ -127,7 +152,7 @@ impl Issued {
     pub(crate) fn response(self, st: &MaxState, scope: String, id_token: Option<String>) -> TokenResponse {
         TokenResponse {
             access_token: self.access,
-            token_type: "Bearer",
+            token_type: if self.bound { "DPoP" } else { "Bearer" },
             expires_in: st.cfg.access_token_ttl,
             id_token,
             refresh_token: self.refresh,
@@ -145,9 +170,9 @@ pub(crate) async fn store_tokens(
     let now = st.now();
     let access = random_token(32);
     let refresh = issue.with_refresh.then(|| random_token(32));
-    for (kind, tok, ttl) in [
-        (TokenKind::Access, Some(&access), st.cfg.access_token_ttl),
-        (TokenKind::Refresh, refresh.as_ref(), st.cfg.refresh_token_ttl),
+    for (kind, tok, ttl, jkt) in [
+        (TokenKind::Access, Some(&access), st.cfg.access_token_ttl, issue.jkt),
+        (TokenKind::Refresh, refresh.as_ref(), st.cfg.refresh_token_ttl, issue.refresh_jkt),
     ] {
         let Some(tok) = tok else { continue };
         let hash = sha256_b64(tok);
@@ -161,10 +186,11 @@ pub(crate) async fn store_tokens(
             scope: issue.scope,
             created_at: now,
             expires_at: now + ttl,
+            jkt,
         };
         tokens::insert_token(tx, &row).await?;
     }
-    Ok(Issued { access, refresh })
+    Ok(Issued { access, refresh, bound: issue.jkt.is_some() })
 }
 
 /// Issues tokens in a transaction of their own and counts them under `grant`.

@@ -16,6 +16,18 @@ const INVALID_REFRESH: OAuthError = OAuthError::InvalidGrant("the refresh token 
 
 /// Rotates `token`: a new access token and refresh token for the same grant and family.
 pub async fn refresh(st: &MaxState, client: &Client, token: &str, ip: &str) -> Result<TokenResponse, OAuthError> {
+    refresh_bound(st, client, token, None, ip).await
+}
+
+/// [`refresh`] with a DPoP proof by the key `jkt` (checked against the token's binding before, by
+/// [`crate::oidc::dpop::check_refresh`]): the new tokens are bound to it.
+pub async fn refresh_bound(
+    st: &MaxState,
+    client: &Client,
+    token: &str,
+    jkt: Option<&str>,
+    ip: &str,
+) -> Result<TokenResponse, OAuthError> {
     let now = st.now();
     let hash = sha256_b64(token);
     // Bound to the authenticated client in the statement that rotates it.
@@ -37,6 +49,8 @@ pub async fn refresh(st: &MaxState, client: &Client, token: &str, ip: &str) -> R
         family: family.as_deref(),
         scope: &scope,
         with_refresh: true,
+        jkt,
+        refresh_jkt: crate::oidc::dpop::refresh_jkt(client, jkt),
     };
     let issued = issue_tokens(st, &issue, GrantType::RefreshToken).await?;
     Ok(issued.response(st, scope, None))

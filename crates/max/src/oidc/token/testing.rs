@@ -35,6 +35,7 @@ impl Fixture {
             id_token_alg: "EdDSA".into(),
             sector: "diary.test".into(),
             scopes: ["openid", "profile", "offline_access", "sferum.provision"].map(String::from).to_vec(),
+            policy: Default::default(),
         }
     }
 
@@ -70,6 +71,7 @@ impl Fixture {
             consent: false,
             max_age: None,
             stored: false,
+            dpop_jkt: None,
         };
         let url = url::Url::parse(&issue_code(&self.st, &req, "a1", self.st.now(), None, None).await.unwrap()).unwrap();
         url.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned()
