@@ -48,6 +48,7 @@ pub async fn suite_rp(app: &TestApp) -> Rp {
         id_token_alg: "RS256".into(),
         sector: "rp.example".into(),
         scopes: ["openid", "profile", "phone", "offline_access"].map(String::from).to_vec(),
+        policy: edulink_max::oidc::ClientPolicy::default(),
     };
     register(app, &client).await;
     Rp { id: client.client_id, secret: Some(secret), redirect_uri: client.redirect_uris[0].clone() }
