@@ -70,9 +70,19 @@ pub fn diary_rp(app: &TestApp) -> Rp {
     }
 }
 
-/// «Дневник МЭШ», the diary's app: a public (native) client with a custom-scheme redirect.
-pub fn native_rp() -> Rp {
-    Rp { id: "mesh-app".into(), secret: None, redirect_uri: "ru.mos.dnevnik:/sferum/callback".into() }
+/// The diary's two apps («Дневник МЭШ», «Моя школа Дневник»): public (native) clients with
+/// custom-scheme redirects, registered here WITHOUT their PAR and DPoP requirements, so that a
+/// plain request reaches the checks a public client must meet on its own (RFC 8252 §8.6, RFC 9700
+/// §4.14). With the requirements on, the `dpop::` and `par::` tests drive them.
+pub async fn native_rps(app: &TestApp) -> [Rp; 2] {
+    for mut c in edulink::app::app_clients() {
+        c.policy = edulink_max::oidc::ClientPolicy::default();
+        register(app, &c).await;
+    }
+    [
+        Rp { id: "mesh-app".into(), secret: None, redirect_uri: "ru.mos.dnevnik:/sferum/callback".into() },
+        Rp { id: "moyashkola".into(), secret: None, redirect_uri: "ru.myschool.diary:/sferum/callback".into() },
+    ]
 }
 
 /// An authorization request being built: its parameters and PKCE verifier.
