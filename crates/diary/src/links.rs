@@ -72,6 +72,7 @@ pub async fn store(
             };
             tx.commit().await?;
             metrics::counter!("edulink_links_total").increment(1);
+            edulink_web::metrics::funnel("callback_accepted");
             // Deliver now so the Сферум page is ready; if MAX is slow or down, the worker retries.
             if let Err(e) = outbox::deliver_claimed(st, &id, &job).await {
                 tracing::warn!(error = %e, "immediate provisioning failed; left to the outbox");
@@ -99,6 +100,7 @@ pub async fn store(
                 )
                 .await;
             metrics::counter!("edulink_link_conflicts_total").increment(1);
+            edulink_web::metrics::funnel_failure("conflict");
             let conflict =
                 if repo::link(&st.db, &user.id).await?.is_some() { Stored::AlreadyLinked } else { Stored::Taken };
             Ok((conflict, None))

@@ -307,7 +307,12 @@ async fn run(st: &DiaryState, job: &Job) -> Result<(), RpError> {
                 _ => return Ok(()),
             }
             let profile = sferum::profile_of(st, user_id).await.map_err(|e| RpError::Unavailable(e.to_string()))?;
-            st.rp.provision(subject, &profile).await
+            let provisioned = st.rp.provision(subject, &profile).await;
+            match &provisioned {
+                Ok(()) => edulink_web::metrics::funnel("provisioned"),
+                Err(_) => edulink_web::metrics::funnel_failure("provisioning_failed"),
+            }
+            provisioned
         }
         Job::Unlink { subject, refresh_enc } => {
             st.rp.detach(subject).await?;

@@ -65,8 +65,12 @@ pub fn harden(router: Router, brand: Brand, sec: SiteSecurity) -> Router {
 /// In order: refuses a cross-site state change, runs the handler, renders an [`AppError`] as a
 /// page or JSON, adds the security headers, and counts the response.
 async fn edge(sec: std::sync::Arc<SiteSecurity>, brand: Brand, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let is_static = req.uri().path().starts_with("/static/");
     let reader = ErrorReader::of(&req);
+    // The route template, never the raw path (paths hold subjects and ids: unbounded series).
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let method = req.method().clone();
     let resp = if cross_site_change(&sec, &req) {
         metrics::counter!("edulink_csrf_refused_total").increment(1);
         AppError::forbidden("error-csrf").into_response()
@@ -75,13 +79,34 @@ async fn edge(sec: std::sync::Arc<SiteSecurity>, brand: Brand, req: Request, nex
     };
     let mut resp = render_error(brand, reader, resp);
     security_headers(sec.https, is_static, resp.headers_mut());
-    let class = match resp.status().as_u16() {
-        200..=399 => "ok",
-        400..=499 => "client_error",
-        _ => "server_error",
-    };
-    metrics::counter!("edulink_http_requests_total", "class" => class).increment(1);
+    observe(brand, route, &method, resp.status().as_u16(), started);
     resp
+}
+
+/// Records a request's duration by party, method, route template and status class. Probes
+/// (`/healthz`, `/readyz`) are left out: they would swamp the rates and the percentiles.
+fn observe(brand: Brand, route: Option<String>, method: &Method, status: u16, started: std::time::Instant) {
+    let route = match route.as_deref() {
+        Some("/healthz" | "/readyz" | "/metrics") => return,
+        Some(r) => r.to_owned(),
+        None => "unmatched".to_owned(),
+    };
+    let method = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    metrics::histogram!(
+        "edulink_http_request_duration_seconds",
+        "party" => brand.class,
+        "method" => method,
+        "route" => route,
+        "status" => crate::metrics::status_class(status),
+    )
+    .record(started.elapsed().as_secs_f64());
 }
 
 /// A cross-site state change: a browser's `Sec-Fetch-Site: cross-site` or an `Origin` that is not

@@ -10,7 +10,9 @@ pub mod error;
 pub mod forms;
 pub mod i18n;
 pub mod layers;
+pub mod metrics;
 pub mod ops;
+pub mod process;
 pub mod serve;
 
 pub use error::{AppError, ErrorKind};

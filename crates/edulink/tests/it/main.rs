@@ -6,6 +6,7 @@ mod backup;
 mod conformance;
 mod flows;
 mod hygiene;
+mod metrics;
 mod oidc;
 mod outbox;
 mod proxy;

@@ -176,6 +176,7 @@ pub async fn confirm(
     let ip = ip.to_string();
     let consent = Some(Consent { ip: &ip, detail: None });
     let url = issue_code_audited(&st, &req, &account_id, Some(&session.id_hash), consent).await?;
+    edulink_web::metrics::funnel("consent_given");
     Ok(see_other(&url))
 }
 
@@ -190,6 +191,7 @@ pub async fn deny(
     repo::set_pending_request(&mut tx, &session.id_hash, None).await?;
     grants::delete_request(&mut tx, &req.id).await?;
     tx.commit().await?;
+    edulink_web::metrics::funnel_failure("consent_denied");
     Ok(error_redirect(&st, &req.redirect_uri, req.state.as_deref(), "access_denied", "the user declined"))
 }
 
