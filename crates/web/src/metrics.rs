@@ -336,6 +336,35 @@ mod tests {
         assert!(seen > 20, "the scan found the metric calls ({seen})");
     }
 
+    /// Every metric the alert rules and the Grafana dashboard (docs/ops) query is in the
+    /// catalogue (a histogram through its `_bucket`, `_sum` or `_count` series), and each names
+    /// several: a renamed metric cannot leave a silent alert or an empty panel behind.
+    #[test]
+    fn ops_files_name_catalogued_metrics() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/ops");
+        for file in ["alerts.yml", "alerts.test.yml", "grafana-dashboard.json"] {
+            let text = std::fs::read_to_string(docs.join(file)).unwrap();
+            let mut named = std::collections::BTreeSet::new();
+            for (i, _) in text.match_indices("edulink_").chain(text.match_indices("process_")) {
+                if text[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let end =
+                    text[i..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(text.len(), |e| i + e);
+                named.insert(&text[i..end]);
+            }
+            assert!(named.len() >= 4, "{file} names {named:?}");
+            for name in named {
+                let found = CATALOGUE.iter().any(|m| {
+                    m.name == name
+                        || (m.kind == Histogram
+                            && ["_bucket", "_sum", "_count"].iter().any(|s| name.strip_suffix(s) == Some(m.name)))
+                });
+                assert!(found, "{file} names {name}, which is not in the catalogue");
+            }
+        }
+    }
+
     #[test]
     fn combinations_cover_every_label_value() {
         let c = combinations(&[("a", &["1", "2"]), ("b", &["x", "y", "z"])]);

@@ -43,6 +43,27 @@ fn assert_described(s: &Scrape) {
     }
 }
 
+/// `promtool check metrics` (Prometheus's own linter, Debian's `prometheus` package, installed by
+/// .ci/run) finds nothing to say about a scrape. Skipped where promtool is missing, unless CI.
+fn promtool_lint(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(_) if std::env::var("CI").is_err() => return eprintln!("promtool missing: lint skipped"),
+        Err(e) => panic!("promtool is required in CI: {e}"),
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}");
+}
+
 fn kind_of(x: &Sample) -> Kind {
     match x.value {
         Value::Counter(_) => Kind::Counter,
@@ -89,6 +110,7 @@ async fn metrics_follow_prometheus_conventions_and_count_the_link_funnel() {
 
     let (after, text) = scrape(&ops).await;
     assert_described(&after);
+    promtool_lint(&text);
     for step in FUNNEL_STEPS {
         let moved = counter(&after, "edulink_link_funnel_total", "step", step)
             - counter(&before, "edulink_link_funnel_total", "step", step);
