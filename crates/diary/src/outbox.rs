@@ -131,6 +131,10 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
         return Ok(false);
     };
     let outcome = match serde_json::from_str::<Job>(&payload) {
+        // The worker's jobs each get a trace of their own; a request's delivery stays in its trace.
+        Ok(job) if edulink_web::trace::current().is_none() => {
+            edulink_web::trace::in_new_trace("outbox", run(st, &job)).await
+        }
         Ok(job) => run(st, &job).await,
         Err(e) => Err(RpError::Refused(format!("unreadable job: {e}"))),
     };

@@ -389,7 +389,9 @@ impl RelyingParty {
 /// (`edulink_backchannel_duration_seconds`): `ok` for 2xx, `refused` for 4xx, `error` otherwise.
 async fn send(call: &'static str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, reqwest::Error> {
     let started = Instant::now();
-    let resp = req.send().await;
+    // The journey's trace goes with the call (W3C traceparent): MAX logs the same trace id.
+    let (name, value) = edulink_web::trace::outgoing();
+    let resp = req.header(name, value).send().await;
     let outcome = match &resp {
         Ok(r) if r.status().is_success() => "ok",
         Ok(r) if r.status().is_client_error() => "refused",

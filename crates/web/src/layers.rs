@@ -54,12 +54,20 @@ pub fn harden(router: Router, brand: Brand, sec: SiteSecurity) -> Router {
                 .get::<crate::client_ip::ResolvedClientIp>()
                 .map(|r| r.0)
                 .or_else(|| req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
-            match ip {
-                Some(ip) => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id, client_ip = %ip),
-                None => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id),
+            // The journey's trace (`trace.rs`, the outermost layer): in every log line of the request.
+            let trace = req.extensions().get::<crate::trace::RequestTrace>().copied();
+            let trace_id = trace.map(|t| t.own.trace_id_hex()).unwrap_or_default();
+            let span = match ip {
+                Some(ip) => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id, trace_id = %trace_id, client_ip = %ip),
+                None => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id, trace_id = %trace_id),
+            };
+            if let Some(t) = trace {
+                crate::trace::span_hook(&span, t.remote.as_ref(), &t.own);
             }
+            span
         }))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(middleware::from_fn(crate::trace::layer))
 }
 
 /// In order: refuses a cross-site state change, runs the handler, renders an [`AppError`] as a

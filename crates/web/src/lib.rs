@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ops;
 pub mod process;
 pub mod serve;
+pub mod trace;
 
 pub use error::{AppError, ErrorKind};
 pub use forms::{StrictForm, StrictQuery};

@@ -18,3 +18,4 @@ mod scale;
 mod security;
 mod serving;
 mod sferum;
+mod traces;
