@@ -117,16 +117,19 @@ pub enum Actor<'a> {
         /// The client address.
         ip: &'a str,
     },
-    /// Support, through `edulink admin unlink` (no request, no address).
-    Admin,
+    /// An operator, by name, through `edulink admin unlink` or the operator console.
+    Operator {
+        /// Who (an operator account or the `--operator` / `$USER` of the command line).
+        name: &'a str,
+    },
 }
 
 impl<'a> Actor<'a> {
-    /// The audit record's `ip` and `detail`.
-    fn audit(self) -> (Option<&'a str>, Option<&'static str>) {
+    /// The audit record's `ip` and `detail` (`operator:<name>` for an operator).
+    fn audit(self) -> (Option<&'a str>, Option<String>) {
         match self {
             Actor::Owner { ip } => (Some(ip), None),
-            Actor::Admin => (None, Some("admin")),
+            Actor::Operator { name } => (None, Some(format!("operator:{name}"))),
         }
     }
 }
@@ -163,7 +166,7 @@ pub async fn remove(st: &DiaryState, user: &User, actor: Actor<'_>) -> Result<Re
         .record(
             &st.db,
             now,
-            &Record::new(Event::Unlink).principal(&user.id).subject(&subject).ip_opt(ip).detail_opt(detail),
+            &Record::new(Event::Unlink).principal(&user.id).subject(&subject).ip_opt(ip).detail_opt(detail.as_deref()),
         )
         .await;
     metrics::counter!("edulink_unlinks_total").increment(1);

@@ -271,7 +271,7 @@ impl Default for Config {
                 client_secret_grace_secs: default_client_secret_grace(),
             },
             server: ServerSection::default(),
-            ops: OpsSection { listen: "127.0.0.1:9090".into() },
+            ops: OpsSection { listen: "127.0.0.1:9090".into(), otlp_endpoint: None },
         }
     }
 }

@@ -132,9 +132,13 @@ pub fn outgoing() -> (HeaderName, HeaderValue) {
 pub async fn in_new_trace<F: Future>(name: &'static str, fut: F) -> F::Output {
     use tracing::Instrument;
     let ctx = TraceContext::new_trace();
-    let span = tracing::info_span!("job", job = name, trace_id = %ctx.trace_id_hex());
-    span_hook(&span, None, &ctx);
-    CURRENT.scope(ctx, fut.instrument(span)).await
+    CURRENT
+        .scope(ctx, async move {
+            // Made inside the scope: an exporter's root span takes the trace id from `current`.
+            let span = tracing::info_span!("job", job = name, trace_id = %ctx.trace_id_hex());
+            fut.instrument(span).await
+        })
+        .await
 }
 
 type SpanHook = fn(&tracing::Span, Option<&TraceContext>, &TraceContext);
