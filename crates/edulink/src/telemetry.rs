@@ -102,3 +102,61 @@ fn parent_on_caller(
     );
     let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(caller));
 }
+
+#[cfg(all(test, feature = "otlp"))]
+mod tests {
+    /// The exporter posts OTLP/HTTP protobuf (`application/x-protobuf`, OTLP specification,
+    /// «OTLP/HTTP») to the configured endpoint, and the exported span carries the trace id of the
+    /// request's trace, as the logs do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exported_spans_carry_the_journeys_trace_id() {
+        use axum::body::Bytes;
+        use axum::http::HeaderMap;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+        let collector = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |h: HeaderMap, body: Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let ct = h.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let _ = tx.send((ct, body.to_vec()));
+                    ""
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, collector).await });
+
+        let endpoint = format!("http://{addr}/v1/traces");
+        let telemetry = tokio::task::spawn_blocking(move || super::init(Some(&endpoint)).unwrap()).await.unwrap();
+        // A job's root span takes the job's trace id (`JourneyIds`).
+        edulink_web::trace::in_new_trace("test", async { tracing::info!("inside") }).await;
+        // A request with the caller's `traceparent`: its span is parented on the caller's.
+        let ctx =
+            edulink_web::trace::TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let span = tracing::info_span!("request", route = "/test");
+        super::parent_on_caller(&span, Some(&ctx), &ctx.child());
+        span.in_scope(|| tracing::info!("in the request"));
+        drop(span);
+        tokio::task::spawn_blocking(move || drop(telemetry)).await.unwrap();
+
+        let mut bodies = Vec::new();
+        while let Ok(Some(b)) = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await {
+            bodies.push(b);
+            if bodies.iter().any(|(_, b)| b.windows(16).any(|w| w == ctx.trace_id)) {
+                break;
+            }
+        }
+        assert!(!bodies.is_empty(), "the collector got nothing");
+        assert!(
+            bodies.iter().all(|(ct, _)| ct == "application/x-protobuf"),
+            "{:?}",
+            bodies.iter().map(|b| &b.0).collect::<Vec<_>>()
+        );
+        assert!(
+            bodies.iter().any(|(_, b)| b.windows(16).any(|w| w == ctx.trace_id)),
+            "no exported span carries the caller's trace id"
+        );
+    }
+}
