@@ -2,6 +2,7 @@
 
 mod admin;
 mod api;
+mod audit_trail;
 mod backup;
 mod conformance;
 mod flows;
