@@ -1,23 +1,8 @@
 //! One journey, one trace: W3C Trace Context (<https://www.w3.org/TR/trace-context/>) across the
 //! diary and MAX, seen in both parties' logs.
 
-use edulink_testkit::{Browser, FlowsExt, spawn_app};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use edulink_testkit::{Browser, FlowsExt, LogCapture, spawn_app};
 use tracing_subscriber::layer::SubscriberExt;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The trace ids of the log lines logged inside a request span of `route`.
 fn trace_ids(logs: &str, route: &str) -> Vec<String> {
@@ -37,7 +22,7 @@ const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 /// captured as the JSON lines production writes).
 #[tokio::test]
 async fn a_diary_to_max_call_carries_the_journeys_trace_id_into_both_logs() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info,tower_http=debug"))
@@ -67,7 +52,7 @@ async fn a_diary_to_max_call_carries_the_journeys_trace_id_into_both_logs() {
     let linked = b.get_with(&callback, "traceparent", &parent).await;
     assert!(linked.location.as_deref().is_some_and(|l| l.ends_with("/sferum/linked")), "{}", linked.body);
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     let diary = trace_ids(&logs, "/sferum/callback");
     assert!(!diary.is_empty() && diary.iter().all(|t| t == TRACE), "diary: {diary:?}");
     let token = trace_ids(&logs, "/oauth/token");
