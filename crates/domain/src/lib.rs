@@ -10,6 +10,7 @@ pub mod otp;
 pub mod phone;
 pub mod provisioning;
 pub mod sferum;
+pub mod totp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{Cipher, SecretKey};
