@@ -188,7 +188,7 @@ enum AdminCmd {
         #[arg(long)]
         since: Option<String>,
     },
-    /// The newest audit records of the diary.
+    /// The newest audit records of the diary (local time); one student's journey: `admin trace`.
     Audit {
         /// How many.
         #[arg(long, default_value_t = 20)]
@@ -435,7 +435,7 @@ async fn admin(st: &edulink_diary::DiaryState, what: AdminCmd) -> anyhow::Result
             for r in audit::newest(&st.db, limit).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
-                    r.at,
+                    edulink::support::local_time(r.at),
                     r.event,
                     r.user_id.unwrap_or_default(),
                     r.subject.unwrap_or_default(),
