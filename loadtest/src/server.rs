@@ -185,7 +185,7 @@ mod tests {
                     edulink_sqlite_committed_writes_total{db=\"max\"} 55\n\
                     edulink_sqlite_commits_total{db=\"diary\"} 4\n\
                     edulink_sqlite_committed_writes_total{db=\"diary\"} 20\n\
-                    edulink_http_requests_total{class=\"ok\"} 99\n";
+                    edulink_http_server_errors_total 0\n";
         assert_eq!(
             super::parse_sqlite_writes(text),
             vec![("diary".to_string(), 20.0, 4.0), ("max".to_string(), 55.0, 10.0)]

@@ -299,8 +299,10 @@ pub async fn start_link(
             .await?;
     if let Err(wait) = admitted {
         metrics::counter!("edulink_link_starts_refused_total").increment(1);
+        edulink_web::metrics::funnel_failure("start_refused");
         return Err(AppError::too_many("error-link-starts", wait));
     }
+    edulink_web::metrics::funnel("authorization_started");
     let body = LinkStarted {
         authorization_url: pushed.url,
         redirect_uri: app.redirect_uri.clone(),

@@ -48,3 +48,39 @@ pub async fn newest(db: &Db, limit: i64) -> Result<Vec<TrailRow>, StoreError> {
         .fetch_all(db.pool())
         .await?)
 }
+
+/// One record of a user's journey, as `edulink admin trace` shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JourneyRow {
+    /// When, Unix seconds.
+    pub at: i64,
+    /// Event name.
+    pub event: String,
+    /// The subject at MAX, if any.
+    pub subject: Option<String>,
+    /// The short detail (a reason, a channel, the operator).
+    pub detail: Option<String>,
+}
+
+/// The records of `user_id` (and those about its links' subjects, such as a failed revocation
+/// after the link was gone) since `since`, oldest first, and every pairwise subject the user has
+/// had (current and past links): MAX's side of the journey joins on them.
+pub async fn journey(db: &Db, user_id: &str, since: i64) -> Result<(Vec<JourneyRow>, Vec<String>), StoreError> {
+    let rows = sqlx::query_as(
+        "SELECT at, event, subject, detail FROM audit WHERE at >= $2 AND (user_id = $1 OR subject IN \
+         (SELECT subject FROM links WHERE user_id = $1 \
+          UNION SELECT subject FROM audit WHERE user_id = $1 AND subject IS NOT NULL)) ORDER BY at, id",
+    )
+    .bind(user_id)
+    .bind(since)
+    .fetch_all(db.pool())
+    .await?;
+    let subjects = sqlx::query_scalar(
+        "SELECT subject FROM links WHERE user_id = $1 \
+         UNION SELECT subject FROM audit WHERE user_id = $1 AND subject IS NOT NULL",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok((rows, subjects))
+}

@@ -80,6 +80,7 @@ pub async fn store(
             };
             tx.commit().await?;
             metrics::counter!("edulink_links_total").increment(1);
+            edulink_web::metrics::funnel("callback_accepted");
             // Deliver now so the Сферум page is ready; if MAX is slow or down, the worker retries.
             if let Err(e) = outbox::deliver_claimed(st, &id, &job).await {
                 tracing::warn!(error = %e, "immediate provisioning failed; left to the outbox");
@@ -107,6 +108,7 @@ pub async fn store(
                 )
                 .await;
             metrics::counter!("edulink_link_conflicts_total").increment(1);
+            edulink_web::metrics::funnel_failure("conflict");
             let conflict =
                 if repo::link(&st.db, &user.id).await?.is_some() { Stored::AlreadyLinked } else { Stored::Taken };
             Ok((conflict, None))
@@ -123,16 +125,19 @@ pub enum Actor<'a> {
         /// The client address.
         ip: &'a str,
     },
-    /// Support, through `edulink admin unlink` (no request, no address).
-    Admin,
+    /// An operator, by name, through `edulink admin unlink` or the operator console.
+    Operator {
+        /// Who (an operator account or the `--operator` / `$USER` of the command line).
+        name: &'a str,
+    },
 }
 
 impl<'a> Actor<'a> {
-    /// The audit record's `ip` and `detail`.
-    fn audit(self) -> (Option<&'a str>, Option<&'static str>) {
+    /// The audit record's `ip` and `detail` (`operator:<name>` for an operator).
+    fn audit(self) -> (Option<&'a str>, Option<String>) {
         match self {
             Actor::Owner { ip } => (Some(ip), None),
-            Actor::Admin => (None, Some("admin")),
+            Actor::Operator { name } => (None, Some(format!("operator:{name}"))),
         }
     }
 }

@@ -151,6 +151,7 @@ pub async fn enqueue_claimed(
 /// Delivers a job written by [`enqueue_claimed`] (the caller holds its lease).
 pub async fn deliver_claimed(st: &DiaryState, id: &str, job: &Job) -> Result<bool, StoreError> {
     let outcome = run(st, job).await;
+    audit_failure(st, job, 1, &outcome).await;
     finish(st, id, 1, outcome).await
 }
 
@@ -174,10 +175,39 @@ pub async fn deliver(st: &DiaryState, id: &str) -> Result<bool, StoreError> {
         return Ok(false);
     };
     let outcome = match serde_json::from_str::<Job>(&payload) {
+        // The worker's jobs each get a trace of their own; a request's delivery stays in its trace.
+        Ok(job) if edulink_web::trace::current().is_none() => {
+            edulink_web::trace::in_new_trace("outbox", run(st, &job)).await
+        }
         Ok(job) => run(st, &job).await,
         Err(e) => Err(RpError::Refused(format!("unreadable job: {e}"))),
     };
+    if let Ok(job) = serde_json::from_str::<Job>(&payload) {
+        audit_failure(st, &job, attempts, &outcome).await;
+    }
     finish(st, id, attempts, outcome).await
+}
+
+/// Audits a failed provisioning or revocation (the detach and revocation of an unlink count as
+/// revocation): on the first failed attempt and when MAX refuses for good, not on every retry. The
+/// detail is the kind of failure, never the error text (it may quote a token endpoint's answer).
+async fn audit_failure(st: &DiaryState, job: &Job, attempts: i64, outcome: &Result<(), RpError>) {
+    use crate::audit::{Event, Record, TRAIL};
+    let Err(e) = outcome else { return };
+    let refused = matches!(e, RpError::Refused(_));
+    if attempts > 1 && !refused {
+        return;
+    }
+    let detail = if refused { "refused" } else { "unavailable" };
+    let record = match job {
+        Job::Provision { user_id, subject, .. } => {
+            Record::new(Event::ProvisioningFailed).principal(user_id).subject(subject).detail(detail)
+        }
+        Job::Unlink { subject, .. } => Record::new(Event::RevocationFailed).subject(subject).detail(detail),
+        Job::Revoke { .. } => Record::new(Event::RevocationFailed).detail(detail),
+        Job::Lesson { .. } => return,
+    };
+    TRAIL.record(&st.db, st.now(), &record).await;
 }
 
 /// Records the outcome of an attempt: done, refused for good (kept for the reconciliation and
@@ -443,7 +473,14 @@ async fn run(st: &DiaryState, job: &Job) -> Result<(), RpError> {
                     superseded(job);
                     Ok(())
                 }
-                other => other,
+                Ok(()) => {
+                    edulink_web::metrics::funnel("provisioned");
+                    Ok(())
+                }
+                Err(e) => {
+                    edulink_web::metrics::funnel_failure("provisioning_failed");
+                    Err(e)
+                }
             }
         }
         Job::Unlink { subject, generation, refresh_enc } => {

@@ -142,16 +142,12 @@ impl RelyingParty {
 
     async fn call(
         client: reqwest::Client,
+        call: &'static str,
         req: openidconnect::HttpRequest,
     ) -> Result<openidconnect::HttpResponse, HttpError> {
         let (parts, body) = req.into_parts();
-        let resp = client
-            .request(parts.method, parts.uri.to_string())
-            .headers(parts.headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| HttpError(e.without_url().to_string()))?;
+        let req = client.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body);
+        let resp = send(call, req).await.map_err(|e| HttpError(e.without_url().to_string()))?;
         let mut builder = http::Response::builder().status(resp.status());
         if let Some(h) = builder.headers_mut() {
             *h = resp.headers().clone();
@@ -169,7 +165,7 @@ impl RelyingParty {
         }
         let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|e| RpError::Invalid(e.to_string()))?;
         let http = self.http.clone();
-        let fetch = move |req| Self::call(http.clone(), req);
+        let fetch = move |req| Self::call(http.clone(), "discovery", req);
         let metadata = CoreProviderMetadata::discover_async(issuer, &fetch)
             .await
             .map_err(|e| RpError::Unavailable(format!("discovery: {e}")))?;
@@ -263,7 +259,7 @@ impl RelyingParty {
             if let Some(p) = &dpop {
                 req.headers_mut().insert("dpop", p.clone());
             }
-            Self::call(http.clone(), req)
+            Self::call(http.clone(), "token", req)
         };
         let resp = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -311,14 +307,12 @@ impl RelyingParty {
         let metadata = self.metadata(false).await?;
         let token_url =
             metadata.token_endpoint().ok_or_else(|| RpError::Invalid("no token endpoint".into()))?.to_string();
-        let resp = self
+        let req = self
             .http
             .post(token_url)
             .basic_auth(urlenc(&self.client_id), Some(urlenc(&self.client_secret)))
-            .form(&[("grant_type", "client_credentials"), ("scope", "sferum.provision")])
-            .send()
-            .await
-            .map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+            .form(&[("grant_type", "client_credentials"), ("scope", "sferum.provision")]);
+        let resp = send("token", req).await.map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
         if !resp.status().is_success() {
             return Err(RpError::Unavailable(format!("client_credentials: {}", resp.status())));
         }
@@ -343,11 +337,12 @@ impl RelyingParty {
     /// revoked early), drops it and tries once more with a fresh one.
     async fn with_service_token(
         &self,
+        call: &'static str,
         make: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RpError> {
         for attempt in 0..2 {
             let token = self.service_token().await?;
-            let resp = make(&token).send().await.map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+            let resp = send(call, make(&token)).await.map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.service_token.lock().expect("token lock").take();
                 continue;
@@ -361,14 +356,15 @@ impl RelyingParty {
     /// outbox's probe while jobs wait out a backoff.
     pub async fn answers(&self) -> bool {
         let url = format!("{}/.well-known/openid-configuration", self.issuer);
-        let probe = self.http.get(url).timeout(Duration::from_secs(2)).send().await;
+        let probe = send("probe", self.http.get(url).timeout(Duration::from_secs(2))).await;
         probe.is_ok_and(|r| r.status().is_success())
     }
 
     /// `PUT` the verified school data of link `generation` to the profile MAX knows as `subject`.
     pub async fn provision(&self, subject: &str, generation: i64, profile: &ProvisionProfile) -> Result<(), RpError> {
         let url = self.profile_url(subject, generation);
-        let resp = self.with_service_token(|t| self.http.put(&url).bearer_auth(t).json(profile)).await?;
+        let resp =
+            self.with_service_token("provisioning", |t| self.http.put(&url).bearer_auth(t).json(profile)).await?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             404 => Err(RpError::Refused("no grant for this subject".into())),
@@ -382,7 +378,7 @@ impl RelyingParty {
     /// when it had this revision already).
     pub async fn push_lesson(&self, push: &LessonPush) -> Result<bool, RpError> {
         let url = format!("{}/sferum/api/v1/lessons/{}", self.issuer, urlenc(&push.lesson.id));
-        let resp = self.with_service_token(|t| self.http.put(&url).bearer_auth(t).json(push)).await?;
+        let resp = self.with_service_token("lessons", |t| self.http.put(&url).bearer_auth(t).json(push)).await?;
         match resp.status().as_u16() {
             200..=299 => {
                 let r: LessonPushResult =
@@ -397,7 +393,7 @@ impl RelyingParty {
     /// `GET` who joined a lesson, by our subjects.
     pub async fn attendance(&self, lesson_id: &str) -> Result<Attendance, RpError> {
         let url = format!("{}/sferum/api/v1/lessons/{}/attendance", self.issuer, urlenc(lesson_id));
-        let resp = self.with_service_token(|t| self.http.get(&url).bearer_auth(t)).await?;
+        let resp = self.with_service_token("lessons", |t| self.http.get(&url).bearer_auth(t)).await?;
         match resp.status().as_u16() {
             200..=299 => resp.json().await.map_err(|e| RpError::Unavailable(e.without_url().to_string())),
             s => Err(RpError::Unavailable(format!("attendance: {s}"))),
@@ -408,7 +404,7 @@ impl RelyingParty {
     /// the grant's tokens.
     pub async fn detach(&self, subject: &str, generation: i64) -> Result<(), RpError> {
         let url = self.profile_url(subject, generation);
-        let resp = self.with_service_token(|t| self.http.delete(&url).bearer_auth(t)).await?;
+        let resp = self.with_service_token("provisioning", |t| self.http.delete(&url).bearer_auth(t)).await?;
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             409 => Err(RpError::Stale(format!("detach of generation {generation}"))),
@@ -437,20 +433,35 @@ impl RelyingParty {
     pub async fn revoke(&self, refresh_token: &str) -> Result<(), RpError> {
         // MAX's revocation endpoint (RFC 7009) sits at a fixed path under the issuer.
         let url = format!("{}/oauth/revoke", self.issuer);
-        let resp = self
+        let req = self
             .http
             .post(url)
             .basic_auth(urlenc(&self.client_id), Some(urlenc(&self.client_secret)))
-            .form(&[("token", refresh_token), ("token_type_hint", "refresh_token")])
-            .send()
-            .await
-            .map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
+            .form(&[("token", refresh_token), ("token_type_hint", "refresh_token")]);
+        let resp = send("revocation", req).await.map_err(|e| RpError::Unavailable(e.without_url().to_string()))?;
         if resp.status().is_success() {
             Ok(())
         } else {
             Err(RpError::Unavailable(format!("revoke: {}", resp.status())))
         }
     }
+}
+
+/// Sends one back-channel request to MAX, timed by call and outcome
+/// (`edulink_backchannel_duration_seconds`): `ok` for 2xx, `refused` for 4xx, `error` otherwise.
+async fn send(call: &'static str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, reqwest::Error> {
+    let started = Instant::now();
+    // The journey's trace goes with the call (W3C traceparent): MAX logs the same trace id.
+    let (name, value) = edulink_web::trace::outgoing();
+    let resp = req.header(name, value).send().await;
+    let outcome = match &resp {
+        Ok(r) if r.status().is_success() => "ok",
+        Ok(r) if r.status().is_client_error() => "refused",
+        _ => "error",
+    };
+    metrics::histogram!("edulink_backchannel_duration_seconds", "call" => call, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    resp
 }
 
 /// Part `n` (0: header, 1: claims) of a JWT we stored ourselves after validating it, as JSON (read

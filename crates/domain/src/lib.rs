@@ -13,6 +13,7 @@ pub mod phone;
 pub mod provisioning;
 pub mod sferum;
 pub mod text;
+pub mod totp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{Cipher, SecretKey};

@@ -300,6 +300,8 @@ pub async fn diary_state(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<
 /// Starts the parties of `role` and returns once they accept connections.
 pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides) -> anyhow::Result<Running> {
     cfg.check_for(role.scope())?;
+    // The process-wide recorder, with every catalogued series at 0, before anything counts.
+    edulink_web::ops::prometheus();
     let (diary_listener, max_listener) = match ov.listeners {
         Some(l) => l,
         None => {
@@ -342,7 +344,7 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (phase, phase_rx) = watch::channel(Phase::Serving);
     let limits = cfg.server.limits();
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(edulink_web::ops::upkeep(shutdown_rx.clone()))];
     let mut running = Running {
         diary_url: diary_url.clone(),
         max_url: max_url.clone(),
@@ -407,7 +409,11 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         running.diary = Some(st);
     }
     if let Some(l) = ops_listener {
-        let dbs = running.diary.iter().map(|d| d.db.clone()).chain(running.max.iter().map(|m| m.db.clone()));
+        let dbs = running
+            .diary
+            .iter()
+            .map(|d| ("diary", d.db.clone()))
+            .chain(running.max.iter().map(|m| ("max", m.db.clone())));
         let router = crate::serving::ops_router(dbs.collect());
         tasks.push(tokio::spawn(edulink_web::serve::serve(l, router, limits, phase_rx)));
     }

@@ -329,7 +329,7 @@ impl Default for Config {
                 unfinished_link_secs: default_unfinished_link(),
             },
             server: ServerSection::default(),
-            ops: OpsSection { listen: "127.0.0.1:9090".into() },
+            ops: OpsSection { listen: "127.0.0.1:9090".into(), otlp_endpoint: None },
         }
     }
 }

@@ -5,3 +5,5 @@ pub mod backup;
 pub mod config;
 pub mod mobile;
 pub mod serving;
+pub mod support;
+pub mod telemetry;

@@ -195,8 +195,21 @@ enum AdminCmd {
         /// Diary login.
         #[arg(long)]
         login: String,
+        /// Who runs the command, for the audit trail (default: $USER, else `cli`).
+        #[arg(long, env = "USER")]
+        operator: Option<String>,
     },
-    /// The newest audit records of the diary.
+    /// One student's journey across both parties' audit trails, in local time: each step, its
+    /// outcome, and for a refusal the reason and what to do.
+    Trace {
+        /// Diary login.
+        #[arg(long)]
+        login: String,
+        /// From when: a duration back (90m, 6h, 7d) or a date (2026-12-01). Default: all.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// The newest audit records of the diary (local time); one student's journey: `admin trace`.
     Audit {
         /// How many.
         #[arg(long, default_value_t = 20)]
@@ -217,9 +230,8 @@ enum AdminCmd {
 }
 
 fn init_logs() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(true).init();
+    // Commands other than `serve` log only; an exporter is for the servers' request spans.
+    let _ = edulink::telemetry::init(None);
 }
 
 fn main() -> anyhow::Result<()> {
@@ -246,9 +258,10 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { role } => {
-            init_logs();
-            edulink_web::ops::prometheus();
+            // Validated (`ops.otlp_endpoint` among the rest) before the exporter starts.
             let cfg = cfg.prepare(role.scope())?;
+            let _telemetry = edulink::telemetry::init(cfg.ops.otlp_endpoint.as_deref())?;
+            edulink_web::ops::prometheus();
             let signals = app::Signals::install()?;
             let running = app::start(cfg.clone(), role, Arc::new(SystemClock), Overrides::default()).await?;
             println!("edulink is running ({:?} mode)", cfg.mode);
@@ -433,6 +446,22 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             println!("client_secret (shown once): {secret}");
             println!("the previous secret stays valid for {grace} s; new secrets work on every instance at once");
         }
+        Command::Admin { what: AdminCmd::Trace { login, since } } => {
+            // Both parties' databases: each is read through its own party's query.
+            let cfg = cfg.prepare(Scope::Databases)?;
+            let now = SystemClock.now_secs();
+            let since = since
+                .as_deref()
+                .map(|s| edulink::support::parse_since(s, now))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let ddb = app::diary_db(&cfg).await?;
+            let mdb = app::max_db(&cfg).await?;
+            let result = trace(&ddb, &mdb, &login, since.unwrap_or(0)).await;
+            ddb.close().await;
+            mdb.close().await;
+            print!("{}", result?);
+        }
         Command::Admin { what } => {
             let cfg = cfg.prepare(Scope::Diary)?;
             let st = app::diary_state(&cfg, Arc::new(SystemClock)).await?;
@@ -450,21 +479,29 @@ async fn admin(st: &edulink_diary::DiaryState, what: AdminCmd) -> anyhow::Result
     use edulink_diary::{audit, repo};
     match what {
         AdminCmd::Link { login } => {
-            let link = match repo::user_by_login(&st.db, &login).await? {
-                Some((user, _)) => repo::link(&st.db, &user.id).await?,
+            let user = repo::user_by_login(&st.db, &login).await?.map(|(u, _)| u);
+            let link = match &user {
+                Some(u) => repo::link(&st.db, &u.id).await?,
                 None => None,
             };
-            match link {
-                Some(l) => println!("{login}: linked to {} at {} since {} (unix)", l.subject, l.issuer, l.linked_at),
-                None => println!("{login}: not linked"),
+            match (user, link) {
+                (None, _) => anyhow::bail!("{login}: no such diary login"),
+                (Some(_), Some(l)) => println!(
+                    "{login}: linked to {} at {} since {}",
+                    l.subject,
+                    l.issuer,
+                    edulink::support::local_time(l.linked_at)
+                ),
+                (Some(_), None) => println!("{login}: not linked"),
             }
         }
-        AdminCmd::Unlink { login } => {
+        AdminCmd::Unlink { login, operator } => {
             // The unlink of the web and the apps: MAX is told at once when it answers.
-            let removed = match repo::user_by_login(&st.db, &login).await? {
-                Some((user, _)) => links::remove(st, &user, Actor::Admin).await?,
-                None => Removed::NotLinked,
+            let Some((user, _)) = repo::user_by_login(&st.db, &login).await? else {
+                anyhow::bail!("{login}: no such diary login");
             };
+            let operator = operator.filter(|o| !o.trim().is_empty()).unwrap_or_else(|| "cli".into());
+            let removed = links::remove(st, &user, Actor::Operator { name: &operator }).await?;
             let said = match removed {
                 Removed::NotLinked => "was not linked",
                 Removed::Told => "unlinked (MAX was told)",
@@ -513,11 +550,12 @@ async fn admin(st: &edulink_diary::DiaryState, what: AdminCmd) -> anyhow::Result
                 );
             }
         }
+        AdminCmd::Trace { .. } => unreachable!("run with both databases"),
         AdminCmd::Audit { limit } => {
             for r in audit::newest(&st.db, limit).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
-                    r.at,
+                    edulink::support::local_time(r.at),
                     r.event,
                     r.user_id.unwrap_or_default(),
                     r.subject.unwrap_or_default(),
@@ -527,6 +565,24 @@ async fn admin(st: &edulink_diary::DiaryState, what: AdminCmd) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// `edulink admin trace`: the diary's records of the login and MAX's about its subjects, as one
+/// timeline. An unknown login is an error (non-zero exit).
+async fn trace(diary: &edulink_store::Db, max: &edulink_store::Db, login: &str, since: i64) -> anyhow::Result<String> {
+    use edulink::support::{Party, Step, render, timeline};
+    let Some((user, _)) = edulink_diary::repo::user_by_login(diary, login).await? else {
+        anyhow::bail!("{login}: no such diary login");
+    };
+    let (rows, subjects) = edulink_diary::audit::journey(diary, &user.id, since).await?;
+    let mut steps: Vec<Step> =
+        rows.into_iter().map(|r| Step { at: r.at, party: Party::Diary, event: r.event, detail: r.detail }).collect();
+    for subject in &subjects {
+        for r in edulink_max::audit::journey(max, subject, since).await? {
+            steps.push(Step { at: r.at, party: Party::Max, event: r.event, detail: r.detail });
+        }
+    }
+    Ok(render(login, &timeline(steps)))
 }
 
 trait NowSecs {

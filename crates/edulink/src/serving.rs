@@ -9,9 +9,11 @@ use axum::routing::get;
 use edulink_store::Db;
 
 /// `/metrics`, `/healthz`, and `/readyz` (200 when every database of this process takes writes).
-pub fn ops_router(dbs: Vec<Db>) -> Router {
+pub fn ops_router(dbs: Vec<(&'static str, Db)>) -> Router {
+    let scraped = dbs.clone();
+    let dbs: Vec<Db> = dbs.into_iter().map(|(_, db)| db).collect();
     Router::new()
-        .route("/metrics", get(edulink_web::ops::metrics))
+        .route("/metrics", get(move || std::future::ready(edulink_web::ops::render(&scraped))))
         .route("/healthz", get(edulink_web::ops::healthz))
         .route("/readyz", get(move || ready(dbs.clone())))
 }

@@ -202,6 +202,7 @@ pub async fn send_code(
     .await?;
     if let Err(refusal) = admitted {
         metrics::counter!("edulink_sms_refused_total", "reason" => refusal.reason()).increment(1);
+        edulink_web::metrics::funnel_failure("sms_refused");
         audit::TRAIL.record(&st.db, now, &Record::new(Event::SmsRefused).ip(ip).detail(refusal.reason())).await;
         return Ok(Err(refusal));
     }
@@ -211,6 +212,7 @@ pub async fn send_code(
         return Err(AppError::new(edulink_web::ErrorKind::Unavailable, "error-sms-gateway"));
     }
     metrics::counter!("edulink_sms_sent_total").increment(1);
+    edulink_web::metrics::funnel("sms_sent");
     Ok(Ok(()))
 }
 
@@ -359,6 +361,7 @@ pub async fn verify_code(
         audit::TRAIL.record_in(&mut tx, now, &Record::new(event).ip(ip)).await?;
         tx.commit().await?;
         metrics::counter!("edulink_code_failures_total").increment(1);
+        edulink_web::metrics::funnel_failure(if event == Event::PhoneLocked { "phone_locked" } else { "code_wrong" });
         return Ok(Verified::Wrong);
     }
     limits::clear_failures(&mut tx, &challenge.phone_hash).await?;
@@ -375,6 +378,7 @@ pub async fn verify_code(
     };
     tx.commit().await?;
     metrics::counter!("edulink_code_verified_total").increment(1);
+    edulink_web::metrics::funnel("code_verified");
     Ok(verified)
 }
 
@@ -494,6 +498,7 @@ pub async fn register_account(
             audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::Register).principal(&account.id).ip(ip)).await?;
             let (raw, new) = repo::sign_in_in(&mut tx, session, &account.id, now).await?;
             tx.commit().await?;
+            edulink_web::metrics::funnel("registered");
             Ok((account, raw, new))
         }
         Err(edulink_store::StoreError::Conflict(_)) => {

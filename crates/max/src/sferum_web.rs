@@ -28,6 +28,7 @@ pub async fn page(State(st): State<MaxState>, headers: HeaderMap) -> Result<Resp
         Some(id) => oidc::cached_client(&st, &id).await?.map(|c| c.name),
         None => None,
     };
+    edulink_web::metrics::funnel("sferum_opened");
     Ok(html(&SferumPage {
         tr: Tr::new(Lang::from_headers(&headers)),
         now: st.now(),

@@ -111,14 +111,20 @@ pub enum SmsGateway {
 
 impl SmsGateway {
     /// Sends `text` to `to` (E.164).
+    /// Times the hand-over (`edulink_sms_gateway_duration_seconds`, by outcome).
     pub async fn send(&self, to: &str, text: &str) -> Result<(), SmsError> {
-        match self {
+        let started = std::time::Instant::now();
+        let sent = match self {
             SmsGateway::Dev(inbox) => {
                 inbox.push(to, text);
                 Ok(())
             }
             SmsGateway::Http(g) => g.send(to, text).await,
-        }
+        };
+        let outcome = if sent.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("edulink_sms_gateway_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        sent
     }
 
     /// The dev inbox, when this is the dev gateway.

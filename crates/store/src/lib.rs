@@ -43,6 +43,17 @@ pub enum Backend {
     Postgres,
 }
 
+/// A snapshot of a pool's connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: usize,
+    /// Open connections doing nothing.
+    pub idle: usize,
+    /// Tasks waiting for a connection: the SQLite writer's queue (sqlx does not tell PostgreSQL's).
+    pub waiting: usize,
+}
+
 /// A connection pool to one party's database.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -149,6 +160,18 @@ impl Db {
     /// their ratio is the mean group-commit batch. `None` on PostgreSQL.
     pub fn write_stats(&self) -> Option<(usize, usize)> {
         self.writer.as_ref().map(|w| w.stats())
+    }
+
+    /// The pool's connections now, for the `edulink_db_pool_*` gauges.
+    pub fn pool_stats(&self) -> PoolStats {
+        if let Some(pool) = &self.pool {
+            let idle = pool.num_idle();
+            return PoolStats { size: pool.size() as usize, idle, waiting: 0 };
+        }
+        let (idle, busy) = self.readers.as_ref().map(|r| r.counts()).unwrap_or_default();
+        let waiting = self.writer.as_ref().map(|w| w.waiting()).unwrap_or_default();
+        // The readers kept and running, plus the one writer connection (always open).
+        PoolStats { size: idle + busy + 1, idle, waiting }
     }
 
     /// The executor for one statement that writes, committed on its own (e.g. an

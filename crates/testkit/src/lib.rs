@@ -15,6 +15,27 @@ mod proxy;
 pub use browser::{Browser, Page, hidden};
 pub use proxy::{forward, forwarding_proxy};
 
+/// What a test's log subscriber wrote: give it `move || capture.clone()` as its writer.
+#[derive(Clone, Default)]
+pub struct LogCapture(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log capture").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log capture")).into_owned()
+    }
+}
+
 /// The storage backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

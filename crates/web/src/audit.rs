@@ -27,6 +27,10 @@ pub enum Event {
     CallbackBadIss,
     /// A callback whose code exchange or ID token failed validation.
     CallbackInvalid,
+    /// A provisioning call to MAX failed (the detail: `unavailable`, retried; or `refused`).
+    ProvisioningFailed,
+    /// Detaching or revoking at MAX failed (the detail: `unavailable`, retried; or `refused`).
+    RevocationFailed,
     /// A teacher changed a lesson.
     LessonChanged,
     /// A teacher cancelled a lesson.
@@ -95,6 +99,8 @@ impl Event {
             Event::CallbackBadState => "callback_bad_state",
             Event::CallbackBadIss => "callback_bad_iss",
             Event::CallbackInvalid => "callback_invalid",
+            Event::ProvisioningFailed => "provisioning_failed",
+            Event::RevocationFailed => "revocation_failed",
             Event::LessonChanged => "lesson_changed",
             Event::LessonCancelled => "lesson_cancelled",
             Event::BackchannelLogout => "backchannel_logout",
@@ -290,6 +296,8 @@ mod tests {
             Event::CallbackBadState,
             Event::CallbackBadIss,
             Event::CallbackInvalid,
+            Event::ProvisioningFailed,
+            Event::RevocationFailed,
             Event::LessonChanged,
             Event::LessonCancelled,
             Event::SmsSent,

@@ -88,19 +88,31 @@ pub fn harden(router: Router, brand: Brand, sec: SiteSecurity) -> Router {
                 .get::<crate::client_ip::ResolvedClientIp>()
                 .map(|r| r.0)
                 .or_else(|| req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
-            match ip {
-                Some(ip) => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id, client_ip = %ip),
-                None => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id),
+            // The journey's trace (`trace.rs`, the outermost layer): in every log line of the request.
+            let trace = req.extensions().get::<crate::trace::RequestTrace>().copied();
+            let trace_id = trace.map(|t| t.own.trace_id_hex()).unwrap_or_default();
+            let span = match ip {
+                Some(ip) => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id, trace_id = %trace_id, client_ip = %ip),
+                None => tracing::info_span!("request", method = %req.method(), route = %route, request_id = %id, trace_id = %trace_id),
+            };
+            if let Some(t) = trace {
+                crate::trace::span_hook(&span, t.remote.as_ref(), &t.own);
             }
+            span
         }))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(middleware::from_fn(crate::trace::layer))
 }
 
 /// In order: refuses a cross-site state change, runs the handler, renders an [`AppError`] as a
 /// page or JSON, adds the security headers, and counts the response.
 async fn edge(sec: std::sync::Arc<SiteSecurity>, brand: Brand, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let is_static = req.uri().path().starts_with("/static/");
     let reader = ErrorReader::of(&req);
+    // The route template, never the raw path (paths hold subjects and ids: unbounded series).
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let method = req.method().clone();
     let resp = if cross_site_change(&sec, &req) {
         metrics::counter!("edulink_csrf_refused_total").increment(1);
         AppError::forbidden("error-csrf").into_response()
@@ -110,13 +122,34 @@ async fn edge(sec: std::sync::Arc<SiteSecurity>, brand: Brand, req: Request, nex
     let mut resp = render_error(brand, reader, resp);
     let policy = csp(&sec.form_targets, resp.extensions().get::<FormTarget>());
     security_headers(sec.https, is_static, policy, resp.headers_mut());
-    let class = match resp.status().as_u16() {
-        200..=399 => "ok",
-        400..=499 => "client_error",
-        _ => "server_error",
-    };
-    metrics::counter!("edulink_http_requests_total", "class" => class).increment(1);
+    observe(brand, route, &method, resp.status().as_u16(), started);
     resp
+}
+
+/// Records a request's duration by party, method, route template and status class. Probes
+/// (`/healthz`, `/readyz`) are left out: they would swamp the rates and the percentiles.
+fn observe(brand: Brand, route: Option<String>, method: &Method, status: u16, started: std::time::Instant) {
+    let route = match route.as_deref() {
+        Some("/healthz" | "/readyz" | "/metrics") => return,
+        Some(r) => r.to_owned(),
+        None => "unmatched".to_owned(),
+    };
+    let method = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    metrics::histogram!(
+        "edulink_http_request_duration_seconds",
+        "party" => brand.class,
+        "method" => method,
+        "route" => route,
+        "status" => crate::metrics::status_class(status),
+    )
+    .record(started.elapsed().as_secs_f64());
 }
 
 /// A cross-site state change: a browser's `Sec-Fetch-Site: cross-site` or an `Origin` that is not

@@ -10,8 +10,11 @@ pub mod error;
 pub mod forms;
 pub mod i18n;
 pub mod layers;
+pub mod metrics;
 pub mod ops;
+pub mod process;
 pub mod serve;
+pub mod trace;
 
 pub use error::{AppError, ErrorKind};
 pub use forms::{StrictForm, StrictQuery};

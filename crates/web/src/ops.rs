@@ -4,21 +4,54 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the process-wide Prometheus recorder once; later calls reuse it.
+/// Installs the process-wide Prometheus recorder once, with the catalogue's descriptions and zero
+/// series (`metrics.rs`); later calls reuse it.
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
-    PROMETHEUS.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
+    PROMETHEUS
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), crate::metrics::DURATION_BUCKETS)
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            crate::metrics::register();
+            Some(handle)
+        })
+        .as_ref()
 }
 
-/// `GET /metrics`: the process's Prometheus registry in the text format. Served on the operator
-/// listener only (`ops.listen`), never on the public ports.
-pub async fn metrics() -> impl IntoResponse {
-    let body = prometheus().map(|h| h.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+/// Folds recorded histogram samples into their buckets every few seconds, so they do not pile up
+/// between scrapes (the recorder has no thread of its own). Ends when `shutdown` turns true.
+pub async fn upkeep(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Some(h) = prometheus() {
+            h.run_upkeep();
+        }
+    }
+}
+
+/// The body of `GET /metrics`: the process's registry in the text exposition format, after the
+/// pool gauges of `dbs` (by party) are read, followed by the `process_*` metrics. Served on the
+/// operator listener only (`ops.listen`), never on the public ports.
+pub fn render(dbs: &[(&'static str, edulink_store::Db)]) -> axum::response::Response {
+    for (party, db) in dbs {
+        let s = db.pool_stats();
+        metrics::gauge!("edulink_db_pool_size", "db" => *party).set(s.size as f64);
+        metrics::gauge!("edulink_db_pool_idle", "db" => *party).set(s.idle as f64);
+        metrics::gauge!("edulink_db_pool_waiting", "db" => *party).set(s.waiting as f64);
+    }
+    let mut body = prometheus().map(|h| h.render()).unwrap_or_default();
+    crate::process::render(&mut body);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 /// `GET /healthz`: the process runs.

@@ -50,8 +50,10 @@ pub(super) async fn start(
         .await?;
         if let Err(wait) = admitted {
             metrics::counter!("edulink_link_starts_refused_total").increment(1);
+            edulink_web::metrics::funnel_failure("start_refused");
             return Err(AppError::too_many("error-link-starts", wait));
         }
+        edulink_web::metrics::funnel("authorization_started");
     } else {
         repo::create_transaction(&st.db, &started.state, &session.family, &t, st.now()).await?;
     }
@@ -65,6 +67,7 @@ pub async fn sferum(State(st): State<DiaryState>, headers: HeaderMap) -> Result<
     if let Some(link) = repo::link(&st.db, &user.id).await? {
         return start(&st, &session, &user, Purpose::SignIn, Some(&link)).await;
     }
+    edulink_web::metrics::funnel("connect_page");
     Ok(html(&ConnectPage { tr: tr(&headers), nav: Nav::new(&session, &user, "sferum") }))
 }
 
@@ -127,6 +130,7 @@ async fn callback_inner(
     };
     let Some(t) = repo::take_transaction(&st.db, state, &session.family, now).await? else {
         audit::TRAIL.record(&st.db, now, &Record::new(Event::CallbackBadState).principal(&user.id).ip(ip)).await;
+        edulink_web::metrics::funnel_failure("callback_bad_state");
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-state"));
     };
     if t.user_id != user.id {
@@ -134,6 +138,7 @@ async fn callback_inner(
     }
     if p.iss.as_deref() != Some(st.rp.issuer()) {
         audit::TRAIL.record(&st.db, now, &Record::new(Event::CallbackBadIss).principal(&user.id).ip(ip)).await;
+        edulink_web::metrics::funnel_failure("callback_bad_iss");
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-iss"));
     }
     if let Some(err) = p.error.as_deref() {
@@ -158,6 +163,7 @@ async fn callback_inner(
         Err(e) => {
             tracing::warn!(error = %e, "authorization response refused");
             audit::TRAIL.record(&st.db, now, &Record::new(Event::CallbackInvalid).principal(&user.id).ip(ip)).await;
+            edulink_web::metrics::funnel_failure("callback_invalid");
             return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-failed"));
         }
     };

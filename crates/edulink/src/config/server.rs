@@ -31,6 +31,10 @@ pub struct OpsSection {
     /// Address of `/metrics`, `/healthz` and `/readyz` for operators (`EDULINK_OPS__LISTEN`);
     /// loopback by default, empty to turn it off.
     pub listen: String,
+    /// The OTLP/HTTP traces endpoint of an OpenTelemetry collector, e.g.
+    /// `http://collector:4318/v1/traces` (`EDULINK_OPS__OTLP_ENDPOINT`); unset: no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -78,6 +82,14 @@ impl ServerSection {
         if !ops.listen.is_empty() && ops.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!("ops.listen: {:?} is not an address:port (or empty to turn it off)", ops.listen));
         }
+        if let Some(e) = &ops.otlp_endpoint {
+            let ok = url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(format!(
+                    "ops.otlp_endpoint: {e:?} is not an http(s) URL (e.g. http://collector:4318/v1/traces)"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -98,6 +110,12 @@ mod tests {
         c.ops.listen = "localhost".into();
         assert!(c.check().unwrap_err().to_string().contains("ops.listen"));
         c.ops.listen = String::new();
+        c.check().unwrap();
+        for bad in ["collector:4318", "ftp://collector/v1/traces", "http://"] {
+            c.ops.otlp_endpoint = Some(bad.into());
+            assert!(c.check().unwrap_err().to_string().contains("ops.otlp_endpoint"), "{bad}");
+        }
+        c.ops.otlp_endpoint = Some("http://127.0.0.1:4318/v1/traces".into());
         c.check().unwrap();
     }
 }

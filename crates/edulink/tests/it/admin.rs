@@ -80,9 +80,14 @@ async fn admin_unlink(backend: Backend) {
     let live = "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL AND grant_id IS NOT NULL AND client_id = $1";
     assert!(count(&mst.db, live, "mesh").await > 0, "the link holds tokens");
 
+    // Later, a stale tab's callback: refused, and audited for the student.
+    clock.advance(5);
+    let stale = b.get(&format!("{}/sferum/callback?state=stale&code=x&iss=x", app.diary)).await;
+    assert_eq!(stale.status, reqwest::StatusCode::BAD_REQUEST);
+
     // No diary server runs: nobody but the command itself can tell MAX.
     diary.running.stop().await;
-    let out = edulink(&config, dir.path(), &["admin", "unlink", "--login", "student6"]).await;
+    let out = edulink(&config, dir.path(), &["admin", "unlink", "--login", "student6", "--operator", "anna"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("student6: unlinked"), "{stdout}");
@@ -94,12 +99,40 @@ async fn admin_unlink(backend: Backend) {
     let undelivered = "SELECT COUNT(*) FROM outbox WHERE done_at IS NULL AND kind = $1";
     assert_eq!(count(&db, undelivered, "unlink").await, 0, "nothing is left to the outbox");
     let audited = "SELECT COUNT(*) FROM audit WHERE event = 'unlink' AND detail = $1 AND ip IS NULL";
-    assert_eq!(count(&db, audited, "admin").await, 1, "the audit says who unlinked");
+    assert_eq!(count(&db, audited, "operator:anna").await, 1, "the audit says who unlinked");
     db.close().await;
 
     // A second run finds nothing to unlink.
     let again = edulink(&config, dir.path(), &["admin", "unlink", "--login", "student6"]).await;
     assert!(String::from_utf8_lossy(&again.stdout).contains("student6: was not linked"));
+
+    // Issue 18, item 4: one timeline across both parties' trails, joined on the pairwise subject.
+    let trace = edulink(&config, dir.path(), &["admin", "trace", "--login", "student6", "--since", "2h"]).await;
+    let text = String::from_utf8_lossy(&trace.stdout);
+    assert!(trace.status.success(), "{text}\n{}", String::from_utf8_lossy(&trace.stderr));
+    let order = ["[login]", "[register]", "[authorize]", "[link]", "[sferum_attached]", "[callback_bad_state]"];
+    let at: Vec<usize> = order.iter().map(|e| text.find(e).unwrap_or_else(|| panic!("{e} missing:\n{text}"))).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "steps in time order:\n{text}");
+    assert!(text.contains("[unlink] (operator:anna)") && text.contains("[sferum_detached]"), "{text}");
+    let refused = text.lines().skip_while(|l| !l.contains("[callback_bad_state]")).take(2).collect::<Vec<_>>();
+    assert!(refused[0].contains("REFUSED") && refused[1].contains("what to do: an old tab"), "{refused:?}");
+    assert!(refused[0].contains("diary") && text.contains("MAX    ok"), "{text}");
+    assert!(!text.contains("+7") && !text.contains("79163004050"), "no phone in the trace");
+    let later = edulink(&config, dir.path(), &["admin", "trace", "--login", "student6", "--since", "2099-01-01"]).await;
+    assert!(String::from_utf8_lossy(&later.stdout).contains("(0 steps"));
+
+    // An unknown login is an error, for support's scripts as for a person.
+    for args in [
+        &["admin", "trace", "--login", "nosuch"][..],
+        &["admin", "link", "--login", "nosuch"],
+        &["admin", "unlink", "--login", "nosuch"],
+    ] {
+        let out = edulink(&config, dir.path(), args).await;
+        assert!(!out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch: no such diary login"), "{args:?}");
+    }
+    let linked = edulink(&config, dir.path(), &["admin", "link", "--login", "student6"]).await;
+    assert!(linked.status.success() && String::from_utf8_lossy(&linked.stdout).contains("student6: not linked"));
     max.running.stop().await;
     drop_schemas(&config).await;
 }

@@ -1,27 +1,13 @@
 //! Secret hygiene (docs/architecture.md, «Rules»; OWASP ASVS 5.0 V16 logging, V14 data protection): no SMS code,
 //! token, session id or full phone number in any log line or any page, and none in the database.
 
-use edulink_testkit::{Backend, Browser, FlowsExt, TestApp, both_backends, spawn_app_on};
+use edulink_testkit::{Backend, Browser, FlowsExt, LogCapture as Capture, TestApp, both_backends, spawn_app_on};
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 use tracing_subscriber::layer::SubscriberExt;
 
 const PHONE: &str = "8 916 123-45-67";
 const E164: &str = "+79161234567";
 const DIGITS: &str = "9161234567";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Standalone occurrences of `needle` (not inside a longer run of digits).
 fn has_standalone(haystack: &str, needle: &str) -> bool {

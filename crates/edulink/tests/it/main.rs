@@ -2,6 +2,7 @@
 
 mod admin;
 mod api;
+mod audit_trail;
 mod backup;
 mod conformance;
 mod crash;
@@ -12,6 +13,7 @@ mod introspection;
 mod links;
 mod lockout;
 mod logout;
+mod metrics;
 mod oidc;
 mod outbox;
 mod par;
@@ -25,3 +27,4 @@ mod scale;
 mod security;
 mod serving;
 mod sferum;
+mod traces;

@@ -250,6 +250,7 @@ pub async fn confirm(
     let sid = super::sid_of(&session.id_hash);
     let url =
         issue_code_audited(&st, &req, &account_id, auth_time, Some(&session.id_hash), Some(&sid), consent).await?;
+    edulink_web::metrics::funnel("consent_given");
     Ok(see_other(&url))
 }
 
@@ -264,6 +265,7 @@ pub async fn deny(
     repo::set_pending_request(&mut tx, &session.id_hash, None).await?;
     grants::delete_request(&mut tx, &req.id).await?;
     tx.commit().await?;
+    edulink_web::metrics::funnel_failure("consent_denied");
     Ok(error_redirect(&st, &req.redirect_uri, req.state.as_deref(), "access_denied", "the user declined"))
 }
 

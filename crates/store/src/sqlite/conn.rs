@@ -42,16 +42,24 @@ pub(crate) struct Readers {
     synchronous: &'static str,
     idle: Mutex<Vec<Connection>>,
     keep: usize,
+    /// Connections running a statement now (for the pool gauges).
+    busy: std::sync::atomic::AtomicUsize,
 }
 
 impl Readers {
     pub(crate) fn new(path: String, synchronous: &'static str, keep: usize) -> Self {
-        Self { path, synchronous, idle: Mutex::new(Vec::new()), keep: keep.max(1) }
+        Self { path, synchronous, idle: Mutex::new(Vec::new()), keep: keep.max(1), busy: Default::default() }
     }
 
     /// The database file.
     pub(crate) fn path(&self) -> &str {
         &self.path
+    }
+
+    /// `(idle, busy)` read connections.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).len();
+        (idle, self.busy.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Runs `f` on an idle read connection (opening one when none is idle).
@@ -61,7 +69,9 @@ impl Readers {
             Some(c) => c,
             None => open(&self.path, self.synchronous, true)?,
         };
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out = f(&conn);
+        self.busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.keep {
             idle.push(conn);

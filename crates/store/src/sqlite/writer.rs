@@ -170,6 +170,11 @@ impl Writer {
         let _ = flush_blocking(self.clone(), batch).await;
     }
 
+    /// Writers waiting for the writer connection now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     /// `(commits, writes committed)` since start.
     pub(crate) fn stats(&self) -> (usize, usize) {
         (self.commits.load(Ordering::Relaxed), self.committed.load(Ordering::Relaxed))
