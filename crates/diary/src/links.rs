@@ -161,7 +161,7 @@ pub async fn remove(st: &DiaryState, user: &User, actor: Actor<'_>) -> Result<Re
     let now = st.now();
     let mut tx = st.db.begin().await?;
     let (ip, detail) = actor.audit();
-    let Some(id) = remove_in(&mut tx, &user.id, None, Event::Unlink, ip, detail, now).await? else {
+    let Some(id) = remove_in(&mut tx, &user.id, None, Event::Unlink, ip, detail.as_deref(), now).await? else {
         return Ok(Removed::NotLinked);
     };
     tx.commit().await?;

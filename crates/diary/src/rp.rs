@@ -422,7 +422,7 @@ impl RelyingParty {
             url.query_pairs_mut().append_pair("sub", sub);
         }
         let url = url.to_string();
-        let resp = self.with_service_token(|t| self.http.get(&url).bearer_auth(t)).await?;
+        let resp = self.with_service_token("provisioning", |t| self.http.get(&url).bearer_auth(t)).await?;
         match resp.status().as_u16() {
             200..=299 => resp.json().await.map_err(|e| RpError::Invalid(e.without_url().to_string())),
             s => Err(RpError::Unavailable(format!("links: {s}"))),

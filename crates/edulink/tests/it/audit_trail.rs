@@ -22,10 +22,11 @@ async fn failed_provisioning_and_revocation_are_audited_once_and_pseudonymously(
     app.diary_login(&b, "student8").await;
     app.link(&b, "+7 916 700-80-90", "+79167008090").await;
     let st = diary.running.diary.clone().unwrap();
-    let subject = edulink_diary::repo::link(&st.db, "student-8").await.unwrap().expect("linked").subject;
+    let link = edulink_diary::repo::link(&st.db, "student-8").await.unwrap().expect("linked");
+    let (subject, generation) = (link.subject, link.generation);
 
     max.running.stop().await;
-    let job = Job::Provision { user_id: "student-8".into(), subject: subject.clone() };
+    let job = Job::Provision { user_id: "student-8".into(), subject: subject.clone(), generation };
     let mut tx = st.db.begin().await.unwrap();
     let id = outbox::enqueue(&mut tx, &job, st.now()).await.unwrap();
     tx.commit().await.unwrap();

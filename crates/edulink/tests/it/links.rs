@@ -147,7 +147,7 @@ both_backends! {
         assert!(matches!(st.rp.detach(&subject, g2).await, Err(edulink_diary::rp::RpError::Stale(_))));
         assert!(at_max(&app, &subject).await.2);
         // And a late provision of a removed link never revives it.
-        links::remove(st, &user(&app, "student1").await, Actor::Admin).await.unwrap();
+        links::remove(st, &user(&app, "student1").await, Actor::Operator { name: "test" }).await.unwrap();
         assert!(matches!(
             st.rp.provision(&subject, g3, &edulink_diary::sferum::profile_of(st, "student-1").await.unwrap()).await,
             Err(edulink_diary::rp::RpError::Stale(_)) | Err(edulink_diary::rp::RpError::Refused(_))
@@ -328,10 +328,10 @@ async fn the_diary_unlink_commits_with_its_audit_record() {
         .await
         .unwrap();
     let u = user(&app, "student9").await;
-    assert!(links::remove(st, &u, Actor::Admin).await.is_err());
+    assert!(links::remove(st, &u, Actor::Operator { name: "test" }).await.is_err());
     assert!(link_of(&app, "student9").await.is_some(), "still linked: nothing committed");
     st.db.execute(sqlx::query("DROP TRIGGER no_unlink_audit")).await.unwrap();
-    links::remove(st, &u, Actor::Admin).await.unwrap();
+    links::remove(st, &u, Actor::Operator { name: "test" }).await.unwrap();
     let history = edulink_diary::audit::history(&st.db, &u.id).await.unwrap();
     assert_eq!(history.iter().filter(|h| h.event == "unlink").count(), 1);
 }
