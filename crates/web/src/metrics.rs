@@ -204,6 +204,80 @@ pub const CATALOGUE: &[Metric] = &[
         "Writers waiting for the SQLite writer connection (sqlx does not expose PostgreSQL pool waiters: 0 there).",
         &[("db", PARTIES)],
     ),
+    // Limits taken before secrets are checked (SECURITY.md, «Lockout model»).
+    m(
+        "edulink_diary_password_checks_total",
+        Counter,
+        "Diary passwords evaluated (Argon2 run) after an attempt was reserved.",
+    ),
+    m(
+        "edulink_code_evaluations_total",
+        Counter,
+        "SMS codes evaluated after a guess was reserved against the phone's allowance.",
+    ),
+    // Links across the two parties (docs/architecture.md, «Links across the two parties»).
+    l(
+        "edulink_link_stale_messages_total",
+        Counter,
+        "Provisioning-API messages about a link that is no longer the subject's current one, answered 409 stale_link.",
+        &[("op", &["provision", "detach"])],
+    ),
+    m(
+        "edulink_grants_expired_total",
+        Counter,
+        "Grants no link claimed in time (unfinished link callbacks), revoked with their tokens.",
+    ),
+    l(
+        "edulink_outbox_superseded_total",
+        Counter,
+        "Outbox jobs skipped because their link is no longer current.",
+        &[("kind", &["provision", "unlink", "revoke", "lesson"])],
+    ),
+    m("edulink_outbox_refused", Gauge, "Outbox jobs MAX refused for good, waiting for the reconciliation or support."),
+    l(
+        "edulink_reconcile_differences_total",
+        Counter,
+        "Differences between the diary's links and MAX's grants found by the reconciliation, by what was done.",
+        &[("kind", &["reprovisioned", "removed_locally", "detached", "awaiting", "reported"])],
+    ),
+    m(
+        "edulink_reconcile_last_pass_timestamp_seconds",
+        Gauge,
+        "When the last reconciliation pass ended (Unix seconds).",
+    ),
+    // Logout, DPoP and PAR (docs/oidc.md).
+    l(
+        "edulink_backchannel_logout_total",
+        Counter,
+        "Logout tokens MAX sent to clients, by result.",
+        &[("result", &["sent", "retry", "gave_up"])],
+    ),
+    l(
+        "edulink_backchannel_logout_received_total",
+        Counter,
+        "Logout tokens the diary received, accepted or refused by the check that failed.",
+        &[(
+            "result",
+            &[
+                "accepted",
+                "malformed",
+                "typ",
+                "alg",
+                "signature",
+                "iss",
+                "aud",
+                "iat",
+                "exp",
+                "jti",
+                "jti_replay",
+                "events",
+                "nonce",
+                "sub_or_sid",
+            ],
+        )],
+    ),
+    m("edulink_oauth_par_total", Counter, "Pushed authorization requests accepted (RFC 9126)."),
+    m("edulink_dpop_replay_total", Counter, "DPoP proofs refused because their jti was seen before (RFC 9449 §11.1)."),
     // The build and the process.
     Metric {
         name: "edulink_build_info",
