@@ -82,8 +82,22 @@ pub async fn phone_page(State(st): State<MaxState>, headers: HeaderMap) -> Resul
         let next = if session.pending_request.is_some() { "/authorize/continue" } else { "/" };
         return Ok(see_other(next));
     }
-    let page = PhonePage { tr: tr(&headers), csrf: session.csrf, phone: String::new(), error: None, retry_after: None };
+    let pending = pending_code(&st, &session).await?.map(|c| views::masked_phone(&st, &c.phone_enc));
+    let page = PhonePage {
+        tr: tr(&headers),
+        csrf: session.csrf,
+        phone: String::new(),
+        error: None,
+        retry_after: None,
+        pending,
+    };
     Ok(with_cookie(html(&page), cookie))
+}
+
+/// The session's code that can still be entered: after Back or a closed tab, the phone page leads
+/// to it instead of asking for a new one the send gap refuses.
+async fn pending_code(st: &MaxState, session: &Session) -> Result<Option<repo::Challenge>, AppError> {
+    Ok(challenge_of(st, session).await?.filter(|c| c.expires_at > st.now()))
 }
 
 /// The phone form.
@@ -110,16 +124,19 @@ pub async fn phone_submit(
         Ok(p) => p,
         Err(e) => {
             let key = match e {
+                PhoneError::Invalid if form.phone.trim().is_empty() => "error-phone-empty",
                 PhoneError::Invalid => "error-phone-invalid",
                 PhoneError::NotMobile => "error-phone-not-mobile",
                 PhoneError::CountryNotAllowed => "error-phone-country",
             };
+            let pending = pending_code(&st, &session).await?.map(|c| views::masked_phone(&st, &c.phone_enc));
             let page = PhonePage {
                 error: Some(tr.t(key)),
                 phone: form.phone.chars().take(32).collect(),
                 csrf: session.csrf,
                 tr,
                 retry_after: None,
+                pending,
             };
             return Ok((StatusCode::BAD_REQUEST, html(&page)).into_response());
         }
@@ -127,33 +144,45 @@ pub async fn phone_submit(
     match send_code(&st, &session, &phone, &ip.to_string()).await? {
         Ok(()) => Ok(see_other("/login/code")),
         Err(refusal) => {
+            let pending = pending_code(&st, &session).await?;
+            let same_phone = pending
+                .as_ref()
+                .is_some_and(|c| c.phone_hash == st.secrets.phone_hash.keyed_hash("phone", phone.e164()));
+            // Back (or a new tab) after «Продолжить»: the code this browser was sent to this phone
+            // still works, so the way on is to enter it, not a refusal. A lock is the exception:
+            // while locked no code is evaluated, and the page says how long to wait.
+            if same_phone && !matches!(refusal, limits::Refusal::Locked(_)) {
+                return Ok(see_other("/login/code"));
+            }
             let page = PhonePage {
-                error: Some(refusal_message(&tr, refusal)),
-                phone: phone.masked().to_string(),
+                error: Some(refusal_reason(&tr, refusal)),
+                // What the child typed, never the masked form (which does not parse as a number).
+                phone: form.phone.chars().take(32).collect(),
                 csrf: session.csrf,
                 tr,
                 retry_after: Some(refusal.retry_after()),
+                pending: pending.map(|c| views::masked_phone(&st, &c.phone_enc)),
             };
             Ok(too_many(html(&page), refusal.retry_after()))
         }
     }
 }
 
+/// A send refusal's reason without its wait: a page shows the wait once, in the countdown, so
+/// no second number stays frozen while the countdown ticks.
+fn refusal_reason(tr: &Tr, r: limits::Refusal) -> String {
+    tr.t(match r {
+        limits::Refusal::Locked(_) => "refused-locked",
+        limits::Refusal::TooSoon(_) => "refused-too-soon",
+        limits::Refusal::PhoneBudget(_) => "refused-phone-budget",
+        limits::Refusal::IpBudget(_) | limits::Refusal::Global(_) => "refused-busy",
+    })
+}
+
 fn too_many(page: Response, secs: i64) -> Response {
     let mut resp = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
     resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
-}
-
-/// The message of a send refusal.
-pub fn refusal_message(tr: &Tr, r: limits::Refusal) -> String {
-    let key = match r {
-        limits::Refusal::Locked(_) => "error-phone-locked",
-        limits::Refusal::TooSoon(_) => "error-sms-too-soon",
-        limits::Refusal::PhoneBudget(_) => "error-sms-phone-budget",
-        limits::Refusal::IpBudget(_) | limits::Refusal::Global(_) => "error-sms-busy",
-    };
-    tr.t1(key, "seconds", r.retry_after())
 }
 
 /// Admits, creates and sends a new code for `phone`, binding it to `session`.
@@ -217,8 +246,12 @@ async fn render_code_page(
     session: &Session,
     challenge: &repo::Challenge,
     error: Option<String>,
+    wait: Option<i64>,
 ) -> Result<Response, AppError> {
-    let retry_after = limits::resend_wait(&st.db, &challenge.phone_hash, st.now(), &st.cfg.sms_limits).await?;
+    let retry_after = match wait {
+        Some(w) => w,
+        None => limits::resend_wait(&st.db, &challenge.phone_hash, st.now(), &st.cfg.sms_limits).await?,
+    };
     let page = html(&CodePage {
         tr,
         csrf: session.csrf.clone(),
@@ -247,7 +280,7 @@ pub async fn code_page(State(st): State<MaxState>, headers: HeaderMap) -> Result
     let Some(challenge) = challenge_of(&st, &session).await? else {
         return Ok(see_other("/login"));
     };
-    render_code_page(&st, tr(&headers), &session, &challenge, None).await
+    render_code_page(&st, tr(&headers), &session, &challenge, None, None).await
 }
 
 /// The code form.
@@ -292,7 +325,8 @@ pub async fn code_submit(
         Verified::Wrong => "error-code-wrong",
     };
     let msg = tr.t(key);
-    Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?).into_response())
+    Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg), None).await?)
+        .into_response())
 }
 
 /// The outcome of a code check.
@@ -398,8 +432,8 @@ pub async fn resend(
         Ok(()) => Ok(see_other("/login/code")),
         Err(refusal) => {
             let tr = tr(&headers);
-            let msg = refusal_message(&tr, refusal);
-            let page = render_code_page(&st, tr, &session, &challenge, Some(msg)).await?;
+            let msg = refusal_reason(&tr, refusal);
+            let page = render_code_page(&st, tr, &session, &challenge, Some(msg), Some(refusal.retry_after())).await?;
             Ok(too_many(page, refusal.retry_after()))
         }
     }

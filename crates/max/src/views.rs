@@ -89,6 +89,8 @@ pub struct PhonePage {
     pub phone: String,
     pub error: Option<String>,
     pub retry_after: Option<i64>,
+    /// The masked phone of a code this browser can still enter (after Back or a closed tab).
+    pub pending: Option<String>,
 }
 
 #[derive(Template)]

@@ -2,15 +2,22 @@
 (function () {
   "use strict";
 
-  // Resend countdown, driven by the server's retry_after (data-countdown, seconds).
+  // Resend countdown, driven by the server's retry_after (data-countdown, seconds). The ticking
+  // text is no live region (a screen reader would read it every second); the start is read with
+  // the page, and the end is announced once in a polite live region made for it.
   document.querySelectorAll("[data-countdown]").forEach(function (el) {
     var left = parseInt(el.getAttribute("data-countdown"), 10) || 0;
     var template = el.textContent;
     var number = String(left);
     var buttons = document.querySelectorAll("[data-enable-after]");
+    var announce = document.createElement("span");
+    announce.className = "visually-hidden";
+    announce.setAttribute("aria-live", "polite");
+    el.parentNode.insertBefore(announce, el.nextSibling);
     function render() {
       if (left <= 0) {
         el.textContent = el.getAttribute("data-done") || "";
+        if (el.textContent) announce.textContent = el.textContent;
         buttons.forEach(function (b) { b.disabled = false; });
         return;
       }

@@ -81,6 +81,52 @@ both_backends! {
     }
 }
 
+both_backends! {
+    /// Issue 21, item 1: Back (or a closed tab) on the code page is no dead end. The phone page
+    /// offers the code already sent; «Продолжить» with the same number leads back to it, not to
+    /// «Код уже отправлен»; another browser refused by the send gap keeps what the child typed
+    /// (not the masked number, which does not parse) and shows the wait once, in the countdown.
+    async fn back_on_the_code_page_leads_to_the_code_already_sent(app) {
+    let b = Browser::new();
+    code_screen(&app, &b).await;
+    // Back: the phone page again, in the same browser.
+    let back = b.visit(&format!("{}/login", app.max)).await;
+    assert!(back.has("Код уже отправлен на номер +7"), "{}", back.body);
+    assert!(back.has("href=\"/login/code\""), "a way to enter the code: {}", back.body);
+    // «Продолжить» with the same number: to the code page, no second SMS, no refusal.
+    let again = app.enter_phone(&b, &back, PHONE).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(again.url.ends_with("/login/code") && again.has("Перейти в MAX"), "{}", again.body);
+    assert_eq!(app.inbox.to(E164).len(), 1);
+    let signed_in = app.enter_code(&b, &again, &app.last_code(E164)).await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER, "the code already sent works: {}", signed_in.body);
+
+    // Another browser, the same phone within the gap: refused, but the field keeps the number
+    // typed, and the only number of seconds on the page is the countdown's.
+    let other = Browser::new();
+    let login = other.visit(&format!("{}/login", app.max)).await;
+    assert!(!login.has("Код уже отправлен на номер"), "no code of this browser: {}", login.body);
+    let p = other.post(&format!("{}/login/phone", app.max), &[("csrf", &login.csrf()), ("phone", PHONE)]).await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(p.has(&format!("value=\"{PHONE}\"")), "the number typed, not the masked one: {}", p.body);
+    assert!(p.has(">Код уже отправлен.</p>"), "the reason without a frozen wait: {}", p.body);
+    assert_eq!(p.body.matches(" с.").count(), 1, "one wait, the countdown's: {}", p.body);
+    assert!(p.has("data-countdown=\""), "{}", p.body);
+    }
+}
+
+both_backends! {
+    /// Issue 21, item 10: an empty phone field asks for the number instead of calling it wrong.
+    async fn an_empty_phone_asks_for_the_number(app) {
+    let b = Browser::new();
+    let login = b.visit(&format!("{}/login", app.max)).await;
+    let p = b.post(&format!("{}/login/phone", app.max), &[("csrf", &login.csrf()), ("phone", "  ")]).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(p.has("Введите номер телефона"), "{}", p.body);
+    assert!(!p.has("введён неверно"), "{}", p.body);
+    }
+}
+
 async fn edulink_store_failures(app: &TestApp) -> i64 {
     let st = app.running.max.as_ref().unwrap();
     let hash = st.secrets.phone_hash.keyed_hash("phone", E164);
