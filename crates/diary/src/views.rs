@@ -118,6 +118,8 @@ pub fn join_open(l: &crate::repo::Lesson, now: &i64) -> bool {
 pub struct ConnectPage {
     pub tr: Tr,
     pub nav: Nav,
+    /// A calm note (the link was cancelled at MAX).
+    pub notice: Option<String>,
 }
 
 #[derive(Template)]

@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod chat_web;
 pub mod demo;
+pub mod finished;
 pub mod hub;
 pub mod keys;
 pub mod limits;

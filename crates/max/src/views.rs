@@ -221,3 +221,13 @@ pub async fn js() -> Response {
 fn static_asset(ct: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
 }
+
+/// Back to a spent confirmation page: the step is done; a way back to the client.
+#[derive(Template)]
+#[template(path = "finished.html")]
+pub struct FinishedPage {
+    pub tr: Tr,
+    pub client_name: String,
+    /// The client's home (the origin of its redirect URI).
+    pub home: String,
+}

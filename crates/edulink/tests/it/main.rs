@@ -19,3 +19,4 @@ mod scale;
 mod security;
 mod serving;
 mod sferum;
+mod ways_out;

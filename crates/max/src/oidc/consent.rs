@@ -119,7 +119,10 @@ async fn pending(st: &MaxState, headers: &HeaderMap) -> Result<Option<(Session, 
 /// completes at once.
 pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
     let Some((session, req)) = pending(&st, &headers).await? else {
-        return Err(AppError::bad_request("error-oauth-request-expired"));
+        // Back after a finished request: say it is done and lead back to its client.
+        return crate::finished::page(&st, &headers)
+            .await?
+            .ok_or_else(|| AppError::bad_request("error-oauth-request-expired"));
     };
     let Some(account_id) = session.account_id.clone() else {
         return Ok(see_other("/login"));
@@ -140,7 +143,9 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
     let has_grant = grants::has_grant_in_sector(&st.db, &client.sector, &account_id).await?;
     if has_grant && !req.consent {
         let url = issue_code(&st, &req, &account_id, Some(&session.id_hash)).await?;
-        return Ok(see_other(&url));
+        let mut resp = see_other(&url);
+        crate::finished::remember(&st, &mut resp, &req.client_id);
+        return Ok(resp);
     }
     let has_profile = edulink_sferum::has_profile(&st.db, &account_id).await?;
     let page = html(&ConfirmPage {
@@ -180,7 +185,9 @@ pub async fn confirm(
     let ip = ip.to_string();
     let consent = Some(Consent { ip: &ip, detail: None });
     let url = issue_code_audited(&st, &req, &account_id, Some(&session.id_hash), consent).await?;
-    Ok(see_other(&url))
+    let mut resp = see_other(&url);
+    crate::finished::remember(&st, &mut resp, &req.client_id);
+    Ok(resp)
 }
 
 /// `POST /authorize/deny`: back to the client with `access_denied`.

@@ -1,0 +1,49 @@
+//! Issue 21: the child's path never dead-ends. Each test makes the child's mistake through the
+//! real pages and asserts the way out.
+
+use edulink_testkit::{Browser, FlowsExt, both_backends};
+use reqwest::StatusCode;
+
+const NEW_PHONE: &str = "8 (916) 123-45-67";
+const NEW_E164: &str = "+79161234567";
+
+both_backends! {
+    /// Item 3: Back after a successful link lands on MAX's spent confirmation page. It says the
+    /// step is done and leads back to the diary, not «Что-то пошло не так… Запрос на вход устарел».
+    async fn back_after_a_link_leads_back_to_the_diary(app) {
+    let b = Browser::new();
+    app.diary_login(&b, "student3").await;
+    let done = app.link(&b, NEW_PHONE, NEW_E164).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let back = b.visit(&format!("{}/authorize/continue", app.max)).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    assert!(back.has("Готово") && !back.has("Запрос на вход устарел"), "{}", back.body);
+    assert!(back.has(&format!("href=\"{}/\"", app.diary)), "a way back to the diary: {}", back.body);
+    // Without a finished request in this browser the old answer stands.
+    let stranger = Browser::new();
+    let p = stranger.visit(&format!("{}/authorize/continue", app.max)).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    }
+}
+
+both_backends! {
+    /// Item 3: the child's own «Отменить» on MAX's confirmation page returns to «Сферум» in the
+    /// diary with a calm note, not a red «Не удалось выполнить действие».
+    async fn cancel_on_the_confirmation_returns_to_the_diary_calmly(app) {
+    let b = Browser::new();
+    app.diary_login(&b, "student3").await;
+    let phone_page = app.start_link(&b).await;
+    let code_page = app.enter_phone(&b, &phone_page, NEW_PHONE).await;
+    let after = b.follow(app.enter_code(&b, &code_page, &app.last_code(NEW_E164)).await).await;
+    let confirm = b
+        .submit(&format!("{}/login/register", app.max), &[("csrf", &after.csrf()), ("first_name", "Мария"), ("last_name", "Новая")])
+        .await;
+    assert!(confirm.url.contains("/authorize/continue"), "{}", confirm.body);
+    let back = b.submit(&format!("{}/authorize/deny", app.max), &[("csrf", &confirm.csrf())]).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    assert!(back.url.starts_with(&format!("{}/sferum", app.diary)), "{}", back.url);
+    assert!(back.has("class=\"notice\"") && back.has("Вы отменили привязку"), "{}", back.body);
+    assert!(!back.has("Не удалось выполнить действие") && !back.has("class=\"error\""), "{}", back.body);
+    assert!(back.has("Перейти к подключению"), "the link can start again: {}", back.body);
+    }
+}
