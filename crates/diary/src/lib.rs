@@ -168,7 +168,7 @@ impl DiaryState {
 }
 
 /// The look of the diary's pages.
-pub const BRAND: Brand = Brand { css: "/static/diary.css", title_key: "diary-title", class: "diary" };
+pub const BRAND: Brand = Brand { css: "/static/diary.css", title_key: "diary-title", class: "diary", logo: "МЭШ" };
 
 /// The diary's whole site.
 pub fn router(state: DiaryState) -> Router {

@@ -204,7 +204,7 @@ pub enum StartError {
 }
 
 /// The look of MAX's pages.
-pub const BRAND: Brand = Brand { css: "/static/max.css", title_key: "max-title", class: "max" };
+pub const BRAND: Brand = Brand { css: "/static/max.css", title_key: "max-title", class: "max", logo: "M" };
 
 /// MAX's whole site.
 pub fn router(state: MaxState) -> Router {

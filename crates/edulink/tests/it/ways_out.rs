@@ -47,3 +47,21 @@ both_backends! {
     assert!(back.has("Перейти к подключению"), "the link can start again: {}", back.body);
     }
 }
+
+both_backends! {
+    /// Item 10 and item 3: an unknown URL gives the site's page, in Russian, with its header and a
+    /// way home (not an empty 404); an API path still gets JSON.
+    async fn an_unknown_url_has_a_page_with_the_header_and_a_way_home(app) {
+    let b = Browser::new();
+    for (site, brand) in [(&app.diary, "Электронный дневник МЭШ"), (&app.max, "MAX")] {
+        let p = b.get(&format!("{site}/no-such-page")).await;
+        assert_eq!(p.status, StatusCode::NOT_FOUND);
+        assert!(p.has("Страница не найдена"), "{}", p.body);
+        assert!(p.has("class=\"topbar\"") && p.has(brand), "the site's header: {}", p.body);
+        assert!(p.has("href=\"/\"") && p.has("На главную"), "a way home: {}", p.body);
+    }
+    let api = b.get(&format!("{}/api/v1/no-such-thing", app.diary)).await;
+    assert_eq!(api.status, StatusCode::NOT_FOUND);
+    assert!(api.body.starts_with("{\"error\""), "{}", api.body);
+    }
+}
