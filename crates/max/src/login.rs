@@ -118,8 +118,21 @@ pub async fn phone_submit(
     let Some(session) = current(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    check_csrf(&session.csrf, &form.csrf)?;
     let tr = tr(&headers);
+    if check_csrf(&session.csrf, &form.csrf).is_err() {
+        // A form from an older page (another tab restarted sign-in): nothing is done, and the same
+        // form comes back current, the number kept, so one more «Продолжить» goes on.
+        let pending = pending_code(&st, &session).await?.map(|c| views::masked_phone(&st, &c.phone_enc));
+        let page = PhonePage {
+            error: Some(tr.t("error-form-renewed")),
+            phone: form.phone.chars().take(32).collect(),
+            csrf: session.csrf,
+            tr,
+            retry_after: None,
+            pending,
+        };
+        return Ok((StatusCode::FORBIDDEN, html(&page)).into_response());
+    }
     let phone = match Phone::parse(&form.phone, &st.cfg.default_region, &st.cfg.allowed_countries) {
         Ok(p) => p,
         Err(e) => {

@@ -65,3 +65,36 @@ both_backends! {
     assert!(api.body.starts_with("{\"error\""), "{}", api.body);
     }
 }
+
+both_backends! {
+    /// Item 2: «Перейти к подключению» in tab A, then in tab B, then the phone in tab A goes on
+    /// (no 403 «Форма устарела»), and the link completes. A form that is stale anyway (the session
+    /// was replaced) comes back current with the number kept, so one more «Продолжить» goes on.
+    async fn two_tabs_do_not_break_the_first(app) {
+    let b = Browser::new();
+    app.diary_login(&b, "student3").await;
+    let tab_a = app.start_link(&b).await;
+    let tab_b = app.start_link(&b).await;
+    assert!(tab_b.has("Продолжить"), "{}", tab_b.body);
+    let code_page = app.enter_phone(&b, &tab_a, NEW_PHONE).await;
+    assert_eq!(code_page.status, StatusCode::OK, "tab A still works: {}", code_page.body);
+    assert!(code_page.has("Перейти в MAX"), "{}", code_page.body);
+    let after = b.follow(app.enter_code(&b, &code_page, &app.last_code(NEW_E164)).await).await;
+    let confirm = b
+        .submit(&format!("{}/login/register", app.max), &[("csrf", &after.csrf()), ("first_name", "Мария"), ("last_name", "Новая")])
+        .await;
+    let done = b.submit(&format!("{}/authorize/confirm", app.max), &[("csrf", &confirm.csrf())]).await;
+    assert_eq!(done.url, format!("{}/sferum/linked", app.diary), "{}", done.body);
+
+    // A stale form: refused (nothing sent), but the answer is the form again, current.
+    let other = Browser::new();
+    let login = other.visit(&format!("{}/login", app.max)).await;
+    let stale = other.post(&format!("{}/login/phone", app.max), &[("csrf", "from-an-old-page"), ("phone", "+7 916 555-44-33")]).await;
+    assert_eq!(stale.status, StatusCode::FORBIDDEN);
+    assert!(stale.has("Страница обновлена") && stale.has("value=\"+7 916 555-44-33\""), "{}", stale.body);
+    assert_eq!(stale.csrf(), login.csrf(), "the form comes back with the current token");
+    assert!(app.inbox.to("+79165554433").is_empty());
+    let again = app.enter_phone(&other, &stale, "+7 916 555-44-33").await;
+    assert!(again.has("Перейти в MAX"), "one more «Продолжить» goes on: {}", again.body);
+    }
+}

@@ -77,6 +77,7 @@ sferum-no-lessons = No upcoming distance lessons.
 inbox-title = SMS (development mode)
 inbox-text = Text messages that would go to a phone in production appear here.
 inbox-empty = No messages yet.
+error-form-renewed = The page was renewed. Check the number and press “Continue” again.
 error-phone-empty = Enter your phone number. Example: +7 900 000-00-00.
 error-phone-invalid = The phone number is not valid. Example: +7 900 000-00-00.
 error-phone-not-mobile = This is not a mobile number: it cannot receive an SMS.
