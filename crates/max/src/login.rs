@@ -271,8 +271,14 @@ async fn render_code_page(
         masked: views::masked_phone(st, &challenge.phone_enc),
         error,
         retry_after,
+        minutes: code_minutes(st),
     });
     for_pending_request(st, session, page).await
+}
+
+/// How long a code lasts, in whole minutes (at least one), for the pages that say so.
+fn code_minutes(st: &MaxState) -> i64 {
+    (st.cfg.code_policy.ttl_secs / 60).max(1)
 }
 
 /// Lets a sign-in page's forms end at the client of the session's pending authorization request
@@ -333,11 +339,15 @@ pub async fn code_submit(
     let key = match verify_code(&st, &session, &challenge, &form.code, &ip.to_string()).await? {
         Verified::SignedIn(account_id) => return finish_sign_in(&st, &session, &account_id).await,
         Verified::NeedsRegistration => return Ok(see_other("/login/register")),
-        Verified::BadFormat => "error-code-format",
-        Verified::Dead => "error-code-dead",
-        Verified::Wrong => "error-code-wrong",
+        Verified::BadFormat => tr.t("error-code-format"),
+        Verified::Expired => tr.t1("error-code-expired", "minutes", code_minutes(&st)),
+        Verified::Dead => tr.t("error-code-dead"),
+        // The tries left of this code: the same count whether or not the phone is locked (the
+        // locked answer stays the wrong code's, SECURITY.md «Lockout model»).
+        Verified::Wrong { left: 0 } => tr.t("error-code-wrong-last"),
+        Verified::Wrong { left } => tr.t1("error-code-wrong", "left", left),
     };
-    let msg = tr.t(key);
+    let msg = key;
     Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg), None).await?)
         .into_response())
 }
@@ -347,10 +357,15 @@ pub async fn code_submit(
 pub enum Verified {
     /// Not six digits: nothing was evaluated.
     BadFormat,
-    /// The code is used, expired, or out of tries.
+    /// The code's time is over (nothing was evaluated).
+    Expired,
+    /// The code is used or out of tries (nothing was evaluated).
     Dead,
-    /// Wrong (or the phone is locked: the same answer on purpose).
-    Wrong,
+    /// Wrong (or the phone is locked: the same answer on purpose), with the code's tries left.
+    Wrong {
+        /// Guesses this code still takes.
+        left: i64,
+    },
     /// Right, and the phone has an account.
     SignedIn(String),
     /// Right, and the phone is new: registration follows (the session now holds the verified phone).
@@ -373,18 +388,19 @@ pub async fn verify_code(
     // records) is one transaction. A dead code (used, expired, out of tries) is no guess: it
     // counts toward no lock.
     let mut tx = st.db.begin().await?;
-    let Some(mac) = repo::take_attempt(&mut tx, &challenge.id, now, policy.max_attempts).await? else {
+    let Some((mac, taken)) = repo::take_attempt(&mut tx, &challenge.id, now, policy.max_attempts).await? else {
         audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeDead).ip(ip)).await?;
         tx.commit().await?;
-        return Ok(Verified::Dead);
+        return Ok(if challenge.expires_at <= now { Verified::Expired } else { Verified::Dead });
     };
+    let left = (policy.max_attempts - taken).max(0);
     // The guess is counted against the phone before the code is evaluated; while the phone is
     // locked (or its allowance is taken by guesses in flight) nothing is evaluated and the answer
     // is exactly that of a wrong code.
     let Some(guess) = limits::reserve_guess(&mut tx, &challenge.phone_hash, now, policy).await? else {
         audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeWrong).ip(ip).detail("locked")).await?;
         tx.commit().await?;
-        return Ok(Verified::Wrong);
+        return Ok(Verified::Wrong { left });
     };
     metrics::counter!("edulink_code_evaluations_total").increment(1);
     if !code.matches(&st.secrets.code_mac, &challenge.id, &mac)
@@ -395,7 +411,7 @@ pub async fn verify_code(
         audit::TRAIL.record_in(&mut tx, now, &Record::new(event).ip(ip)).await?;
         tx.commit().await?;
         metrics::counter!("edulink_code_failures_total").increment(1);
-        return Ok(Verified::Wrong);
+        return Ok(Verified::Wrong { left });
     }
     limits::clear_failures(&mut tx, &challenge.phone_hash).await?;
     audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeVerified).ip(ip)).await?;

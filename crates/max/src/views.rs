@@ -101,6 +101,8 @@ pub struct CodePage {
     pub masked: String,
     pub error: Option<String>,
     pub retry_after: i64,
+    /// How long a code lasts, in minutes.
+    pub minutes: i64,
 }
 
 #[derive(Template)]

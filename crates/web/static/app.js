@@ -29,6 +29,19 @@
     render();
   });
 
+  // WebOTP (WICG Web OTP API): the SMS ends with the line «@host #code»; where the browser supports
+  // it, the code fills itself in and the form is sent. Typing or pasting works everywhere.
+  var otp = document.querySelector("input[autocomplete='one-time-code']");
+  if (otp && otp.form && "OTPCredential" in window && navigator.credentials) {
+    var stop = new AbortController();
+    otp.form.addEventListener("submit", function () { stop.abort(); });
+    navigator.credentials.get({ otp: { transport: ["sms"] }, signal: stop.signal }).then(function (cred) {
+      if (!cred || !cred.code) return;
+      otp.value = cred.code;
+      otp.form.submit();
+    }).catch(function () { /* dismissed or unsupported: the field is there */ });
+  }
+
   // Confirmation dialogs: a link with data-dialog="id" opens <dialog id="id"> instead of navigating
   // to the no-JavaScript confirmation page. Focus moves into the dialog and stays there (the native
   // modal makes the page inert, and Tab / Shift+Tab wrap around inside the dialog instead of leaving

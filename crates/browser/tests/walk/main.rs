@@ -277,7 +277,7 @@ async fn a_wrong_code_and_the_resend_countdown() {
     p.fill("#code", wrong).await;
     p.press("Перейти в MAX").await;
     assert_eq!(p.url().await, format!("{}/login/code", app.max));
-    p.sees("Неверный код. Проверьте СМС и попробуйте ещё раз.").await;
+    p.sees("Неверный код. Осталось попыток для этого кода: 4.").await;
     let field = p.el("#code").await;
     assert_eq!(field.attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
     assert_eq!(field.attr("aria-describedby").await.unwrap().as_deref(), Some("code-error"));
@@ -292,8 +292,10 @@ async fn a_wrong_code_and_the_resend_countdown() {
     p.press("Отправить код ещё раз").await;
     assert_eq!(app.inbox.to(NEW_E164).len(), 2, "a new SMS");
     p.check("code-resent").await;
-    // The new code works (the failure before it counted, but did not lock the phone).
-    p.fill("#code", &app.last_code(NEW_E164)).await;
+    // The new code works (the failure before it counted, but did not lock the phone), typed or
+    // pasted as the SMS shows it, «927 727» (issue 21, item 5: no field cuts it to «927 72»).
+    let code = app.last_code(NEW_E164);
+    p.fill("#code", &format!("{} {}", &code[..3], &code[3..])).await;
     p.press("Перейти в MAX").await;
     assert_eq!(p.url().await, format!("{}/login/register", app.max));
     p.close().await;
