@@ -2,6 +2,12 @@
 (function () {
   "use strict";
 
+  // A page that shows the server's state (a code already sent) is not shown from the back-forward
+  // cache: Back to it asks the server again (without JavaScript its forms still lead on).
+  window.addEventListener("pageshow", function (ev) {
+    if (ev.persisted && document.querySelector("[data-fresh]")) window.location.reload();
+  });
+
   // Resend countdown, driven by the server's retry_after (data-countdown, seconds). The ticking
   // text is no live region (a screen reader would read it every second); the start is read with
   // the page, and the end is announced once in a polite live region made for it.

@@ -6,6 +6,7 @@
 //! The names are those of README's walkthrough (`docs/screenshots/`).
 
 mod harness;
+mod ways_out;
 
 use edulink_testkit::{FlowsExt, TestApp, spawn_app};
 use fantoccini::key::Key;
