@@ -72,6 +72,12 @@
       if (ev.shiftKey && document.activeElement === first) { ev.preventDefault(); last.focus(); }
       else if (!ev.shiftKey && document.activeElement === last) { ev.preventDefault(); first.focus(); }
     });
+    // A tap outside the dialog (on its backdrop) closes it, as «Отменить» and × do.
+    dialog.addEventListener("click", function (ev) {
+      if (ev.target !== dialog) return;
+      var r = dialog.getBoundingClientRect();
+      if (ev.clientX < r.left || ev.clientX > r.right || ev.clientY < r.top || ev.clientY > r.bottom) dialog.close();
+    });
     dialog.querySelectorAll("[data-close]").forEach(function (b) {
       b.addEventListener("click", function (ev) { ev.preventDefault(); dialog.close(); });
     });

@@ -276,6 +276,17 @@ impl Page {
         }
     }
 
+    /// A real pointer tap at (`x`, `y`) CSS px from the viewport's top left.
+    pub async fn tap_at(&self, x: f64, y: f64) {
+        use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+        let tap = MouseActions::new("tap".into())
+            .then(PointerAction::MoveTo { duration: None, x, y })
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+        self.client.perform_actions(tap).await.expect("tap");
+        self.client.release_actions().await.expect("release");
+    }
+
     /// Clicks the button «text» that acts within the page (a dialog's button).
     pub async fn press_here(&self, text: &str) {
         self.button(text).await.click().await.unwrap_or_else(|e| panic!("click «{text}»: {e}"));

@@ -195,6 +195,21 @@ async fn the_link_walk_fits_a_phone() {
              return r.left >= 0 && r.right <= window.innerWidth && document.documentElement.scrollWidth <= window.innerWidth;")
         .await;
     assert_eq!(fits, serde_json::json!(true), "the dialog fits the phone's width");
+    // Issue 21, item 9: the seed's order on phones too («Отменить» above the red «Отвязать»); the
+    // dialog's × and a tap outside it close it.
+    let order = p
+        .js("var b = document.querySelectorAll('#unlink-dialog .actions button'); \
+             return [b[0].textContent.trim(), b[0].getBoundingClientRect().top < b[1].getBoundingClientRect().top];")
+        .await;
+    assert_eq!(order, serde_json::json!(["Отменить", true]), "«Отменить» first");
+    p.click_here("#unlink-dialog .dialog-x").await;
+    assert!(!dialog_open(&p).await, "× closes the dialog");
+    p.click_here(".unlink-x").await;
+    assert!(dialog_open(&p).await);
+    p.tap_at(8.0, 8.0).await;
+    assert!(!dialog_open(&p).await, "a tap outside closes the dialog");
+    p.click_here(".unlink-x").await;
+    assert!(dialog_open(&p).await);
     p.check("phone-unlink-2-dialog").await;
     p.press("Отвязать").await;
     p.sees("Аккаунт «Сферум» отвязан").await;

@@ -56,6 +56,7 @@ confirm-deny = Cancel
 finished-title = Done
 finished-text = This step is already done: you are signed in to “{ $client }”.
 finished-back = Back to “{ $client }”
+dialog-close = Close
 mismatch-title = You are signed in to another account
 mismatch-text = You are signed in to MAX as { $phone }, but another account is linked to Sferum in your diary.
 mismatch-hint = To continue, sign in to MAX with the number linked to «{ $client }».

@@ -56,6 +56,7 @@ confirm-deny = Отменить
 finished-title = Готово
 finished-text = Этот шаг уже пройден: вход в «{ $client }» выполнен.
 finished-back = Вернуться в «{ $client }»
+dialog-close = Закрыть
 mismatch-title = Вы вошли в другую учетную запись
 mismatch-text = Сейчас вы вошли в MAX с номером { $phone }, а к «Сферуму» в дневнике привязана другая учетная запись.
 mismatch-hint = Чтобы продолжить, войдите в MAX с номером, который привязан к «{ $client }».
