@@ -208,3 +208,9 @@ pub fn event_key(e: &str) -> &'static str {
         _ => "event-login",
     }
 }
+
+/// Whether the schedule holds a distance lesson that still takes place (for the hint to link
+/// Сферум when the student is not linked yet).
+pub fn any_distance(days: &[Day]) -> bool {
+    days.iter().flat_map(|d| d.lessons.iter()).any(|l| l.distance && !l.cancelled)
+}

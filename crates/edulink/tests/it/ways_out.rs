@@ -98,3 +98,19 @@ both_backends! {
     assert!(again.has("Перейти в MAX"), "one more «Продолжить» goes on: {}", again.body);
     }
 }
+
+both_backends! {
+    /// Item 8: an unlinked student whose week has a distance lesson is told where those lessons
+    /// are and given the link to start linking; once linked, the hint is gone.
+    async fn an_unlinked_student_is_shown_how_to_join_distance_lessons(app) {
+    let b = Browser::new();
+    app.diary_login(&b, "student3").await;
+    let home = b.get(&format!("{}/", app.diary)).await;
+    assert!(home.has("дистанционный"), "the seed's week has a distance lesson: {}", home.body);
+    assert!(home.has("Дистанционные уроки проходят в Сферуме"), "{}", home.body);
+    assert!(home.has("href=\"/sferum\">Привязать Сферум</a>"), "{}", home.body);
+    app.link(&b, NEW_PHONE, NEW_E164).await;
+    let home = b.get(&format!("{}/", app.diary)).await;
+    assert!(!home.has("Дистанционные уроки проходят в Сферуме"), "{}", home.body);
+    }
+}
