@@ -140,6 +140,8 @@ pub async fn phone_submit(
                 PhoneError::Invalid if form.phone.trim().is_empty() => "error-phone-empty",
                 PhoneError::Invalid => "error-phone-invalid",
                 PhoneError::NotMobile => "error-phone-not-mobile",
+                // Where only Russian numbers are served, say which number is needed.
+                PhoneError::CountryNotAllowed if st.cfg.allowed_countries == ["RU"] => "error-phone-country-ru",
                 PhoneError::CountryNotAllowed => "error-phone-country",
             };
             let pending = pending_code(&st, &session).await?.map(|c| views::masked_phone(&st, &c.phone_enc));

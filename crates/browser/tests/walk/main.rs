@@ -185,6 +185,9 @@ async fn the_link_walk_fits_a_phone() {
     diary_login(&p, &app, "student4", Some("phone-link-1-diary-login")).await;
     assert_eq!(p.viewport().await, (390, 844));
     link_new_phone(&p, &app).await;
+    // Issue 21, item 10: «Поиск людей» is a target of at least 24 × 24 px (WCAG 2.2, 2.5.8).
+    let size = p.js("var r = document.querySelector(\"a[href='/sferum/people']\").getBoundingClientRect(); return [r.width, r.height];").await;
+    assert!(size[0].as_f64().unwrap() >= 24.0 && size[1].as_f64().unwrap() >= 24.0, "«Поиск людей» is {size}");
     // Nothing scrolls sideways on any screen of the walk (checked again on the last ones).
     open_security(&p, &app).await;
     p.check("phone-unlink-1-security").await;

@@ -139,6 +139,10 @@ both_backends! {
     assert_eq!(p.status, StatusCode::BAD_REQUEST);
     assert!(p.has("Введите номер телефона"), "{}", p.body);
     assert!(!p.has("введён неверно"), "{}", p.body);
+    // A Kazakhstan number (+7 7xx) is told which number is needed.
+    let p = b.post(&format!("{}/login/phone", app.max), &[("csrf", &login.csrf()), ("phone", "+7 701 234-56-78")]).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(p.has("нужен российский мобильный номер"), "{}", p.body);
     }
 }
 

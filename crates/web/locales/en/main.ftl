@@ -84,6 +84,7 @@ error-phone-empty = Enter your phone number. Example: +7 900 000-00-00.
 error-phone-invalid = The phone number is not valid. Example: +7 900 000-00-00.
 error-phone-not-mobile = This is not a mobile number: it cannot receive an SMS.
 error-phone-country = Numbers of this country are not supported.
+error-phone-country-ru = Numbers of this country are not supported: a Russian mobile number is needed, e.g. +7 900 000-00-00.
 error-phone-locked = Too many wrong codes. Try again in { $seconds } s.
 error-sms-too-soon = A code was just sent. You can request a new one in { $seconds } s.
 error-sms-phone-budget = Too many codes to this number. Try again in { $seconds } s.
