@@ -7,10 +7,12 @@ use crate::oidc::clients::cached_client;
 use crate::views::FinishedPage;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use edulink_web::{AppError, Lang, Tr, html};
 
-/// The cookie that names the client of this browser's last finished request (its id, hex-encoded:
-/// client ids are public, and hex is always a valid cookie value).
+/// The cookie that names the client of this browser's last finished request (its id, base64url:
+/// client ids are public, and base64url is always a valid cookie value).
 pub const FINISHED_COOKIE: &str = "max_done";
 
 /// How long Back finds its way: an hour.
@@ -18,13 +20,13 @@ const FINISHED_SECS: i64 = 3600;
 
 /// Remembers, on the response that sends the code to the client, which client the request was for.
 pub fn remember(st: &MaxState, resp: &mut Response, client_id: &str) {
-    let hex: String = client_id.bytes().map(|b| format!("{b:02x}")).collect();
-    resp.headers_mut().append(header::SET_COOKIE, st.cookies.set(FINISHED_COOKIE, &hex, Some(FINISHED_SECS)));
+    let value = B64.encode(client_id);
+    resp.headers_mut().append(header::SET_COOKIE, st.cookies.set(FINISHED_COOKIE, &value, Some(FINISHED_SECS)));
 }
 
 /// The «done» page for a browser whose last request was finished, or `None`.
 pub async fn page(st: &MaxState, headers: &HeaderMap) -> Result<Option<Response>, AppError> {
-    let Some(client_id) = st.cookies.get(headers, FINISHED_COOKIE).and_then(|h| unhex(&h)) else {
+    let Some(client_id) = st.cookies.get(headers, FINISHED_COOKIE).and_then(|v| decode(&v)) else {
         return Ok(None);
     };
     let Some(client) = cached_client(st, &client_id).await? else { return Ok(None) };
@@ -38,22 +40,21 @@ pub async fn page(st: &MaxState, headers: &HeaderMap) -> Result<Option<Response>
     Ok(Some(html(&FinishedPage { tr, client_name: client.name, home: format!("{}/", home.ascii_serialization()) })))
 }
 
-fn unhex(s: &str) -> Option<String> {
-    if s.len() % 2 != 0 || s.len() > 256 {
+fn decode(value: &str) -> Option<String> {
+    if value.len() > 256 {
         return None;
     }
-    let bytes =
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+    String::from_utf8(B64.decode(value).ok()?).ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn hex_round_trips_and_refuses_junk() {
-        let hex: String = "diary".bytes().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(super::unhex(&hex).as_deref(), Some("diary"));
-        assert_eq!(super::unhex("zz"), None);
-        assert_eq!(super::unhex("abc"), None);
+    fn the_cookie_value_round_trips_and_junk_is_refused() {
+        assert_eq!(decode(&B64.encode("diary")).as_deref(), Some("diary"));
+        assert_eq!(decode("%%"), None);
+        assert_eq!(decode(&"A".repeat(300)), None);
     }
 }
