@@ -122,16 +122,8 @@ pub async fn phone_submit(
     if check_csrf(&session.csrf, &form.csrf).is_err() {
         // A form from an older page (another tab restarted sign-in): nothing is done, and the same
         // form comes back current, the number kept, so one more «Продолжить» goes on.
-        let pending = pending_code(&st, &session).await?.map(|c| views::masked_phone(&st, &c.phone_enc));
-        let page = PhonePage {
-            error: Some(tr.t("error-form-renewed")),
-            phone: form.phone.chars().take(32).collect(),
-            csrf: session.csrf,
-            tr,
-            retry_after: None,
-            pending,
-        };
-        return Ok((StatusCode::FORBIDDEN, html(&page)).into_response());
+        let page = phone_again(&st, session, tr, &form.phone, |tr| tr.t("error-form-renewed"), None).await?;
+        return Ok((StatusCode::FORBIDDEN, page).into_response());
     }
     let phone = match Phone::parse(&form.phone, &st.cfg.default_region, &st.cfg.allowed_countries) {
         Ok(p) => p,
@@ -144,16 +136,8 @@ pub async fn phone_submit(
                 PhoneError::CountryNotAllowed if st.cfg.allowed_countries == ["RU"] => "error-phone-country-ru",
                 PhoneError::CountryNotAllowed => "error-phone-country",
             };
-            let pending = pending_code(&st, &session).await?.map(|c| views::masked_phone(&st, &c.phone_enc));
-            let page = PhonePage {
-                error: Some(tr.t(key)),
-                phone: form.phone.chars().take(32).collect(),
-                csrf: session.csrf,
-                tr,
-                retry_after: None,
-                pending,
-            };
-            return Ok((StatusCode::BAD_REQUEST, html(&page)).into_response());
+            let page = phone_again(&st, session, tr, &form.phone, |tr| tr.t(key), None).await?;
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }
     };
     match send_code(&st, &session, &phone, &ip.to_string()).await? {
@@ -169,18 +153,28 @@ pub async fn phone_submit(
             if same_phone && !matches!(refusal, limits::Refusal::Locked(_)) {
                 return Ok(see_other("/login/code"));
             }
-            let page = PhonePage {
-                error: Some(refusal_reason(&tr, refusal)),
-                // What the child typed, never the masked form (which does not parse as a number).
-                phone: form.phone.chars().take(32).collect(),
-                csrf: session.csrf,
-                tr,
-                retry_after: Some(refusal.retry_after()),
-                pending: pending.map(|c| views::masked_phone(&st, &c.phone_enc)),
-            };
-            Ok(too_many(html(&page), refusal.retry_after()))
+            let wait = Some(refusal.retry_after());
+            let page = phone_again(&st, session, tr, &form.phone, |tr| refusal_reason(tr, refusal), wait).await?;
+            Ok(too_many(page, refusal.retry_after()))
         }
     }
+}
+
+/// The phone page again after a «Продолжить» that sent nothing: the reason, what the child typed
+/// (never the masked form, which does not parse as a number), the wait if any, and the way to a
+/// code this browser can still enter.
+async fn phone_again(
+    st: &MaxState,
+    session: Session,
+    tr: Tr,
+    typed: &str,
+    reason: impl FnOnce(&Tr) -> String,
+    retry_after: Option<i64>,
+) -> Result<Response, AppError> {
+    let pending = pending_code(st, &session).await?.map(|c| views::masked_phone(st, &c.phone_enc));
+    let error = Some(reason(&tr));
+    let phone = typed.chars().take(32).collect();
+    Ok(html(&PhonePage { tr, csrf: session.csrf, phone, error, retry_after, pending }))
 }
 
 /// A send refusal's reason without its wait: a page shows the wait once, in the countdown, so
