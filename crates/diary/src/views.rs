@@ -106,6 +106,8 @@ pub struct LessonPage {
     pub attendance: Vec<crate::lessons::Attendee>,
     pub attendance_fresh: bool,
     pub error: Option<&'static str>,
+    /// A calm note after the teacher's change (a message id).
+    pub notice: Option<&'static str>,
 }
 
 /// «Подключиться» is open for the lesson now.

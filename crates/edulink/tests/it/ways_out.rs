@@ -114,3 +114,30 @@ both_backends! {
     assert!(!home.has("Дистанционные уроки проходят в Сферуме"), "{}", home.body);
     }
 }
+
+both_backends! {
+    /// Item 10: the teacher's «Сохранить» says «Сохранено», and a cancelled lesson can be put back.
+    async fn a_teacher_sees_saved_and_can_restore_a_cancelled_lesson(app) {
+    let t = Browser::new();
+    app.diary_login(&t, "teacher").await;
+    let diary = app.running.diary.as_ref().unwrap();
+    let (lesson, starts): (String, i64) = edulink_store::sqlx::query_as(
+        "SELECT id, starts_at FROM lessons WHERE class_id = 'class-7a' AND distance = 1 AND starts_at > $1 ORDER BY starts_at LIMIT 1",
+    )
+    .bind(diary.now() + 7200)
+    .fetch_one(diary.db.pool())
+    .await
+    .unwrap();
+    let url = format!("{}/lessons/{lesson}", app.diary);
+    let form = t.get(&url).await;
+    let (date, time) = edulink_diary::lessons::msk_fields(starts);
+    let saved = t.submit(&url, &[("csrf", &form.csrf()), ("distance", "on"), ("call_url", ""), ("date", &date), ("time", &time)]).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    assert!(saved.has("Сохранено."), "{}", saved.body);
+    let cancelled = t.submit(&format!("{url}/cancel"), &[("csrf", &form.csrf()), ("confirm", "yes")]).await;
+    assert!(cancelled.has("Урок отменён") && cancelled.has("Вернуть урок в расписание"), "{}", cancelled.body);
+    let back = t.submit(&format!("{url}/restore"), &[("csrf", &form.csrf())]).await;
+    assert!(back.has("Урок снова в расписании") && !back.has("Урок отменён"), "{}", back.body);
+    assert!(back.has("Отменить урок"), "the lesson's settings are back: {}", back.body);
+    }
+}
