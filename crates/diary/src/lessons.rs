@@ -136,6 +136,21 @@ pub async fn cancel(st: &DiaryState, lesson: &Lesson) -> Result<(), StoreError> 
     .await
 }
 
+/// Puts a cancelled lesson back in the schedule (Сферум hears of it like of a new lesson).
+pub async fn restore(st: &DiaryState, lesson: &Lesson) -> Result<(), StoreError> {
+    if !lesson.cancelled {
+        return Ok(());
+    }
+    change(
+        st,
+        lesson,
+        lesson.distance,
+        |q| q,
+        "UPDATE lessons SET cancelled = 0, revision = revision + 1 WHERE id = $1",
+    )
+    .await
+}
+
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
 async fn change(

@@ -180,7 +180,7 @@ impl DiaryState {
 }
 
 /// The look of the diary's pages.
-pub const BRAND: Brand = Brand { css: "/static/diary.css", title_key: "diary-title", class: "diary" };
+pub const BRAND: Brand = Brand { css: "/static/diary.css", title_key: "diary-title", class: "diary", logo: "МЭШ" };
 
 /// The diary's whole site.
 pub fn router(state: DiaryState) -> Router {
@@ -197,6 +197,7 @@ pub fn router(state: DiaryState) -> Router {
         .route("/sferum/lessons/{id}", get(pages::lessons::join_lesson))
         .route("/lessons/{id}", get(pages::lessons::lesson_page).post(pages::lessons::lesson_submit))
         .route("/lessons/{id}/cancel", post(pages::lessons::lesson_cancel))
+        .route("/lessons/{id}/restore", post(pages::lessons::lesson_restore))
         .route("/passport", get(pages::passport::passport))
         .route("/passport/security", get(pages::passport::security))
         .route("/passport/security/unlink", get(pages::passport::unlink_page).post(pages::passport::unlink_submit))

@@ -106,6 +106,8 @@ pub struct LessonPage {
     pub attendance: Vec<crate::lessons::Attendee>,
     pub attendance_fresh: bool,
     pub error: Option<&'static str>,
+    /// A calm note after the teacher's change (a message id).
+    pub notice: Option<&'static str>,
 }
 
 /// «Подключиться» is open for the lesson now.
@@ -118,6 +120,8 @@ pub fn join_open(l: &crate::repo::Lesson, now: &i64) -> bool {
 pub struct ConnectPage {
     pub tr: Tr,
     pub nav: Nav,
+    /// A calm note (the link was cancelled at MAX).
+    pub notice: Option<String>,
 }
 
 #[derive(Template)]
@@ -205,4 +209,10 @@ pub fn event_key(e: &str) -> &'static str {
         "link_conflict" => "event-link-conflict",
         _ => "event-login",
     }
+}
+
+/// Whether the schedule holds a distance lesson that still takes place (for the hint to link
+/// Сферум when the student is not linked yet).
+pub fn any_distance(days: &[Day]) -> bool {
+    days.iter().flat_map(|d| d.lessons.iter()).any(|l| l.distance && !l.cancelled)
 }

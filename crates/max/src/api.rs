@@ -267,8 +267,8 @@ pub async fn verify(
             VerifyResult { registration_required: true, token: None, registration_token: Some(body.challenge_id) }
         }
         Verified::BadFormat => return Err(AppError::bad_request("error-code-format")),
-        Verified::Dead => return Err(AppError::bad_request("error-code-dead")),
-        Verified::Wrong => return Err(AppError::bad_request("error-code-wrong")),
+        Verified::Dead | Verified::Expired => return Err(AppError::bad_request("error-code-dead")),
+        Verified::Wrong { .. } => return Err(AppError::bad_request("error-code-wrong")),
     };
     Ok(Json(result).into_response())
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod chat_web;
 pub mod demo;
+pub mod finished;
 pub mod hub;
 pub mod keys;
 pub mod limits;
@@ -211,7 +212,7 @@ pub enum StartError {
 }
 
 /// The look of MAX's pages.
-pub const BRAND: Brand = Brand { css: "/static/max.css", title_key: "max-title", class: "max" };
+pub const BRAND: Brand = Brand { css: "/static/max.css", title_key: "max-title", class: "max", logo: "M" };
 
 /// MAX's whole site.
 pub fn router(state: MaxState) -> Router {

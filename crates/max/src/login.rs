@@ -92,9 +92,22 @@ pub async fn phone_page(State(st): State<MaxState>, headers: HeaderMap) -> Resul
         let next = if session.pending_request.is_some() { "/authorize/continue" } else { "/" };
         return Ok(see_other(next));
     }
-    let tr = page_tr(&headers, Some(&session));
-    let page = PhonePage { tr, csrf: session.csrf, phone: String::new(), error: None, retry_after: None };
+    let pending = pending_code(&st, &session).await?.map(|c| views::masked_phone(&st, &c.phone_enc));
+    let page = PhonePage {
+        tr: page_tr(&headers, Some(&session)),
+        csrf: session.csrf,
+        phone: String::new(),
+        error: None,
+        retry_after: None,
+        pending,
+    };
     Ok(with_cookie(html(&page), cookie))
+}
+
+/// The session's code that can still be entered: after Back or a closed tab, the phone page leads
+/// to it instead of asking for a new one the send gap refuses.
+async fn pending_code(st: &MaxState, session: &Session) -> Result<Option<repo::Challenge>, AppError> {
+    Ok(challenge_of(st, session).await?.filter(|c| c.expires_at > st.now()))
 }
 
 /// The phone form.
@@ -115,56 +128,80 @@ pub async fn phone_submit(
     let Some(session) = current(&st, &headers).await? else {
         return Ok(see_other("/login"));
     };
-    check_csrf(&session.csrf, &form.csrf)?;
     let tr = page_tr(&headers, Some(&session));
+    if check_csrf(&session.csrf, &form.csrf).is_err() {
+        // A form from an older page (another tab restarted sign-in): nothing is done, and the same
+        // form comes back current, the number kept, so one more «Продолжить» goes on.
+        let page = phone_again(&st, session, tr, &form.phone, |tr| tr.t("error-form-renewed"), None).await?;
+        return Ok((StatusCode::FORBIDDEN, page).into_response());
+    }
     let phone = match Phone::parse(&form.phone, &st.cfg.default_region, &st.cfg.allowed_countries) {
         Ok(p) => p,
         Err(e) => {
             let key = match e {
+                PhoneError::Invalid if form.phone.trim().is_empty() => "error-phone-empty",
                 PhoneError::Invalid => "error-phone-invalid",
                 PhoneError::NotMobile => "error-phone-not-mobile",
+                // Where only Russian numbers are served, say which number is needed.
+                PhoneError::CountryNotAllowed if st.cfg.allowed_countries == ["RU"] => "error-phone-country-ru",
                 PhoneError::CountryNotAllowed => "error-phone-country",
             };
-            let page = PhonePage {
-                error: Some(tr.t(key)),
-                phone: form.phone.chars().take(32).collect(),
-                csrf: session.csrf,
-                tr,
-                retry_after: None,
-            };
-            return Ok((StatusCode::BAD_REQUEST, html(&page)).into_response());
+            let page = phone_again(&st, session, tr, &form.phone, |tr| tr.t(key), None).await?;
+            return Ok((StatusCode::BAD_REQUEST, page).into_response());
         }
     };
     match send_code(&st, &session, &phone, &ip.to_string()).await? {
         Ok(()) => Ok(see_other("/login/code")),
         Err(refusal) => {
-            let page = PhonePage {
-                error: Some(refusal_message(&tr, refusal)),
-                phone: phone.masked().to_string(),
-                csrf: session.csrf,
-                tr,
-                retry_after: Some(refusal.retry_after()),
-            };
-            Ok(too_many(html(&page), refusal.retry_after()))
+            let pending = pending_code(&st, &session).await?;
+            let same_phone = pending
+                .as_ref()
+                .is_some_and(|c| c.phone_hash == st.secrets.phone_hash.keyed_hash("phone", phone.e164()));
+            // Back (or a new tab) after «Продолжить»: the code this browser was sent to this phone
+            // still works, so the way on is to enter it, not a refusal. A lock is the exception:
+            // while locked no code is evaluated, and the page says how long to wait.
+            if same_phone && !matches!(refusal, limits::Refusal::Locked(_)) {
+                return Ok(see_other("/login/code"));
+            }
+            let wait = Some(refusal.retry_after());
+            let page = phone_again(&st, session, tr, &form.phone, |tr| refusal_reason(tr, refusal), wait).await?;
+            Ok(too_many(page, refusal.retry_after()))
         }
     }
+}
+
+/// The phone page again after a «Продолжить» that sent nothing: the reason, what the child typed
+/// (never the masked form, which does not parse as a number), the wait if any, and the way to a
+/// code this browser can still enter.
+async fn phone_again(
+    st: &MaxState,
+    session: Session,
+    tr: Tr,
+    typed: &str,
+    reason: impl FnOnce(&Tr) -> String,
+    retry_after: Option<i64>,
+) -> Result<Response, AppError> {
+    let pending = pending_code(st, &session).await?.map(|c| views::masked_phone(st, &c.phone_enc));
+    let error = Some(reason(&tr));
+    let phone = typed.chars().take(32).collect();
+    Ok(html(&PhonePage { tr, csrf: session.csrf, phone, error, retry_after, pending }))
+}
+
+/// A send refusal's reason without its wait: a page shows the wait once, in the countdown, so
+/// no second number stays frozen while the countdown ticks.
+fn refusal_reason(tr: &Tr, r: limits::Refusal) -> String {
+    tr.t(match r {
+        limits::Refusal::Locked(_) => "refused-locked",
+        limits::Refusal::TooSoon(_) => "refused-too-soon",
+        limits::Refusal::PhoneBudget(_) => "refused-phone-budget",
+        limits::Refusal::IpBudget(_) | limits::Refusal::Global(_) => "refused-busy",
+    })
 }
 
 fn too_many(page: Response, secs: i64) -> Response {
     let mut resp = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
     resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
-}
-
-/// The message of a send refusal.
-pub fn refusal_message(tr: &Tr, r: limits::Refusal) -> String {
-    let key = match r {
-        limits::Refusal::Locked(_) => "error-phone-locked",
-        limits::Refusal::TooSoon(_) => "error-sms-too-soon",
-        limits::Refusal::PhoneBudget(_) => "error-sms-phone-budget",
-        limits::Refusal::IpBudget(_) | limits::Refusal::Global(_) => "error-sms-busy",
-    };
-    tr.t1(key, "seconds", r.retry_after())
 }
 
 /// Admits, creates and sends a new code for `phone`, binding it to `session`.
@@ -230,16 +267,26 @@ async fn render_code_page(
     session: &Session,
     challenge: &repo::Challenge,
     error: Option<String>,
+    wait: Option<i64>,
 ) -> Result<Response, AppError> {
-    let retry_after = limits::resend_wait(&st.db, &challenge.phone_hash, st.now(), &st.cfg.sms_limits).await?;
+    let retry_after = match wait {
+        Some(w) => w,
+        None => limits::resend_wait(&st.db, &challenge.phone_hash, st.now(), &st.cfg.sms_limits).await?,
+    };
     let page = html(&CodePage {
         tr,
         csrf: session.csrf.clone(),
         masked: views::masked_phone(st, &challenge.phone_enc),
         error,
         retry_after,
+        minutes: code_minutes(st),
     });
     for_pending_request(st, session, page).await
+}
+
+/// How long a code lasts, in whole minutes (at least one), for the pages that say so.
+fn code_minutes(st: &MaxState) -> i64 {
+    (st.cfg.code_policy.ttl_secs / 60).max(1)
 }
 
 /// Lets a sign-in page's forms end at the client of the session's pending authorization request
@@ -260,7 +307,7 @@ pub async fn code_page(State(st): State<MaxState>, headers: HeaderMap) -> Result
     let Some(challenge) = challenge_of(&st, &session).await? else {
         return Ok(see_other("/login"));
     };
-    render_code_page(&st, page_tr(&headers, Some(&session)), &session, &challenge, None).await
+    render_code_page(&st, page_tr(&headers, Some(&session)), &session, &challenge, None, None).await
 }
 
 /// The code form.
@@ -300,12 +347,17 @@ pub async fn code_submit(
     let key = match verify_code(&st, &session, &challenge, &form.code, &ip.to_string()).await? {
         Verified::SignedIn(account_id) => return finish_sign_in(&st, &session, &account_id).await,
         Verified::NeedsRegistration => return Ok(see_other("/login/register")),
-        Verified::BadFormat => "error-code-format",
-        Verified::Dead => "error-code-dead",
-        Verified::Wrong => "error-code-wrong",
+        Verified::BadFormat => tr.t("error-code-format"),
+        Verified::Expired => tr.t1("error-code-expired", "minutes", code_minutes(&st)),
+        Verified::Dead => tr.t("error-code-dead"),
+        // The tries left of this code: the same count whether or not the phone is locked (the
+        // locked answer stays the wrong code's, SECURITY.md «Lockout model»).
+        Verified::Wrong { left: 0 } => tr.t("error-code-wrong-last"),
+        Verified::Wrong { left } => tr.t1("error-code-wrong", "left", left),
     };
-    let msg = tr.t(key);
-    Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg)).await?).into_response())
+    let msg = key;
+    Ok((StatusCode::BAD_REQUEST, render_code_page(&st, tr, &session, &challenge, Some(msg), None).await?)
+        .into_response())
 }
 
 /// The outcome of a code check.
@@ -313,10 +365,15 @@ pub async fn code_submit(
 pub enum Verified {
     /// Not six digits: nothing was evaluated.
     BadFormat,
-    /// The code is used, expired, or out of tries.
+    /// The code's time is over (nothing was evaluated).
+    Expired,
+    /// The code is used or out of tries (nothing was evaluated).
     Dead,
-    /// Wrong (or the phone is locked: the same answer on purpose).
-    Wrong,
+    /// Wrong (or the phone is locked: the same answer on purpose), with the code's tries left.
+    Wrong {
+        /// Guesses this code still takes.
+        left: i64,
+    },
     /// Right, and the phone has an account.
     SignedIn(String),
     /// Right, and the phone is new: registration follows (the session now holds the verified phone).
@@ -339,18 +396,19 @@ pub async fn verify_code(
     // records) is one transaction. A dead code (used, expired, out of tries) is no guess: it
     // counts toward no lock.
     let mut tx = st.db.begin().await?;
-    let Some(mac) = repo::take_attempt(&mut tx, &challenge.id, now, policy.max_attempts).await? else {
+    let Some((mac, taken)) = repo::take_attempt(&mut tx, &challenge.id, now, policy.max_attempts).await? else {
         audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeDead).ip(ip)).await?;
         tx.commit().await?;
-        return Ok(Verified::Dead);
+        return Ok(if challenge.expires_at <= now { Verified::Expired } else { Verified::Dead });
     };
+    let left = (policy.max_attempts - taken).max(0);
     // The guess is counted against the phone before the code is evaluated; while the phone is
     // locked (or its allowance is taken by guesses in flight) nothing is evaluated and the answer
     // is exactly that of a wrong code.
     let Some(guess) = limits::reserve_guess(&mut tx, &challenge.phone_hash, now, policy).await? else {
         audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeWrong).ip(ip).detail("locked")).await?;
         tx.commit().await?;
-        return Ok(Verified::Wrong);
+        return Ok(Verified::Wrong { left });
     };
     metrics::counter!("edulink_code_evaluations_total").increment(1);
     if !code.matches(&st.secrets.code_mac, &challenge.id, &mac)
@@ -362,7 +420,7 @@ pub async fn verify_code(
         tx.commit().await?;
         metrics::counter!("edulink_code_failures_total").increment(1);
         edulink_web::metrics::funnel_failure(if event == Event::PhoneLocked { "phone_locked" } else { "code_wrong" });
-        return Ok(Verified::Wrong);
+        return Ok(Verified::Wrong { left });
     }
     limits::clear_failures(&mut tx, &challenge.phone_hash).await?;
     audit::TRAIL.record_in(&mut tx, now, &Record::new(Event::CodeVerified).ip(ip)).await?;
@@ -413,8 +471,8 @@ pub async fn resend(
         Ok(()) => Ok(see_other("/login/code")),
         Err(refusal) => {
             let tr = page_tr(&headers, Some(&session));
-            let msg = refusal_message(&tr, refusal);
-            let page = render_code_page(&st, tr, &session, &challenge, Some(msg)).await?;
+            let msg = refusal_reason(&tr, refusal);
+            let page = render_code_page(&st, tr, &session, &challenge, Some(msg), Some(refusal.retry_after())).await?;
             Ok(too_many(page, refusal.retry_after()))
         }
     }

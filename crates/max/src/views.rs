@@ -89,6 +89,8 @@ pub struct PhonePage {
     pub phone: String,
     pub error: Option<String>,
     pub retry_after: Option<i64>,
+    /// The masked phone of a code this browser can still enter (after Back or a closed tab).
+    pub pending: Option<String>,
 }
 
 #[derive(Template)]
@@ -99,6 +101,8 @@ pub struct CodePage {
     pub masked: String,
     pub error: Option<String>,
     pub retry_after: i64,
+    /// How long a code lasts, in minutes.
+    pub minutes: i64,
 }
 
 #[derive(Template)]
@@ -244,4 +248,14 @@ pub async fn js() -> Response {
 
 fn static_asset(ct: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+}
+
+/// Back to a spent confirmation page: the step is done; a way back to the client.
+#[derive(Template)]
+#[template(path = "finished.html")]
+pub struct FinishedPage {
+    pub tr: Tr,
+    pub client_name: String,
+    /// The client's home (the origin of its redirect URI).
+    pub home: String,
 }

@@ -156,6 +156,8 @@ pub struct Brand {
     pub title_key: &'static str,
     /// CSS class on `<body>`.
     pub class: &'static str,
+    /// The logo's text in the header («M», «МЭШ»).
+    pub logo: &'static str,
 }
 
 #[derive(Template)]

@@ -69,6 +69,8 @@ fn csp(targets: &[String], extra: Option<&FormTarget>) -> HeaderValue {
 pub fn harden(router: Router, brand: Brand, sec: SiteSecurity) -> Router {
     let sec = std::sync::Arc::new(sec);
     router
+        // An unknown URL is the site's own «Страница не найдена» page (header, a way home), not an empty 404.
+        .fallback(|| async { AppError::not_found() })
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         // One middleware for the per-response work (each `from_fn` layer costs a service clone and
         // a boxed future per request, which showed in the sign-in flow's profile).

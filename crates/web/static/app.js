@@ -2,15 +2,28 @@
 (function () {
   "use strict";
 
-  // Resend countdown, driven by the server's retry_after (data-countdown, seconds).
+  // A page that shows the server's state (a code already sent) is not shown from the back-forward
+  // cache: Back to it asks the server again (without JavaScript its forms still lead on).
+  window.addEventListener("pageshow", function (ev) {
+    if (ev.persisted && document.querySelector("[data-fresh]")) window.location.reload();
+  });
+
+  // Resend countdown, driven by the server's retry_after (data-countdown, seconds). The ticking
+  // text is no live region (a screen reader would read it every second); the start is read with
+  // the page, and the end is announced once in a polite live region made for it.
   document.querySelectorAll("[data-countdown]").forEach(function (el) {
     var left = parseInt(el.getAttribute("data-countdown"), 10) || 0;
     var template = el.textContent;
     var number = String(left);
     var buttons = document.querySelectorAll("[data-enable-after]");
+    var announce = document.createElement("span");
+    announce.className = "visually-hidden";
+    announce.setAttribute("aria-live", "polite");
+    el.parentNode.insertBefore(announce, el.nextSibling);
     function render() {
       if (left <= 0) {
         el.textContent = el.getAttribute("data-done") || "";
+        if (el.textContent) announce.textContent = el.textContent;
         buttons.forEach(function (b) { b.disabled = false; });
         return;
       }
@@ -21,6 +34,19 @@
     }
     render();
   });
+
+  // WebOTP (WICG Web OTP API): the SMS ends with the line «@host #code»; where the browser supports
+  // it, the code fills itself in and the form is sent. Typing or pasting works everywhere.
+  var otp = document.querySelector("input[autocomplete='one-time-code']");
+  if (otp && otp.form && "OTPCredential" in window && navigator.credentials) {
+    var stop = new AbortController();
+    otp.form.addEventListener("submit", function () { stop.abort(); });
+    navigator.credentials.get({ otp: { transport: ["sms"] }, signal: stop.signal }).then(function (cred) {
+      if (!cred || !cred.code) return;
+      otp.value = cred.code;
+      otp.form.submit();
+    }).catch(function () { /* dismissed or unsupported: the field is there */ });
+  }
 
   // Confirmation dialogs: a link with data-dialog="id" opens <dialog id="id"> instead of navigating
   // to the no-JavaScript confirmation page. Focus moves into the dialog and stays there (the native
@@ -45,6 +71,12 @@
       var first = items[0], last = items[items.length - 1];
       if (ev.shiftKey && document.activeElement === first) { ev.preventDefault(); last.focus(); }
       else if (!ev.shiftKey && document.activeElement === last) { ev.preventDefault(); first.focus(); }
+    });
+    // A tap outside the dialog (on its backdrop) closes it, as «Отменить» and × do.
+    dialog.addEventListener("click", function (ev) {
+      if (ev.target !== dialog) return;
+      var r = dialog.getBoundingClientRect();
+      if (ev.clientX < r.left || ev.clientX > r.right || ev.clientY < r.top || ev.clientY > r.bottom) dialog.close();
     });
     dialog.querySelectorAll("[data-close]").forEach(function (b) {
       b.addEventListener("click", function (ev) { ev.preventDefault(); dialog.close(); });

@@ -259,6 +259,34 @@ impl Page {
         self.next_page(&format!("«{text}»")).await;
     }
 
+    /// The browser's Back button, waiting for the page it goes back to.
+    /// (The page may come back from the back-forward cache, already marked by the click that left
+    /// it: the wait is for another URL, fully loaded.)
+    pub async fn back(&self) {
+        let from = self.url().await;
+        self.client.back().await.expect("back");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let state = self.client.execute("return document.readyState;", vec![]).await;
+            if self.url().await != from && matches!(state, Ok(Value::String(ref s)) if s == "complete") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no page after Back from {from}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A real pointer tap at (`x`, `y`) CSS px from the viewport's top left.
+    pub async fn tap_at(&self, x: f64, y: f64) {
+        use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+        let tap = MouseActions::new("tap".into())
+            .then(PointerAction::MoveTo { duration: None, x, y })
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+        self.client.perform_actions(tap).await.expect("tap");
+        self.client.release_actions().await.expect("release");
+    }
+
     /// Clicks the button «text» that acts within the page (a dialog's button).
     pub async fn press_here(&self, text: &str) {
         self.button(text).await.click().await.unwrap_or_else(|e| panic!("click «{text}»: {e}"));

@@ -6,6 +6,7 @@
 //! The names are those of README's walkthrough (`docs/screenshots/`).
 
 mod harness;
+mod ways_out;
 
 use edulink_testkit::{FlowsExt, TestApp, spawn_app};
 use fantoccini::key::Key;
@@ -184,6 +185,9 @@ async fn the_link_walk_fits_a_phone() {
     diary_login(&p, &app, "student4", Some("phone-link-1-diary-login")).await;
     assert_eq!(p.viewport().await, (390, 844));
     link_new_phone(&p, &app).await;
+    // Issue 21, item 10: «Поиск людей» is a target of at least 24 × 24 px (WCAG 2.2, 2.5.8).
+    let size = p.js("var r = document.querySelector(\"a[href='/sferum/people']\").getBoundingClientRect(); return [r.width, r.height];").await;
+    assert!(size[0].as_f64().unwrap() >= 24.0 && size[1].as_f64().unwrap() >= 24.0, "«Поиск людей» is {size}");
     // Nothing scrolls sideways on any screen of the walk (checked again on the last ones).
     open_security(&p, &app).await;
     p.check("phone-unlink-1-security").await;
@@ -194,6 +198,21 @@ async fn the_link_walk_fits_a_phone() {
              return r.left >= 0 && r.right <= window.innerWidth && document.documentElement.scrollWidth <= window.innerWidth;")
         .await;
     assert_eq!(fits, serde_json::json!(true), "the dialog fits the phone's width");
+    // Issue 21, item 9: the seed's order on phones too («Отменить» above the red «Отвязать»); the
+    // dialog's × and a tap outside it close it.
+    let order = p
+        .js("var b = document.querySelectorAll('#unlink-dialog .actions button'); \
+             return [b[0].textContent.trim(), b[0].getBoundingClientRect().top < b[1].getBoundingClientRect().top];")
+        .await;
+    assert_eq!(order, serde_json::json!(["Отменить", true]), "«Отменить» first");
+    p.click_here("#unlink-dialog .dialog-x").await;
+    assert!(!dialog_open(&p).await, "× closes the dialog");
+    p.click_here(".unlink-x").await;
+    assert!(dialog_open(&p).await);
+    p.tap_at(8.0, 8.0).await;
+    assert!(!dialog_open(&p).await, "a tap outside closes the dialog");
+    p.click_here(".unlink-x").await;
+    assert!(dialog_open(&p).await);
     p.check("phone-unlink-2-dialog").await;
     p.press("Отвязать").await;
     p.sees("Аккаунт «Сферум» отвязан").await;
@@ -277,7 +296,7 @@ async fn a_wrong_code_and_the_resend_countdown() {
     p.fill("#code", wrong).await;
     p.press("Перейти в MAX").await;
     assert_eq!(p.url().await, format!("{}/login/code", app.max));
-    p.sees("Неверный код. Проверьте СМС и попробуйте ещё раз.").await;
+    p.sees("Неверный код. Осталось попыток для этого кода: 4.").await;
     let field = p.el("#code").await;
     assert_eq!(field.attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
     assert_eq!(field.attr("aria-describedby").await.unwrap().as_deref(), Some("code-error"));
@@ -292,8 +311,10 @@ async fn a_wrong_code_and_the_resend_countdown() {
     p.press("Отправить код ещё раз").await;
     assert_eq!(app.inbox.to(NEW_E164).len(), 2, "a new SMS");
     p.check("code-resent").await;
-    // The new code works (the failure before it counted, but did not lock the phone).
-    p.fill("#code", &app.last_code(NEW_E164)).await;
+    // The new code works (the failure before it counted, but did not lock the phone), typed or
+    // pasted as the SMS shows it, «927 727» (issue 21, item 5: no field cuts it to «927 72»).
+    let code = app.last_code(NEW_E164);
+    p.fill("#code", &format!("{} {}", &code[..3], &code[3..])).await;
     p.press("Перейти в MAX").await;
     assert_eq!(p.url().await, format!("{}/login/register", app.max));
     p.close().await;

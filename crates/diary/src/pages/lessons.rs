@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use edulink_web::forms::check_csrf;
-use edulink_web::{AppError, StrictForm, html, see_other};
+use edulink_web::{AppError, StrictForm, StrictQuery, html, see_other};
 use serde::Deserialize;
 
 /// `GET /sferum/lessons/{id}`: «Подключиться» next to a distance lesson. Signs in to Сферум (SSO,
@@ -40,6 +40,7 @@ async fn render_lesson(
     user: &User,
     lesson: Lesson,
     error: Option<&'static str>,
+    notice: Option<&'static str>,
 ) -> Result<Response, AppError> {
     let teacher = lessons::teaches(st, user, &lesson).await?;
     let (attendance, fresh) =
@@ -60,6 +61,7 @@ async fn render_lesson(
         attendance,
         attendance_fresh: fresh,
         error,
+        notice,
     };
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok((status, html(&page)).into_response())
@@ -70,10 +72,23 @@ pub async fn lesson_page(
     State(st): State<DiaryState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    StrictQuery(q): StrictQuery<LessonQuery>,
 ) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
     let lesson = seen_lesson(&st, &user, &id).await?;
-    render_lesson(&st, &headers, &session, &user, lesson, None).await
+    // After the teacher's change: say it was saved (or the lesson is back).
+    let notice = match q.done.as_deref() {
+        Some("saved") => Some("lesson-saved"),
+        Some("restored") => Some("lesson-restored"),
+        _ => None,
+    };
+    render_lesson(&st, &headers, &session, &user, lesson, None, notice).await
+}
+
+/// Query of a lesson page: `done=saved|restored` after the teacher's change.
+#[derive(Debug, Deserialize)]
+pub struct LessonQuery {
+    done: Option<String>,
 }
 
 /// The lesson `id` as `user` may see it: 404 when they may not (or it does not exist).
@@ -118,14 +133,14 @@ pub async fn lesson_submit(
     match applied {
         Ok(()) => {}
         Err(LessonError::Refused(e)) => {
-            return render_lesson(&st, &headers, &session, &user, lesson, Some(e.key())).await;
+            return render_lesson(&st, &headers, &session, &user, lesson, Some(e.key()), None).await;
         }
         Err(LessonError::Store(e)) => return Err(e.into()),
     }
     audit::TRAIL
         .record(&st.db, st.now(), &Record::new(Event::LessonChanged).principal(&user.id).detail(&lesson.id))
         .await;
-    Ok(see_other(&format!("/lessons/{}", lesson.id)))
+    Ok(see_other(&format!("/lessons/{}?done=saved", lesson.id)))
 }
 
 /// The cancellation form: the teacher ticks that they mean it.
@@ -153,4 +168,21 @@ pub async fn lesson_cancel(
         .record(&st.db, st.now(), &Record::new(Event::LessonCancelled).principal(&user.id).detail(&lesson.id))
         .await;
     Ok(see_other(&format!("/lessons/{}", lesson.id)))
+}
+
+/// `POST /lessons/{id}/restore`: the teacher puts a cancelled lesson back.
+pub async fn lesson_restore(
+    State(st): State<DiaryState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    StrictForm(form): StrictForm<edulink_web::forms::CsrfForm>,
+) -> Result<Response, AppError> {
+    let (session, user) = signed_in!(st, headers);
+    check_csrf(&session.csrf, &form.csrf)?;
+    let lesson = taught_lesson(&st, &user, &id).await?;
+    lessons::restore(&st, &lesson).await?;
+    audit::TRAIL
+        .record(&st.db, st.now(), &Record::new(Event::LessonChanged).principal(&user.id).detail(&lesson.id))
+        .await;
+    Ok(see_other(&format!("/lessons/{}?done=restored", lesson.id)))
 }

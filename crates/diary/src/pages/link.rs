@@ -62,13 +62,25 @@ pub(super) async fn start(
 
 /// `GET /sferum`: the «Сферум» button. Linked: straight to the educational profile (SSO through
 /// MAX). Not linked: the connection page with «Перейти к подключению».
-pub async fn sferum(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
+pub async fn sferum(
+    State(st): State<DiaryState>,
+    headers: HeaderMap,
+    StrictQuery(q): StrictQuery<SferumQuery>,
+) -> Result<Response, AppError> {
     let (session, user) = signed_in!(st, headers);
     if let Some(link) = repo::link(&st.db, &user.id).await? {
         return start(&st, &session, &user, Purpose::SignIn, Some(&link)).await;
     }
     edulink_web::metrics::funnel("connect_page");
-    Ok(html(&ConnectPage { tr: tr(&headers), nav: Nav::new(&session, &user, "sferum") }))
+    let tr = tr(&headers);
+    let notice = (q.done.as_deref() == Some("cancelled")).then(|| tr.t("error-callback-denied"));
+    Ok(html(&ConnectPage { tr, nav: Nav::new(&session, &user, "sferum"), notice }))
+}
+
+/// Query of the «Сферум» page: `done=cancelled` after the child's own «Отменить» at MAX.
+#[derive(Debug, Deserialize)]
+pub struct SferumQuery {
+    done: Option<String>,
 }
 
 /// `POST /sferum/connect`: «Перейти к подключению».
@@ -142,6 +154,10 @@ async fn callback_inner(
         return Ok(callback_problem(headers, StatusCode::BAD_REQUEST, "error-callback-iss"));
     }
     if let Some(err) = p.error.as_deref() {
+        // The child's own «Отменить» on MAX's confirmation: back to «Сферум» with a calm note.
+        if err == "access_denied" && t.purpose == Purpose::Link {
+            return Ok(see_other("/sferum?done=cancelled"));
+        }
         let key = match err {
             "access_denied" => "error-callback-denied",
             _ => "error-callback-failed",

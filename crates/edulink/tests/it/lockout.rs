@@ -125,7 +125,7 @@ both_backends! {
         assert!(signed_in.location.is_some_and(|l| l.contains("/login/register") || l == "/"));
         // The attacker's long-expired code: still no guess.
         let dead = app.enter_code(&attacker, &page, "000000").await;
-        assert!(dead.has("Код больше не действует"), "{}", dead.body);
+        assert!(dead.has("Срок действия кода истёк"), "{}", dead.body);
         assert_eq!(phone_state(&app, E164).await, (0, locked_until));
     }
 

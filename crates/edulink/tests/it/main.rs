@@ -28,3 +28,4 @@ mod security;
 mod serving;
 mod sferum;
 mod traces;
+mod ways_out;

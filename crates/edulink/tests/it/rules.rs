@@ -23,14 +23,22 @@ both_backends! {
     let b = Browser::new();
     let page = code_screen(&app, &b).await;
     let right = app.last_code(E164);
-    for _ in 0..5 {
+    // Issue 21, item 5: each wrong answer says how many tries this code has left, and the last
+    // one says they are used up.
+    for left in (0..5).rev() {
         let p = app.enter_code(&b, &page, &wrong(&right)).await;
         assert_eq!(p.status, StatusCode::BAD_REQUEST);
         assert!(p.has("Неверный код"), "{}", p.body);
+        if left > 0 {
+            assert!(p.has(&format!("Осталось попыток для этого кода: {left}.")), "{}", p.body);
+        } else {
+            assert!(p.has("Попытки для этого кода закончились"), "{}", p.body);
+        }
     }
     let p = app.enter_code(&b, &page, &right).await;
     assert_eq!(p.status, StatusCode::BAD_REQUEST);
-    assert!(p.has("Код больше не действует"), "the right code is refused after five wrong ones: {}", p.body);
+    assert!(p.has("Код больше не действует: попытки"), "the right code is refused after five wrong ones: {}", p.body);
+    assert!(!p.has("Срок действия кода истёк"), "used up is not expired: {}", p.body);
     }
 }
 
@@ -38,9 +46,15 @@ both_backends! {
     async fn an_expired_code_is_refused(app) {
     let b = Browser::new();
     let page = code_screen(&app, &b).await;
+    // Issue 21, item 5: the page says how long a code lasts, and an expired code is told apart
+    // from a used-up one. Pasted with a space («927 727») the code is the same code (nothing on the
+    // page cuts it to «927 72»).
+    assert!(page.has("Код действует 5 мин."), "{}", page.body);
+    assert!(!page.has("maxlength=\"6\""), "{}", page.body);
     app.clock.advance(301);
     let p = app.enter_code(&b, &page, &app.last_code(E164)).await;
-    assert!(p.has("Код больше не действует"), "{}", p.body);
+    assert!(p.has("Срок действия кода истёк: код действует 5 мин."), "{}", p.body);
+    assert!(!p.has("попытки для него закончились"), "{}", p.body);
     }
 }
 
@@ -54,8 +68,9 @@ both_backends! {
     let other_login = other.visit(&format!("{}/login", app.max)).await;
     let p = other.post(&format!("{}/login/code", app.max), &[("csrf", &other_login.csrf()), ("code", &code)]).await;
     assert_eq!(p.location.as_deref(), Some(format!("{}/login", app.max).as_str()));
-    let ok = app.enter_code(&b, &page, &code).await;
-    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let pasted = format!("{} {}", &code[..3], &code[3..]);
+    let ok = app.enter_code(&b, &page, &pasted).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "a code pasted with a space works: {}", ok.body);
     }
 }
 
@@ -78,6 +93,56 @@ both_backends! {
     assert_eq!(app.inbox.to(E164).len(), 2);
     let failures: i64 = edulink_store_failures(&app).await;
     assert_eq!(failures, 3, "the resend kept the per-phone failure count");
+    }
+}
+
+both_backends! {
+    /// Issue 21, item 1: Back (or a closed tab) on the code page is no dead end. The phone page
+    /// offers the code already sent; «Продолжить» with the same number leads back to it, not to
+    /// «Код уже отправлен»; another browser refused by the send gap keeps what the child typed
+    /// (not the masked number, which does not parse) and shows the wait once, in the countdown.
+    async fn back_on_the_code_page_leads_to_the_code_already_sent(app) {
+    let b = Browser::new();
+    code_screen(&app, &b).await;
+    // Back: the phone page again, in the same browser.
+    let back = b.visit(&format!("{}/login", app.max)).await;
+    assert!(back.has("Код уже отправлен на номер +7"), "{}", back.body);
+    assert!(back.has("href=\"/login/code\""), "a way to enter the code: {}", back.body);
+    // «Продолжить» with the same number: to the code page, no second SMS, no refusal.
+    let again = app.enter_phone(&b, &back, PHONE).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(again.url.ends_with("/login/code") && again.has("Перейти в MAX"), "{}", again.body);
+    assert_eq!(app.inbox.to(E164).len(), 1);
+    let signed_in = app.enter_code(&b, &again, &app.last_code(E164)).await;
+    assert_eq!(signed_in.status, StatusCode::SEE_OTHER, "the code already sent works: {}", signed_in.body);
+
+    // Another browser, the same phone within the gap: refused, but the field keeps the number
+    // typed, and the only number of seconds on the page is the countdown's.
+    let other = Browser::new();
+    let login = other.visit(&format!("{}/login", app.max)).await;
+    assert!(!login.has("Код уже отправлен на номер"), "no code of this browser: {}", login.body);
+    let p = other.post(&format!("{}/login/phone", app.max), &[("csrf", &login.csrf()), ("phone", PHONE)]).await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(p.has(&format!("value=\"{PHONE}\"")), "the number typed, not the masked one: {}", p.body);
+    assert!(p.has(">Код уже отправлен.</p>"), "the reason without a frozen wait: {}", p.body);
+    assert_eq!(p.body.matches(" с.").count(), 1, "one wait, the countdown's: {}", p.body);
+    assert!(p.has("data-countdown=\""), "{}", p.body);
+    }
+}
+
+both_backends! {
+    /// Issue 21, item 10: an empty phone field asks for the number instead of calling it wrong.
+    async fn an_empty_phone_asks_for_the_number(app) {
+    let b = Browser::new();
+    let login = b.visit(&format!("{}/login", app.max)).await;
+    let p = b.post(&format!("{}/login/phone", app.max), &[("csrf", &login.csrf()), ("phone", "  ")]).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(p.has("Введите номер телефона"), "{}", p.body);
+    assert!(!p.has("введён неверно"), "{}", p.body);
+    // A Kazakhstan number (+7 7xx) is told which number is needed.
+    let p = b.post(&format!("{}/login/phone", app.max), &[("csrf", &login.csrf()), ("phone", "+7 701 234-56-78")]).await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(p.has("нужен российский мобильный номер"), "{}", p.body);
     }
 }
 

@@ -288,6 +288,12 @@ async fn answer(
             repo::attach_request(&mut tx, &s.id_hash, &req.id, reauth, lang).await?;
             (None, if reauth { "/login" } else { "/authorize/continue" })
         }
+        // Not signed in yet: the same anonymous session carries the newest request, so a sign-in
+        // form already open in another tab keeps working (sign-in rotates the session anyway).
+        Some(s) if s.account_id.is_none() => {
+            repo::set_pending_request(&mut tx, &s.id_hash, Some(&req.id)).await?;
+            (None, "/login")
+        }
         other => {
             if let Some(s) = other {
                 repo::delete_session_in(&mut tx, &s.id_hash).await?;

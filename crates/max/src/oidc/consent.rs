@@ -180,7 +180,10 @@ async fn reauthenticate(st: &MaxState, session: &Session, req: &AuthRequest) -> 
 /// claim not granted before), or SSO completes at once.
 pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderMap) -> Result<Response, AppError> {
     let Some((session, req)) = pending(&st, &headers).await? else {
-        return Err(AppError::bad_request("error-oauth-request-expired"));
+        // Back after a finished request: say it is done and lead back to its client.
+        return crate::finished::page(&st, &headers)
+            .await?
+            .ok_or_else(|| AppError::bad_request("error-oauth-request-expired"));
     };
     if let Some(to_login) = reauthenticate(&st, &session, &req).await? {
         return Ok(to_login);
@@ -204,7 +207,9 @@ pub async fn continue_authorization(State(st): State<MaxState>, headers: HeaderM
     if !req.consent && silent_allowed(&client) && consented(&st, &client, &account_id, &req).await? {
         let sid = super::sid_of(&session.id_hash);
         let url = issue_code(&st, &req, &account_id, auth_time, Some(&session.id_hash), Some(&sid)).await?;
-        return Ok(see_other(&url));
+        let mut resp = see_other(&url);
+        crate::finished::remember(&st, &mut resp, &req.client_id);
+        return Ok(resp);
     }
     let has_profile = edulink_sferum::has_profile(&st.db, &account_id).await?;
     let page = html(&ConfirmPage {
@@ -251,7 +256,9 @@ pub async fn confirm(
     let url =
         issue_code_audited(&st, &req, &account_id, auth_time, Some(&session.id_hash), Some(&sid), consent).await?;
     edulink_web::metrics::funnel("consent_given");
-    Ok(see_other(&url))
+    let mut resp = see_other(&url);
+    crate::finished::remember(&st, &mut resp, &req.client_id);
+    Ok(resp)
 }
 
 /// `POST /authorize/deny`: back to the client with `access_denied`.

@@ -52,17 +52,17 @@ pub async fn challenge(db: &Db, id: &str, session_hash: &str) -> Result<Option<C
 }
 
 /// Atomically takes one guess from a live challenge (unused, unexpired, under the attempt cap) and
-/// returns the stored code MAC; `None` when the code is dead. Concurrent guesses cannot exceed the cap:
-/// the check and the increment are one statement.
+/// returns the stored code MAC and the guesses taken so far, this one included; `None` when the code
+/// is dead. Concurrent guesses cannot exceed the cap: the check and the increment are one statement.
 pub async fn take_attempt(
     tx: &mut edulink_store::Tx,
     id: &str,
     now: i64,
     max_attempts: i64,
-) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar(
+) -> Result<Option<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
         "UPDATE sms_challenges SET attempts = attempts + 1 \
-         WHERE id = $1 AND used_at IS NULL AND expires_at > $2 AND attempts < $3 RETURNING code_mac",
+         WHERE id = $1 AND used_at IS NULL AND expires_at > $2 AND attempts < $3 RETURNING code_mac, attempts",
     )
     .bind(id)
     .bind(now)
