@@ -3,5 +3,6 @@
 pub mod app;
 pub mod backup;
 pub mod config;
+pub mod janitor;
 pub mod mobile;
 pub mod serving;

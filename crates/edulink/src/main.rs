@@ -55,6 +55,12 @@ enum Command {
         #[command(subcommand)]
         what: AdminCmd,
     },
+    /// Delete what has outlived its retention period in both parties' databases (docs/retention.md).
+    Janitor {
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Copy both SQLite databases, as they were at one instant, into a new directory (with
     /// `manifest.json`); a running server goes on, its writes paused only for the instant.
     Backup {
@@ -380,6 +386,10 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             if let Some(s) = secret {
                 println!("client_secret (shown once): {s}");
             }
+        }
+        Command::Janitor { dry_run } => {
+            let cfg = cfg.prepare(Scope::Both)?;
+            edulink::janitor::run_cli(&cfg, dry_run).await?;
         }
         Command::Backup { to } => {
             let m = edulink::backup::backup(&cfg, &to).await?;

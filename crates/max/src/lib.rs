@@ -10,6 +10,7 @@ pub mod audit;
 pub mod chat_web;
 pub mod demo;
 pub mod hub;
+pub mod janitor;
 pub mod keys;
 pub mod limits;
 pub mod links;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 /// MAX's own tables followed by Сферум's.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 7 => "0007_logout", 9 => "0009_session_kind", 10 => "0010_link_marks"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 7 => "0007_logout", 9 => "0009_session_kind", 10 => "0010_link_marks", 13 => "0013_janitor"];
     own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
 }
 

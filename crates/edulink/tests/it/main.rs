@@ -7,6 +7,7 @@ mod conformance;
 mod crash;
 mod flows;
 mod hygiene;
+mod janitor;
 mod links;
 mod lockout;
 mod logout;
