@@ -150,3 +150,26 @@ impl ClockNow for TestApp {
         self.clock.now()
     }
 }
+
+both_backends! {
+    /// `edulink janitor --dry-run` counts and deletes nothing; `edulink janitor` deletes (the real
+    /// binary, on the app's databases, with the wall clock).
+    async fn the_janitor_command_counts_then_deletes(app) {
+        let d = &app.running.diary.as_ref().unwrap().db;
+        let two_years_ago = edulink_domain::Clock::now(&edulink_domain::SystemClock) - 2 * 365 * janitor::DAY;
+        d.execute(sqlx::query("INSERT INTO audit (id, at, event) VALUES ('ancient', $1, 'sign_in')").bind(two_years_ago))
+            .await
+            .unwrap();
+        let run = |args: &'static [&'static str]| crate::admin::edulink(&app.config, &app.config.data_dir, args);
+        let dry = run(&["janitor", "--dry-run"]).await;
+        let text = String::from_utf8_lossy(&dry.stdout).to_string();
+        assert!(dry.status.success(), "{text} {}", String::from_utf8_lossy(&dry.stderr));
+        assert!(text.contains("diary.audit: would delete 1 rows"), "{text}");
+        assert!(text.contains("max.tokens: would delete 0 rows"), "{text}");
+        assert_eq!(rows(d, "audit").await, 1);
+        let real = run(&["janitor"]).await;
+        let text = String::from_utf8_lossy(&real.stdout).to_string();
+        assert!(text.contains("diary.audit: deleted 1 rows"), "{text} {}", String::from_utf8_lossy(&real.stderr));
+        assert_eq!(rows(d, "audit").await, 0);
+    }
+}
