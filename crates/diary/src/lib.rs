@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 /// The diary's tables.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client", 5 => "0005_backchannel_logout", 6 => "0006_handoff_session", 7 => "0007_link_generations", 10 => "0010_janitor"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client", 5 => "0005_backchannel_logout", 6 => "0006_handoff_session", 7 => "0007_link_generations", 10 => "0010_lifecycle"];
     own.to_vec()
 }
 

@@ -16,6 +16,7 @@ mod outbox;
 mod proxy;
 mod races;
 mod resilience;
+mod retention;
 mod rotation;
 mod rp;
 mod rules;

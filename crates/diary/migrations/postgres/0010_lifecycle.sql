@@ -11,3 +11,8 @@ CREATE INDEX sessions_last_seen ON sessions (last_seen_at);
 CREATE INDEX oidc_transactions_expires ON oidc_transactions (expires_at);
 CREATE INDEX api_tokens_expires ON api_tokens (expires_at);
 CREATE INDEX outbox_done ON outbox (done_at);
+-- Minimal storage (issue 19): the ID token kept as the next sign-in's `id_token_hint` carries the
+-- child's name, so it is kept only encrypted under the master key (`links.id_token_hint` context).
+-- Hints stored in the clear are dropped: a sign-in works without one and stores a new one.
+ALTER TABLE links ADD COLUMN id_token_enc TEXT;
+ALTER TABLE links DROP COLUMN id_token;
