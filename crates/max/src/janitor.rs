@@ -21,6 +21,15 @@ pub fn purges(st: &MaxState, r: &Retention, now: i64) -> Vec<Purge> {
             vec![now - ANON_IDLE_SECS - grace, now - idle - grace, now - absolute - grace],
         ),
         p("session_clients", "sid, client_id", "created_at < $1", vec![now - absolute - grace]),
+        // A client whose grant ended (an unlink, a swept grant) is told of no more logouts of the
+        // account: what named its subject goes with the grant, not a session lifetime later.
+        p(
+            "session_clients",
+            "sid, client_id",
+            "created_at < $1 AND NOT EXISTS (SELECT 1 FROM grants g \
+               WHERE g.client_id = session_clients.client_id AND g.account_id = session_clients.account_id)",
+            vec![now - 60],
+        ),
         p("auth_requests", "id", "expires_at < $1", vec![now - grace]),
         p("auth_codes", "code_hash", "expires_at < $1", vec![now - grace]),
         p("tokens", "token_hash", "expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)", vec![now - grace]),

@@ -161,7 +161,7 @@ impl Default for Retention {
         Retention {
             audit_secs: 365 * DAY,
             outbox_done_secs: 7 * DAY,
-            notifications_secs: 90 * DAY,
+            notifications_secs: 30 * DAY,
             unlinked_secs: UNLINKED_MAX_SECS,
             expired_grace_secs: DAY,
         }

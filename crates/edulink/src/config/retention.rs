@@ -12,7 +12,7 @@ pub struct RetentionSection {
     pub audit_days: i64,
     /// The diary's outbox jobs once delivered, days (1 to 90; default 7).
     pub outbox_done_days: i64,
-    /// MAX's sign-in notifications, days (1 to 365; default 90).
+    /// MAX's notifications, days (1 to 365; default 30).
     pub notifications_days: i64,
     /// What an ended link leaves behind, days (1 to 30, the most 152-FZ art. 21 allows; default 30).
     pub unlinked_days: i64,

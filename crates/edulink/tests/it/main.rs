@@ -3,6 +3,7 @@
 mod admin;
 mod api;
 mod backup;
+mod churn;
 mod conformance;
 mod crash;
 mod flows;
