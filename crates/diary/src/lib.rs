@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audit;
 pub mod demo;
+pub mod export;
 pub mod janitor;
 pub mod lessons;
 pub mod links;

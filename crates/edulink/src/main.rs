@@ -190,6 +190,15 @@ enum AdminCmd {
         #[arg(long)]
         login: String,
     },
+    /// Everything both parties hold about a diary login, as one JSON (docs/retention.md).
+    Export {
+        /// Diary login.
+        #[arg(long)]
+        login: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Unlink a diary login (detaching and revocation go through the outbox).
     Unlink {
         /// Diary login.
@@ -431,6 +440,11 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             println!("client_secret (shown once): {secret}");
             println!("the previous secret stays valid for {grace} s; new secrets work on every instance at once");
         }
+        Command::Admin { what: AdminCmd::Export { login, out } } => {
+            // Both parties' databases: the operator of both answers a parent's request.
+            let cfg = cfg.prepare(Scope::Both)?;
+            edulink::export::run_cli(&cfg, &login, out.as_deref()).await?;
+        }
         Command::Admin { what } => {
             let cfg = cfg.prepare(Scope::Diary)?;
             let st = app::diary_state(&cfg, Arc::new(SystemClock)).await?;
@@ -457,6 +471,7 @@ async fn admin(st: &edulink_diary::DiaryState, what: AdminCmd) -> anyhow::Result
                 None => println!("{login}: not linked"),
             }
         }
+        AdminCmd::Export { .. } => anyhow::bail!("export reads both parties' databases: run from main"),
         AdminCmd::Unlink { login } => {
             // The unlink of the web and the apps: MAX is told at once when it answers.
             let removed = match repo::user_by_login(&st.db, &login).await? {

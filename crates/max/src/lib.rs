@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod chat_web;
 pub mod demo;
+pub mod export;
 pub mod hub;
 pub mod janitor;
 pub mod keys;

@@ -19,3 +19,32 @@ both_backends! {
         assert_eq!(hint.split('.').count(), 3, "an ID token: {hint}");
     }
 }
+
+both_backends! {
+    /// `edulink admin export --login` (152-FZ art. 14): one JSON with the diary's part (the
+    /// account, the link, the audit) and MAX's part found through the link's subject (the account
+    /// with its phone, the Сферум profile, memberships, consents, audit) — and no secret.
+    async fn admin_export_holds_both_parties_data_and_no_secret(app) {
+        let b = Browser::new();
+        app.diary_login(&b, "student1").await;
+        app.link(&b, "+7 900 000-00-01", "+79000000001").await;
+        let out = crate::admin::edulink(&app.config, &app.config.data_dir, &["admin", "export", "--login", "student1"]).await;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["format"], "edulink-export/1");
+        assert_eq!(v["diary"]["user"]["login"], "student1");
+        assert!(v["diary"]["link"]["subject"].is_string(), "linked: {text}");
+        assert!(v["diary"]["audit"].as_array().unwrap().iter().any(|r| r["event"] == "link"), "{text}");
+        assert_eq!(v["max"]["account"]["phone"], "+79000000001");
+        assert!(v["max"]["sferum_profile"]["school_name"].is_string(), "{text}");
+        assert!(!v["max"]["memberships"].as_array().unwrap().is_empty(), "{text}");
+        assert_eq!(v["max"]["grants"].as_array().unwrap().len(), 1, "{text}");
+        assert!(!v["max"]["audit"].as_array().unwrap().is_empty(), "{text}");
+        for secret in ["eyJ", "password", "refresh_enc", "phone_hash", "phone_enc"] {
+            assert!(!text.contains(secret), "{secret} in the export: {text}");
+        }
+        let missing = crate::admin::edulink(&app.config, &app.config.data_dir, &["admin", "export", "--login", "nobody"]).await;
+        assert!(!missing.status.success());
+    }
+}

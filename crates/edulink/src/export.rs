@@ -1,0 +1,62 @@
+//! `edulink admin export --login <login>` (152-FZ art. 14: support acting on a parent's written
+//! request): one JSON of everything both parties hold about a diary user (format: docs/retention.md,
+//! «Export format»). The command runs as the operator of both parties and so reads both databases,
+//! each through its own party's export rule; no server needs to run.
+
+use crate::config::Config;
+use edulink_domain::SystemClock;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The export's format name and version.
+pub const FORMAT: &str = "edulink-export/1";
+
+/// One export.
+#[derive(Debug, Serialize)]
+pub struct Export {
+    /// [`FORMAT`].
+    pub format: &'static str,
+    /// Made, Unix seconds.
+    pub generated_at: i64,
+    /// The diary's part.
+    pub diary: edulink_diary::export::DiaryPart,
+    /// MAX's part (`null` when the user is not linked).
+    pub max: Option<edulink_max::export::MaxPart>,
+}
+
+/// The export of `login` (`None`: no such user).
+pub async fn export(
+    diary: &edulink_diary::DiaryState,
+    max: &edulink_max::MaxState,
+    login: &str,
+) -> anyhow::Result<Option<Export>> {
+    let Some((user, _)) = edulink_diary::repo::user_by_login(&diary.db, login).await? else { return Ok(None) };
+    let Some(d) = edulink_diary::export::diary_part(diary, &user.id).await? else { return Ok(None) };
+    let m = match &d.link {
+        Some(l) => edulink_max::export::by_subject(max, &diary.cfg.client_id, &l.subject).await?,
+        None => None,
+    };
+    Ok(Some(Export { format: FORMAT, generated_at: diary.now(), diary: d, max: m }))
+}
+
+/// The command: prints the JSON (or writes it to `out`).
+pub async fn run_cli(cfg: &Config, login: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let max = edulink_max::MaxState::new(
+        crate::app::max_db(cfg).await?,
+        crate::app::max_config(cfg, cfg.max_url())?,
+        edulink_sms::SmsGateway::Dev(Default::default()),
+        Arc::new(SystemClock),
+    )
+    .await?;
+    let diary = crate::app::diary_state(cfg, Arc::new(SystemClock)).await?;
+    let result = export(&diary, &max, login).await;
+    diary.db.close().await;
+    max.db.close().await;
+    let Some(e) = result? else { anyhow::bail!("no diary user {login}") };
+    let json = serde_json::to_string_pretty(&e)?;
+    match out {
+        Some(path) => std::fs::write(path, json + "\n")?,
+        None => println!("{json}"),
+    }
+    Ok(())
+}
