@@ -3,8 +3,51 @@
 //! never exported: hashes, ciphertexts and tokens are left out or only counted.
 
 use crate::DiaryState;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use edulink_store::{StoreError, sqlx};
+use edulink_web::AppError;
 use serde::Serialize;
+
+/// The export's format name and version.
+pub const FORMAT: &str = "edulink-export/1";
+
+/// One export: the diary's part and MAX's (`None` when not linked, or MAX knows no such link).
+#[derive(Debug, Serialize)]
+pub struct Export<M: Serialize> {
+    /// [`FORMAT`].
+    pub format: &'static str,
+    /// Made, Unix seconds.
+    pub generated_at: i64,
+    /// The diary's part.
+    pub diary: DiaryPart,
+    /// MAX's part.
+    pub max: Option<M>,
+}
+
+/// `GET /passport/export` («Мой паспорт» → «Скачать мои данные»): the signed-in user's export as
+/// a JSON download. MAX's part comes from MAX's provisioning API (`GET
+/// /sferum/api/v1/profiles/{sub}/export`, the diary's service token), so the diary never reads
+/// MAX's tables.
+pub async fn download(State(st): State<DiaryState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let Some((_, user)) = crate::pages::current(&st, &headers).await? else {
+        return Ok(edulink_web::see_other("/login"));
+    };
+    let Some(diary) = diary_part(&st, &user.id).await? else { return Err(AppError::not_found()) };
+    let max = match &diary.link {
+        Some(l) => st.rp.export(&l.subject).await.map_err(crate::pages::max_unavailable)?,
+        None => None,
+    };
+    let export = Export { format: FORMAT, generated_at: st.now(), diary, max };
+    let body = serde_json::to_vec_pretty(&export).map_err(|e| AppError::internal(e.to_string()))?;
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"edulink-export.json\""));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
 
 /// The user's account.
 #[derive(Debug, Serialize, sqlx::FromRow)]

@@ -201,6 +201,7 @@ pub fn router(state: DiaryState) -> Router {
         .route("/lessons/{id}/cancel", post(pages::lessons::lesson_cancel))
         .route("/passport", get(pages::passport::passport))
         .route("/passport/security", get(pages::passport::security))
+        .route("/passport/export", get(export::download))
         .route("/passport/security/unlink", get(pages::passport::unlink_page).post(pages::passport::unlink_submit))
         .route(
             "/readyz",

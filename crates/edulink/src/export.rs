@@ -5,31 +5,16 @@
 
 use crate::config::Config;
 use edulink_domain::SystemClock;
-use serde::Serialize;
 use std::sync::Arc;
 
-/// The export's format name and version.
-pub const FORMAT: &str = "edulink-export/1";
-
-/// One export.
-#[derive(Debug, Serialize)]
-pub struct Export {
-    /// [`FORMAT`].
-    pub format: &'static str,
-    /// Made, Unix seconds.
-    pub generated_at: i64,
-    /// The diary's part.
-    pub diary: edulink_diary::export::DiaryPart,
-    /// MAX's part (`null` when the user is not linked).
-    pub max: Option<edulink_max::export::MaxPart>,
-}
+use edulink_diary::export::{Export, FORMAT};
 
 /// The export of `login` (`None`: no such user).
 pub async fn export(
     diary: &edulink_diary::DiaryState,
     max: &edulink_max::MaxState,
     login: &str,
-) -> anyhow::Result<Option<Export>> {
+) -> anyhow::Result<Option<Export<edulink_max::export::MaxPart>>> {
     let Some((user, _)) = edulink_diary::repo::user_by_login(&diary.db, login).await? else { return Ok(None) };
     let Some(d) = edulink_diary::export::diary_part(diary, &user.id).await? else { return Ok(None) };
     let m = match &d.link {

@@ -4,8 +4,27 @@
 //! the phone is exported decrypted, as the person's own data.
 
 use crate::MaxState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use edulink_store::{StoreError, sqlx};
+use edulink_web::AppError;
 use serde::Serialize;
+
+/// `GET /sferum/api/v1/profiles/{sub}/export`: MAX's part of the export of the person a provisioning
+/// client's sector knows as `sub` (the diary's «Мой паспорт» download); 404 when no grant is behind it.
+pub async fn export_api(
+    State(st): State<MaxState>,
+    Path(sub): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let (client_id, _, _) = crate::sferum_web::provisioning_client(&st, &headers).await?;
+    match by_subject(&st, &client_id, &sub).await? {
+        Some(part) => Ok(Json(part).into_response()),
+        None => Err(AppError::not_found()),
+    }
+}
 
 /// The account.
 #[derive(Debug, Serialize)]

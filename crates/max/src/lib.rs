@@ -239,6 +239,7 @@ pub fn router(state: MaxState) -> Router {
         .route("/oauth/logout", get(oidc::logout::end_session).post(oidc::logout::end_session_post))
         .route("/sferum", get(sferum_web::page))
         .route("/sferum/api/v1/profiles/{sub}", put(sferum_web::provision).delete(sferum_web::detach))
+        .route("/sferum/api/v1/profiles/{sub}/export", get(export::export_api))
         .route("/sferum/api/v1/links", get(sferum_web::list_links))
         .route("/sferum/api/v1/lessons/{lesson}", put(sferum_web::push_lesson))
         .route("/sferum/api/v1/lessons/{lesson}/attendance", get(sferum_web::attendance))

@@ -93,7 +93,10 @@ pub struct LinkQuery {
 }
 
 /// A provisioning client (see [`service_client`]) with its display name and sector.
-async fn provisioning_client(st: &MaxState, headers: &HeaderMap) -> Result<(String, String, String), AppError> {
+pub(crate) async fn provisioning_client(
+    st: &MaxState,
+    headers: &HeaderMap,
+) -> Result<(String, String, String), AppError> {
     let client_id = service_client(st, headers).await?;
     let client = oidc::cached_client(st, &client_id).await?.ok_or_else(AppError::not_found)?;
     Ok((client_id, client.name, client.sector))

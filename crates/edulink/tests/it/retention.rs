@@ -48,3 +48,29 @@ both_backends! {
         assert!(!missing.status.success());
     }
 }
+
+both_backends! {
+    /// «Мой паспорт» → «Скачать мои данные»: the student downloads the same export as support's
+    /// command — the diary's part read directly, MAX's fetched from MAX's provisioning API with the
+    /// diary's service token (the diary reads none of MAX's tables).
+    async fn the_student_downloads_the_export_from_the_passport(app) {
+        let b = Browser::new();
+        app.diary_login(&b, "student1").await;
+        let unlinked: serde_json::Value = serde_json::from_str(&b.get(&format!("{}/passport/export", app.diary)).await.body).unwrap();
+        assert_eq!(unlinked["format"], "edulink-export/1");
+        assert!(unlinked["max"].is_null());
+        app.link(&b, "+7 900 000-00-01", "+79000000001").await;
+        let passport = b.visit(&format!("{}/passport", app.diary)).await;
+        assert!(passport.has("Скачать мои данные"), "{}", passport.body);
+        let page = b.get(&format!("{}/passport/export", app.diary)).await;
+        assert_eq!(page.status, reqwest::StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        assert_eq!(v["diary"]["user"]["login"], "student1");
+        assert_eq!(v["max"]["account"]["phone"], "+79000000001");
+        assert!(!v["max"]["memberships"].as_array().unwrap().is_empty(), "{}", page.body);
+        assert!(!page.body.contains("eyJ"));
+        // Someone else's browser gets nothing.
+        let stranger = Browser::new().get(&format!("{}/passport/export", app.diary)).await;
+        assert!(!stranger.body.contains("student1"), "{}", stranger.body);
+    }
+}
