@@ -293,6 +293,13 @@ pub async fn diary_state(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<
     Ok(DiaryState::new(diary_db(cfg).await?, dc, clock))
 }
 
+/// MAX's state without a server, for the command line: its database (migrated), no SMS gateway
+/// (commands send none).
+pub async fn max_state(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<MaxState> {
+    let sms = edulink_sms::SmsGateway::Dev(Default::default());
+    Ok(MaxState::new(max_db(cfg).await?, max_config(cfg, cfg.max_url())?, sms, clock).await?)
+}
+
 /// Starts the parties of `role` and returns once they accept connections.
 pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides) -> anyhow::Result<Running> {
     cfg.check_for(role.scope())?;

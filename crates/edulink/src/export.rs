@@ -26,13 +26,7 @@ pub async fn export(
 
 /// The command: prints the JSON (or writes it to `out`).
 pub async fn run_cli(cfg: &Config, login: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let max = edulink_max::MaxState::new(
-        crate::app::max_db(cfg).await?,
-        crate::app::max_config(cfg, cfg.max_url())?,
-        edulink_sms::SmsGateway::Dev(Default::default()),
-        Arc::new(SystemClock),
-    )
-    .await?;
+    let max = crate::app::max_state(cfg, Arc::new(SystemClock)).await?;
     let diary = crate::app::diary_state(cfg, Arc::new(SystemClock)).await?;
     let result = export(&diary, &max, login).await;
     diary.db.close().await;

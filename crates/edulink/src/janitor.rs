@@ -92,13 +92,7 @@ pub async fn run_cli(cfg: &Config, dry_run: bool) -> anyhow::Result<()> {
     use edulink_domain::SystemClock;
     use std::sync::Arc;
     let s = Settings::new(cfg);
-    let max = MaxState::new(
-        crate::app::max_db(cfg).await?,
-        crate::app::max_config(cfg, cfg.max_url())?,
-        edulink_sms::SmsGateway::Dev(Default::default()),
-        Arc::new(SystemClock),
-    )
-    .await?;
+    let max = crate::app::max_state(cfg, Arc::new(SystemClock)).await?;
     let diary = crate::app::diary_state(cfg, Arc::new(SystemClock)).await?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     for party in [Party::Diary(diary.clone()), Party::Max(max.clone())] {
