@@ -40,9 +40,17 @@ pub fn purges(st: &MaxState, r: &Retention, now: i64) -> Vec<Purge> {
         p("phone_state", "phone_hash", "last_sent_at < $1 AND locked_until < $1", vec![now - COUNTER_HORIZON_SECS]),
         p("rate_counters", "bucket, window_start", "window_start < $1", vec![now - COUNTER_HORIZON_SECS]),
         p("notifications", "id", "created_at < $1", vec![now - r.notifications_secs]),
-        // A removed link's mark refuses late messages about it; past the unlinked period the
-        // outbox gave up on them long ago.
-        p("link_marks", "sector, subject", "removed = 1 AND updated_at < $1", vec![now - r.unlinked_secs]),
+        // A removed link's mark refuses late messages about it; past the unlinked period it goes —
+        // unless a grant of the subject exists again (a new link consented, perhaps in flight: its
+        // provision and a late detach are judged against this mark, docs/architecture.md).
+        p(
+            "link_marks",
+            "sector, subject",
+            "removed = 1 AND updated_at < $1 AND NOT EXISTS (SELECT 1 FROM grants g \
+               JOIN clients c ON c.client_id = g.client_id \
+               WHERE c.sector = link_marks.sector AND g.subject = link_marks.subject)",
+            vec![now - r.unlinked_secs],
+        ),
         p("audit", "id", "at < $1", vec![now - r.audit_secs]),
     ]
 }

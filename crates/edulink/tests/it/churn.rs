@@ -122,3 +122,42 @@ both_backends! {
         assert!(naming(&ms.db, "audit", "subject", &subject).await > 0, "the pseudonymous audit stays");
     }
 }
+
+both_backends! {
+    /// A removed link's mark outlives `unlinked_days` while a grant of its subject exists again (a
+    /// new link consented to and under way: its provision and any late detach are judged against
+    /// the mark), and goes once no grant is left.
+    async fn a_removed_mark_stays_while_a_new_grant_of_its_subject_exists(app) {
+        let (ds, ms) = (app.running.diary.as_ref().unwrap(), app.running.max.as_ref().unwrap());
+        let b = Browser::new();
+        app.diary_login(&b, "student1").await;
+        app.link(&b, PHONE, E164).await;
+        let subject = edulink_diary::repo::link(&ds.db, "student-1").await.unwrap().expect("linked").subject;
+        let account: String = sqlx::query_scalar("SELECT account_id FROM grants WHERE subject = $1")
+            .bind(&subject)
+            .fetch_one(ms.db.pool())
+            .await
+            .unwrap();
+        let confirm = b.visit(&format!("{}/passport/security/unlink", app.diary)).await;
+        b.submit(&format!("{}/passport/security/unlink", app.diary), &[("csrf", &confirm.csrf())]).await;
+        // A consent to a new link, its callback not yet back at the diary.
+        ms.db
+            .execute(
+                sqlx::query(
+                    "INSERT INTO grants (id, client_id, account_id, subject, scope, created_at, consented_at) \
+                     VALUES ('g-new', 'mesh', $1, $2, 'openid profile offline_access', $3, $3)",
+                )
+                .bind(&account)
+                .bind(&subject)
+                .bind(ms.now() + edulink_store::janitor::UNLINKED_MAX_SECS),
+            )
+            .await
+            .unwrap();
+        app.clock.advance(edulink_store::janitor::UNLINKED_MAX_SECS + 1);
+        crate::janitor::sweep(&app, false).await;
+        assert_eq!(naming(&ms.db, "link_marks", "subject", &subject).await, 1, "the mark of a link under way stays");
+        ms.db.execute(sqlx::query("DELETE FROM grants WHERE id = 'g-new'")).await.unwrap();
+        crate::janitor::sweep(&app, false).await;
+        assert_eq!(naming(&ms.db, "link_marks", "subject", &subject).await, 0);
+    }
+}
