@@ -50,9 +50,13 @@ struct Args {
     /// Signed-in, unlinked diary users prepared for the link scenario (one per link flow).
     #[arg(long, default_value_t = 8000)]
     link_users: usize,
-    /// Scenarios to run (comma-separated): baseline, healthz, discovery, jwks, sso, link, oracle.
+    /// Scenarios to run (comma-separated): baseline, healthz, discovery, jwks, sso, link, oracle,
+    /// janitor (sso while `edulink janitor` deletes `--janitor-rows` expired tokens; not run by default).
     #[arg(long, value_delimiter = ',', default_value = "baseline,healthz,discovery,jwks,sso,link,oracle")]
     only: Vec<String>,
+    /// Expired MAX tokens seeded for the janitor scenario (issue 19: sign-in p99 while it deletes them).
+    #[arg(long, default_value_t = 1_000_000)]
+    janitor_rows: usize,
     /// Hard limit for the whole run, seconds: past it the servers are killed and the run stops.
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
@@ -400,6 +404,29 @@ async fn seed_users(url: &str, schema: Option<String>, n: usize) -> anyhow::Resu
     Ok(())
 }
 
+/// `n` MAX access tokens that expired a year ago, for the janitor scenario.
+async fn seed_expired_tokens(url: &str, schema: Option<String>, n: usize) -> anyhow::Result<()> {
+    let cfg = edulink_store::PoolConfig { max_connections: 1, schema, ..Default::default() };
+    let db = edulink_store::Db::connect(url, &cfg).await.context("connecting to MAX's database")?;
+    let year_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64 - 365 * 86_400;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let mut tx = db.begin().await?;
+        for i in chunk {
+            edulink_store::sqlx::query(
+                "INSERT INTO tokens (token_hash, kind, client_id, scope, created_at, expires_at) \
+                 VALUES ($1, 'access', 'mesh', 'openid', $2, $2)",
+            )
+            .bind(format!("bench-expired-{i}"))
+            .bind(year_ago)
+            .execute(&mut tx)
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    db.close().await;
+    Ok(())
+}
+
 async fn drop_schemas(url: &str, schemas: &[String]) {
     let cfg = edulink_store::PoolConfig { max_connections: 1, ..Default::default() };
     if let Ok(db) = edulink_store::Db::connect(url, &cfg).await {
@@ -577,6 +604,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .env("EDULINK_DIARY__POOL__SCHEMA", &schemas[0])
             .env("EDULINK_MAX__POOL__SCHEMA", &schemas[1]);
     }
+    // The janitor scenario runs `edulink janitor` with the server's configuration.
+    let server_env: Vec<(std::ffi::OsString, std::ffi::OsString)> =
+        cmd.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))).collect();
     let result = async {
         let srv = server::spawn(cmd, &dir.path().join("edulink.log"), "MAX with")?;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -599,7 +629,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         let sso_users = if want("sso") { conc } else { 0 };
         let link_users = if want("link") { args.link_users } else { 0 };
-        seed_users(&db_url, schema, sso_users + link_users).await?;
+        let janitor_users = if want("janitor") { conc } else { 0 };
+        seed_users(&db_url, schema, sso_users + link_users + janitor_users).await?;
 
         let mut results = Vec::new();
         let mut base_rate = None;
@@ -622,6 +653,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         if want("link") {
             results.push(link(&ctx, srv.pid, conc, dur, sso_users, link_users).await);
+        }
+        if want("janitor") {
+            let (max_url, max_schema) = match &args.postgres {
+                Some(pg) => (pg.clone(), Some(schemas[1].clone())),
+                None => (format!("sqlite://{}", dir.path().join("data/max.db").display()), None),
+            };
+            seed_expired_tokens(&max_url, max_schema, args.janitor_rows).await?;
+            let mut janitor = Command::new(&bin);
+            janitor.arg("janitor").arg("--data-dir").arg(dir.path().join("data"));
+            janitor.envs(server_env.iter().map(|(k, v)| (k, v)));
+            janitor.stdout(std::process::Stdio::null());
+            let started = Instant::now();
+            let mut child = janitor.spawn().context("starting edulink janitor")?;
+            let name = format!("sso while the janitor deletes {} expired tokens", args.janitor_rows);
+            let mut o = sso(&ctx, srv.pid, conc, dur, sso_users + link_users).await;
+            o.name = name;
+            let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+            println!(
+                "janitor: {} rows deleted in {:.1} s ({status})",
+                args.janitor_rows,
+                started.elapsed().as_secs_f64()
+            );
+            results.push(o);
         }
         print_report(&results, base_rate);
         if want("oracle") {

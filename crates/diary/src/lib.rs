@@ -4,6 +4,8 @@
 pub mod api;
 pub mod audit;
 pub mod demo;
+pub mod export;
+pub mod janitor;
 pub mod lessons;
 pub mod links;
 pub mod outbox;
@@ -27,7 +29,7 @@ use std::sync::Arc;
 
 /// The diary's tables.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client", 5 => "0005_backchannel_logout", 6 => "0006_handoff_session", 7 => "0007_link_generations"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_diary", 2 => "0002_distance_lessons", 3 => "0003_audit_client", 5 => "0005_backchannel_logout", 6 => "0006_handoff_session", 7 => "0007_link_generations", 10 => "0010_lifecycle"];
     own.to_vec()
 }
 
@@ -200,6 +202,7 @@ pub fn router(state: DiaryState) -> Router {
         .route("/lessons/{id}/restore", post(pages::lessons::lesson_restore))
         .route("/passport", get(pages::passport::passport))
         .route("/passport/security", get(pages::passport::security))
+        .route("/passport/export", get(export::download))
         .route("/passport/security/unlink", get(pages::passport::unlink_page).post(pages::passport::unlink_submit))
         .route(
             "/readyz",

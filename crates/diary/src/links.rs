@@ -51,7 +51,7 @@ pub async fn store(
     let mut tx = st.db.begin().await?;
     let generation = next_generation(&mut tx).await?;
     let inserted = sqlx::query(
-        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token, generation, max_sid) \
+        "INSERT INTO links (user_id, issuer, subject, linked_at, refresh_enc, id_token_enc, generation, max_sid) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&user.id)
@@ -59,7 +59,7 @@ pub async fn store(
     .bind(&v.subject)
     .bind(now)
     .bind(&refresh_enc)
-    .bind(&v.id_token)
+    .bind(st.cipher.seal(crate::repo::HINT_CONTEXT, v.id_token.as_bytes()))
     .bind(generation)
     .bind(crate::rp::backchannel::session_of(&v.id_token))
     .execute(&mut tx)

@@ -19,7 +19,7 @@ fn tr(headers: &HeaderMap) -> Tr {
     Tr::new(Lang::from_headers(headers))
 }
 
-async fn current(st: &DiaryState, headers: &HeaderMap) -> Result<Option<(Session, User)>, AppError> {
+pub(crate) async fn current(st: &DiaryState, headers: &HeaderMap) -> Result<Option<(Session, User)>, AppError> {
     let Some(raw) = st.cookies.get(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
@@ -46,7 +46,7 @@ pub mod lessons;
 pub mod link;
 pub mod passport;
 
-fn max_unavailable(e: RpError) -> AppError {
+pub(crate) fn max_unavailable(e: RpError) -> AppError {
     tracing::error!(error = %e, "MAX unavailable");
     AppError::new(edulink_web::ErrorKind::Unavailable, "error-max-unavailable")
 }

@@ -1,6 +1,6 @@
 //! The diary's storage: users, sessions, schedule, OIDC transactions and links.
 
-use edulink_domain::crypto::{random_token, sha256_b64};
+use edulink_domain::crypto::{Cipher, random_token, sha256_b64};
 pub use edulink_domain::provisioning::Role;
 use edulink_store::{Db, StoreError, Tx, sqlx};
 
@@ -390,8 +390,9 @@ pub struct Link {
     pub linked_at: i64,
     /// The refresh token, encrypted.
     pub refresh_enc: Option<String>,
-    /// The newest ID token, for `id_token_hint` on sign-in.
-    pub id_token: Option<String>,
+    /// The newest ID token, for `id_token_hint` on sign-in, encrypted (it carries the name): read
+    /// it with [`Link::hint`].
+    pub id_token_enc: Option<String>,
     /// Its generation: carried by every message to MAX about it (see [`crate::links`]).
     pub generation: i64,
     /// When MAX said the session of that ID token ended (back-channel logout): the next sign-in
@@ -402,7 +403,7 @@ pub struct Link {
 /// The live link of a user.
 pub async fn link(db: &Db, user_id: &str) -> Result<Option<Link>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT issuer, subject, linked_at, refresh_enc, id_token, generation, logged_out_at FROM links \
+        "SELECT issuer, subject, linked_at, refresh_enc, id_token_enc, generation, logged_out_at FROM links \
          WHERE user_id = $1",
     )
     .bind(user_id)
@@ -410,13 +411,25 @@ pub async fn link(db: &Db, user_id: &str) -> Result<Option<Link>, StoreError> {
     .await?)
 }
 
-/// Stores the newest ID token of a link (after a sign-in to Сферум), with its MAX session (`sid`);
-/// a logout reported before is over.
-pub async fn set_link_id_token(db: &Db, user_id: &str, id_token: &str) -> Result<(), StoreError> {
+/// The encryption context of a stored ID token hint.
+pub const HINT_CONTEXT: &str = "links.id_token_hint";
+
+impl Link {
+    /// The stored ID token, decrypted (`None` when there is none or it cannot be read: a hint is
+    /// only a hint, OIDC Core §3.1.2.1).
+    pub fn hint(&self, cipher: &Cipher) -> Option<String> {
+        let sealed = self.id_token_enc.as_deref()?;
+        String::from_utf8(cipher.open(HINT_CONTEXT, sealed).ok()?).ok()
+    }
+}
+
+/// Stores the newest ID token of a link (after a sign-in to Сферум), encrypted, with its MAX
+/// session (`sid`); a logout reported before is over.
+pub async fn set_link_id_token(db: &Db, cipher: &Cipher, user_id: &str, id_token: &str) -> Result<(), StoreError> {
     let sid = crate::rp::backchannel::session_of(id_token);
     db.execute(
-        sqlx::query("UPDATE links SET id_token = $1, max_sid = $2, logged_out_at = NULL WHERE user_id = $3")
-            .bind(id_token)
+        sqlx::query("UPDATE links SET id_token_enc = $1, max_sid = $2, logged_out_at = NULL WHERE user_id = $3")
+            .bind(cipher.seal(HINT_CONTEXT, id_token.as_bytes()))
             .bind(sid)
             .bind(user_id),
     )

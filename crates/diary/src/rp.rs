@@ -412,6 +412,18 @@ impl RelyingParty {
         }
     }
 
+    /// MAX's part of a person's data export, by our subject (`None`: MAX knows no such link); the
+    /// format of docs/retention.md («Export format»).
+    pub async fn export(&self, subject: &str) -> Result<Option<serde_json::Value>, RpError> {
+        let url = format!("{}/sferum/api/v1/profiles/{}/export", self.issuer, urlenc(subject));
+        let resp = self.with_service_token(|t| self.http.get(&url).bearer_auth(t)).await?;
+        match resp.status().as_u16() {
+            200..=299 => resp.json().await.map(Some).map_err(|e| RpError::Invalid(e.without_url().to_string())),
+            404 => Ok(None),
+            s => Err(RpError::Unavailable(format!("export: {s}"))),
+        }
+    }
+
     /// One page of MAX's grants of our sector by subject, after `after` — or only subject `only` —
     /// (the reconciliation's view).
     pub async fn links_page(&self, after: &str, only: Option<&str>) -> Result<LinkPage, RpError> {

@@ -281,7 +281,7 @@ pub fn diary_config(cfg: &Config, diary_url: String, max_url: &str) -> anyhow::R
 }
 
 /// This machine's host name (for the default instance id).
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -297,11 +297,19 @@ pub async fn diary_state(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<
     Ok(DiaryState::new(diary_db(cfg).await?, dc, clock))
 }
 
+/// MAX's state without a server, for the command line: its database (migrated), no SMS gateway
+/// (commands send none).
+pub async fn max_state(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<MaxState> {
+    let sms = edulink_sms::SmsGateway::Dev(Default::default());
+    Ok(MaxState::new(max_db(cfg).await?, max_config(cfg, cfg.max_url())?, sms, clock).await?)
+}
+
 /// Starts the parties of `role` and returns once they accept connections.
 pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides) -> anyhow::Result<Running> {
     cfg.check_for(role.scope())?;
     // The process-wide recorder, with every catalogued series at 0, before anything counts.
     edulink_web::ops::prometheus();
+    let janitor = crate::janitor::Settings::new(&cfg);
     let (diary_listener, max_listener) = match ov.listeners {
         Some(l) => l,
         None => {
@@ -383,6 +391,8 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         tasks.push(tokio::spawn(watch_conversion(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(sweep_grants(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(edulink_max::oidc::backchannel::worker(st.clone(), shutdown_rx.clone())));
+        let party = crate::janitor::Party::Max(st.clone());
+        tasks.push(tokio::spawn(crate::janitor::worker(party, janitor.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(edulink_web::serve::serve(max_listener, router, limits, phase_rx.clone())));
         running.max = Some(st);
     }
@@ -406,6 +416,8 @@ pub async fn start(cfg: Config, role: Role, clock: Arc<dyn Clock>, ov: Overrides
         tasks.push(tokio::spawn(edulink_web::serve::serve(diary_listener, router, limits, phase_rx.clone())));
         tasks.push(tokio::spawn(edulink_diary::outbox::worker(st.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(edulink_diary::reconcile::worker(st.clone(), shutdown_rx.clone())));
+        let party = crate::janitor::Party::Diary(st.clone());
+        tasks.push(tokio::spawn(crate::janitor::worker(party, janitor.clone(), shutdown_rx.clone())));
         running.diary = Some(st);
     }
     if let Some(l) = ops_listener {

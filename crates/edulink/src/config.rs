@@ -14,6 +14,8 @@ mod validate;
 pub use validate::{FieldError, FieldErrors, Scope};
 mod server;
 pub use server::{OpsSection, ServerSection};
+mod retention;
+pub use retention::{JanitorSection, RetentionSection};
 
 /// How the process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -55,6 +57,12 @@ pub struct Config {
     pub server: ServerSection,
     /// The operator listener (`/metrics`, `/healthz`, `/readyz`).
     pub ops: OpsSection,
+    /// How long each party keeps what (docs/retention.md).
+    #[serde(default)]
+    pub retention: RetentionSection,
+    /// The janitor's schedule and batches.
+    #[serde(default)]
+    pub janitor: JanitorSection,
 }
 
 /// Settings of the diary.
@@ -330,6 +338,8 @@ impl Default for Config {
             },
             server: ServerSection::default(),
             ops: OpsSection { listen: "127.0.0.1:9090".into(), otlp_endpoint: None },
+            retention: RetentionSection::default(),
+            janitor: JanitorSection::default(),
         }
     }
 }
@@ -390,7 +400,8 @@ impl Config {
     /// Checks every field against its bounds, and in production that what `scope` uses is set.
     pub fn check_for(&self, scope: Scope) -> Result<(), ConfigError> {
         validate::check(self, scope).map_err(ConfigError::Fields)?;
-        self.server.check(&self.ops).map_err(ConfigError::Invalid)
+        self.server.check(&self.ops).map_err(ConfigError::Invalid)?;
+        self.retention.check(&self.janitor).map_err(ConfigError::Invalid)
     }
 
     /// The configuration a command runs with: dev secrets filled in, then checked for `scope`.

@@ -3,6 +3,8 @@
 pub mod app;
 pub mod backup;
 pub mod config;
+pub mod export;
+pub mod janitor;
 pub mod mobile;
 pub mod serving;
 pub mod support;

@@ -55,6 +55,12 @@ enum Command {
         #[command(subcommand)]
         what: AdminCmd,
     },
+    /// Delete what has outlived its retention period in both parties' databases (docs/retention.md).
+    Janitor {
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Copy both SQLite databases, as they were at one instant, into a new directory (with
     /// `manifest.json`); a running server goes on, its writes paused only for the instant.
     Backup {
@@ -189,6 +195,15 @@ enum AdminCmd {
         /// Diary login.
         #[arg(long)]
         login: String,
+    },
+    /// Everything both parties hold about a diary login, as one JSON (docs/retention.md).
+    Export {
+        /// Diary login.
+        #[arg(long)]
+        login: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Unlink a diary login (detaching and revocation go through the outbox).
     Unlink {
@@ -406,6 +421,10 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 println!("client_secret (shown once): {s}");
             }
         }
+        Command::Janitor { dry_run } => {
+            let cfg = cfg.prepare(Scope::Both)?;
+            edulink::janitor::run_cli(&cfg, dry_run).await?;
+        }
         Command::Backup { to } => {
             let m = edulink::backup::backup(&cfg, &to).await?;
             println!(
@@ -462,6 +481,11 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             mdb.close().await;
             print!("{}", result?);
         }
+        Command::Admin { what: AdminCmd::Export { login, out } } => {
+            // Both parties' databases: the operator of both answers a parent's request.
+            let cfg = cfg.prepare(Scope::Both)?;
+            edulink::export::run_cli(&cfg, &login, out.as_deref()).await?;
+        }
         Command::Admin { what } => {
             let cfg = cfg.prepare(Scope::Diary)?;
             let st = app::diary_state(&cfg, Arc::new(SystemClock)).await?;
@@ -495,6 +519,7 @@ async fn admin(st: &edulink_diary::DiaryState, what: AdminCmd) -> anyhow::Result
                 (Some(_), None) => println!("{login}: not linked"),
             }
         }
+        AdminCmd::Export { .. } => anyhow::bail!("export reads both parties' databases: run from main"),
         AdminCmd::Unlink { login, operator } => {
             // The unlink of the web and the apps: MAX is told at once when it answers.
             let Some((user, _)) = repo::user_by_login(&st.db, &login).await? else {

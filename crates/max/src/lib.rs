@@ -9,8 +9,10 @@ pub mod api;
 pub mod audit;
 pub mod chat_web;
 pub mod demo;
+pub mod export;
 pub mod finished;
 pub mod hub;
+pub mod janitor;
 pub mod keys;
 pub mod limits;
 pub mod links;
@@ -33,7 +35,7 @@ use std::sync::Arc;
 
 /// MAX's own tables followed by Сферум's.
 pub fn migrations() -> Vec<Migration> {
-    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 7 => "0007_logout", 8 => "0008_dpop_par", 9 => "0009_session_kind", 10 => "0010_link_marks"];
+    let own: &[Migration] = edulink_store::migrations![1 => "0001_max", 2 => "0002_grant_lookups", 3 => "0003_challenge_window", 4 => "0004_audit_subject", 5 => "0005_rotation", 6 => "0006_reauth", 7 => "0007_logout", 8 => "0008_dpop_par", 9 => "0009_session_kind", 10 => "0010_link_marks", 13 => "0013_janitor"];
     own.iter().chain(edulink_sferum::MIGRATIONS).copied().collect()
 }
 
@@ -240,6 +242,7 @@ pub fn router(state: MaxState) -> Router {
         .route("/oauth/introspect", post(oidc::introspection::introspect))
         .route("/sferum", get(sferum_web::page))
         .route("/sferum/api/v1/profiles/{sub}", put(sferum_web::provision).delete(sferum_web::detach))
+        .route("/sferum/api/v1/profiles/{sub}/export", get(export::export_api))
         .route("/sferum/api/v1/links", get(sferum_web::list_links))
         .route("/sferum/api/v1/lessons/{lesson}", put(sferum_web::push_lesson))
         .route("/sferum/api/v1/lessons/{lesson}/attendance", get(sferum_web::attendance))

@@ -101,7 +101,7 @@ pub struct LinkQuery {
 }
 
 /// A provisioning client (see [`service_client`]) with its display name and sector.
-async fn provisioning_client(
+pub(crate) async fn provisioning_client(
     st: &MaxState,
     headers: &HeaderMap,
     target: &Target,

@@ -16,6 +16,7 @@ mod backup;
 mod config;
 mod error;
 mod health;
+pub mod janitor;
 mod migrate;
 mod rate;
 mod sqlite;

@@ -28,7 +28,8 @@ pub(super) async fn start(
     existing: Option<&repo::Link>,
 ) -> Result<Response, AppError> {
     let link = purpose == Purpose::Link;
-    let hint = existing.and_then(|l| l.id_token.as_deref());
+    let hint = existing.and_then(|l| l.hint(&st.cipher));
+    let hint = hint.as_deref();
     let relogin = existing.is_some_and(|l| l.logged_out_at.is_some());
     let started = st.rp.start(st.rp.web(), link, hint, relogin, None).await.map_err(max_unavailable)?;
     let t = repo::Transaction {
@@ -206,7 +207,8 @@ async fn finish_sso(
             // than on every sign-in (a write and a commit per flow for nothing), and at once when MAX
             // signs with a newer key, so the hint outlives the old key (MAX deletes retired keys
             // after a retention period: docs/deployment.md, «Keys and secrets»).
-            let stored = link.id_token.as_deref();
+            let stored = link.hint(&st.cipher);
+            let stored = stored.as_deref();
             // A new MAX session replaces it too: a back-channel logout names the session (`sid`).
             let sid = crate::rp::backchannel::session_of;
             let fresh = link.logged_out_at.is_none()
@@ -214,7 +216,7 @@ async fn finish_sso(
                 && stored.and_then(crate::rp::key_id) == crate::rp::key_id(&v.id_token)
                 && stored.and_then(sid) == sid(&v.id_token);
             if !fresh {
-                repo::set_link_id_token(&st.db, &user.id, &v.id_token).await?;
+                repo::set_link_id_token(&st.db, &st.cipher, &user.id, &v.id_token).await?;
             }
             Ok(see_other(landing))
         }

@@ -123,7 +123,8 @@ async fn no_log_line_and_no_page_holds_a_code_a_token_a_session_id_or_a_phone() 
     let _ = std::io::stdout().flush();
 }
 
-async fn dump(db: &edulink_store::Db) -> String {
+/// Every text value of every table of `db`, one a line.
+pub(crate) async fn dump(db: &edulink_store::Db) -> String {
     use edulink_store::Row;
     let tables: Vec<String> = match db.backend() {
         edulink_store::Backend::Sqlite => {

@@ -37,17 +37,21 @@ async fn rotate_keys(maxes: &[&MaxState], clock: &ManualClock) -> Rotation {
 }
 
 /// The ID token the diary keeps as the `id_token_hint` of `login`'s link.
+/// (Stored encrypted: issue 19.)
 async fn stored_hint(diary: &DiaryState, login: &str) -> String {
-    sqlx::query_scalar("SELECT l.id_token FROM links l JOIN users u ON u.id = l.user_id WHERE u.login = $1")
-        .bind(login)
-        .fetch_one(diary.db.pool())
-        .await
-        .unwrap()
+    let sealed: String =
+        sqlx::query_scalar("SELECT l.id_token_enc FROM links l JOIN users u ON u.id = l.user_id WHERE u.login = $1")
+            .bind(login)
+            .fetch_one(diary.db.pool())
+            .await
+            .unwrap();
+    String::from_utf8(diary.cipher.open(edulink_diary::repo::HINT_CONTEXT, &sealed).unwrap()).unwrap()
 }
 
 async fn set_stored_hint(diary: &DiaryState, login: &str, hint: &str) {
-    let sql = "UPDATE links SET id_token = $1 WHERE user_id = (SELECT id FROM users WHERE login = $2)";
-    diary.db.execute(sqlx::query(sql).bind(hint).bind(login)).await.unwrap();
+    let sql = "UPDATE links SET id_token_enc = $1 WHERE user_id = (SELECT id FROM users WHERE login = $2)";
+    let sealed = diary.cipher.seal(edulink_diary::repo::HINT_CONTEXT, hint.as_bytes());
+    diary.db.execute(sqlx::query(sql).bind(sealed).bind(login)).await.unwrap();
 }
 
 async fn hints_ignored(max: &MaxState) -> i64 {

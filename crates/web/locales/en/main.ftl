@@ -154,6 +154,7 @@ passport-security = Security
 passport-name = Name
 passport-login = Login
 passport-school = School
+passport-export = Download my data (the diary and MAX)
 passport-classes = Classes
 security-sferum = Sferum educational profile in MAX
 security-linked = Your MESH account is linked to a Sferum educational profile in MAX.

@@ -154,6 +154,7 @@ passport-security = Безопасность
 passport-name = Имя
 passport-login = Логин
 passport-school = Школа
+passport-export = Скачать мои данные (МЭШ и MAX)
 passport-classes = Классы
 security-sferum = Учебный профиль Сферум в MAX
 security-linked = Аккаунт «МЭШ» привязан к учебному профилю Сферум в MAX.

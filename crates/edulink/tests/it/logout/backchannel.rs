@@ -20,13 +20,17 @@ async fn linked_student(app: &TestApp) -> Browser {
 }
 
 /// The link's stored ID token (the «Сферум» button's `id_token_hint`) and its MAX `sid`.
+/// (The ID token is stored encrypted: issue 19.)
 async fn stored_hint(app: &TestApp) -> (Option<String>, Option<String>) {
-    sqlx::query_as(
-        "SELECT l.id_token, l.max_sid FROM links l JOIN users u ON u.id = l.user_id WHERE u.login = 'student2'",
+    let (sealed, sid): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT l.id_token_enc, l.max_sid FROM links l JOIN users u ON u.id = l.user_id WHERE u.login = 'student2'",
     )
     .fetch_one(diary_db(app).pool())
     .await
-    .unwrap()
+    .unwrap();
+    let cipher = &app.running.diary.as_ref().expect("diary").cipher;
+    let hint = sealed.map(|s| String::from_utf8(cipher.open(edulink_diary::repo::HINT_CONTEXT, &s).unwrap()).unwrap());
+    (hint, sid)
 }
 
 /// Whether the diary marked the link logged out at MAX (its Сферум state ended).
