@@ -416,7 +416,7 @@ impl RelyingParty {
     /// format of docs/retention.md («Export format»).
     pub async fn export(&self, subject: &str) -> Result<Option<serde_json::Value>, RpError> {
         let url = format!("{}/sferum/api/v1/profiles/{}/export", self.issuer, urlenc(subject));
-        let resp = self.with_service_token(|t| self.http.get(&url).bearer_auth(t)).await?;
+        let resp = self.with_service_token("provisioning", |t| self.http.get(&url).bearer_auth(t)).await?;
         match resp.status().as_u16() {
             200..=299 => resp.json().await.map(Some).map_err(|e| RpError::Invalid(e.without_url().to_string())),
             404 => Ok(None),

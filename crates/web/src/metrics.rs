@@ -278,6 +278,14 @@ pub const CATALOGUE: &[Metric] = &[
     ),
     m("edulink_oauth_par_total", Counter, "Pushed authorization requests accepted (RFC 9126)."),
     m("edulink_dpop_replay_total", Counter, "DPoP proofs refused because their jti was seen before (RFC 9449 §11.1)."),
+    // Retention (docs/retention.md).
+    Metric {
+        name: "edulink_janitor_deleted_rows_total",
+        kind: Counter,
+        help: "Rows the janitor deleted because their retention period ended, by table.",
+        labels: &[],
+        open_labels: &["table"],
+    },
     // The build and the process.
     Metric {
         name: "edulink_build_info",
