@@ -286,7 +286,15 @@ pub async fn start_link(
         return Err(AppError::bad_request("error-bad-request"));
     }
     // The apps' requests go by PAR (RFC 9126; MAX requires it of them).
-    let pushed = st.rp.push(&started.url, &app.client_id, body.dpop_jkt.as_deref()).await.map_err(max_unavailable)?;
+    let pushed = st.rp.push(&started.url, &app.client_id, body.dpop_jkt.as_deref()).await.map_err(|e| match e {
+        // MAX refused the request itself (an app without its DPoP key): the app's mistake, not an
+        // outage — 400, never «MAX is unavailable» (found by schemathesis, scripts/api-fuzz).
+        RpError::Refused(why) => {
+            tracing::info!(%why, "MAX refused the app's pushed request");
+            AppError::bad_request("error-bad-request")
+        }
+        e => max_unavailable(e),
+    })?;
     let t = repo::Transaction {
         user_id: user.id,
         purpose: repo::Purpose::App(app.key.clone()),

@@ -228,6 +228,23 @@ async fn served_openapi_documents_equal_the_committed_ones() {
     }
 }
 
+both_backends! {
+    /// An app's link start that MAX refuses (here: no DPoP key, which the diary's apps must bind, RFC
+    /// 9449 §10) is the app's mistake: 400, not 503 «MAX недоступен». Found by schemathesis
+    /// (`scripts/api-fuzz`) with a schema-valid body.
+    async fn a_link_start_max_refuses_is_a_bad_request_not_an_outage(app) {
+        let diary_token = diary_sign_in(&app, "student5").await;
+        let (status, err) = post(
+            format!("{}/api/v1/sferum/link", app.diary),
+            Some(&diary_token),
+            json!({ "app": "dnevnik_mesh", "code_challenge": "0".repeat(43) }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert_eq!(err["error"]["code"], "bad_request", "{err}");
+    }
+}
+
 /// The command-line app (`edulink demo mobile-link`) links a student end to end.
 #[tokio::test]
 async fn the_command_line_app_links_a_student() {
